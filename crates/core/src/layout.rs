@@ -1,0 +1,165 @@
+//! Store keys and the store layout.
+//!
+//! A [`StoreKey`] is a relative, `/`-separated path that cannot escape the store root
+//! whatever backend it lands on: no absolute paths, no `.`/`..` segments, no empty segments,
+//! no NUL or control characters, no backslashes. Segments starting with `.` are reserved
+//! for the backends' own bookkeeping (temporary files, locks).
+//!
+//! The functions below are the only place the layout of `DESIGN.md` is spelled out.
+
+use std::fmt;
+
+/// Longest key accepted (S3's own limit is 1024 bytes).
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// A validated store key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct StoreKey(String);
+
+/// A key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid store key {key:?}: {reason}")]
+pub struct KeyError {
+    /// The key as given.
+    pub key: String,
+    /// Why it was refused.
+    pub reason: &'static str,
+}
+
+impl StoreKey {
+    /// Validates `key`.
+    pub fn new(key: impl Into<String>) -> Result<Self, KeyError> {
+        let key = key.into();
+        let reason = if key.is_empty() {
+            Some("it is empty")
+        } else if key.len() > MAX_KEY_LEN {
+            Some("it is longer than 1024 bytes")
+        } else if key.starts_with('/') {
+            Some("it is an absolute path")
+        } else if key.chars().any(|c| c.is_control()) {
+            Some("it contains NUL or a control character")
+        } else if key.contains('\\') {
+            Some("it contains a backslash")
+        } else if key.split('/').any(|s| s.is_empty()) {
+            Some("it has an empty path segment")
+        } else if key.split('/').any(|s| s == "." || s == "..") {
+            Some("it has a '.' or '..' segment")
+        } else if key.split('/').any(|s| s.starts_with('.')) {
+            Some("segments starting with '.' are reserved")
+        } else if key.len() >= 2 && key.as_bytes()[1] == b':' {
+            Some("it looks like a drive path")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(KeyError { key, reason }),
+            None => Ok(Self(key)),
+        }
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path segments.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.0.split('/')
+    }
+}
+
+impl fmt::Display for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for StoreKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn key(s: String) -> StoreKey {
+    // Only called with validated names and numbers; a failure here is a bug in this module.
+    StoreKey::new(s).expect("layout builds only valid keys")
+}
+
+/// `blobs/sha256/<hex>`
+pub fn blob(hex: &str) -> StoreKey {
+    key(format!("blobs/sha256/{hex}"))
+}
+/// `models/<name>/model.json`
+pub fn model(name: &str) -> StoreKey {
+    key(format!("models/{name}/model.json"))
+}
+/// `models/` — prefix of every model.
+pub const MODELS_PREFIX: &str = "models/";
+/// `models/<name>/versions/<n>.json`
+pub fn version(name: &str, n: u64) -> StoreKey {
+    key(format!("models/{name}/versions/{n}.json"))
+}
+/// `models/<name>/versions/` — prefix of the version records (and their reports).
+pub fn versions_prefix(name: &str) -> String {
+    format!("models/{name}/versions/")
+}
+/// `models/<name>/versions/<n>/tags.json` — mutable tags of an immutable version.
+pub fn version_tags(name: &str, n: u64) -> StoreKey {
+    key(format!("models/{name}/versions/{n}/tags.json"))
+}
+/// `models/<name>/versions/<n>/gates.json`
+pub fn gate_report(name: &str, n: u64) -> StoreKey {
+    key(format!("models/{name}/versions/{n}/gates.json"))
+}
+/// `models/<name>/aliases/<alias>.json`
+pub fn alias(name: &str, alias: &str) -> StoreKey {
+    key(format!("models/{name}/aliases/{alias}.json"))
+}
+/// `models/<name>/aliases/`
+pub fn aliases_prefix(name: &str) -> String {
+    format!("models/{name}/aliases/")
+}
+/// `audit/<name>/<seq>.json`, `seq` zero-padded so listings sort in order.
+pub fn audit_event(name: &str, seq: u64) -> StoreKey {
+    key(format!("audit/{name}/{seq:012}.json"))
+}
+/// `audit/<name>/`
+pub fn audit_prefix(name: &str) -> String {
+    format!("audit/{name}/")
+}
+/// `incoming/` — where uploads wait to be registered.
+pub const INCOMING_PREFIX: &str = "incoming/";
+
+/// Parses a version number out of `models/<name>/versions/<n>.json`.
+pub fn parse_version_key(name: &str, key: &str) -> Option<u64> {
+    key.strip_prefix(&versions_prefix(name))?.strip_suffix(".json")?.parse().ok()
+}
+
+/// Parses a sequence number out of `audit/<name>/<seq>.json`.
+pub fn parse_audit_key(name: &str, key: &str) -> Option<u64> {
+    key.strip_prefix(&audit_prefix(name))?.strip_suffix(".json")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_escapes() {
+        for k in ["", "/etc/passwd", "a/../b", "..", "a/./b", "a//b", "a\0b", "a\nb", "a\\b", "C:/x", ".tmp/x", "a/.locks/1", "a/"] {
+            assert!(StoreKey::new(k).is_err(), "{k:?} should be refused");
+        }
+        assert!(StoreKey::new("x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn accepts_real_keys() {
+        for k in ["blobs/sha256/ab", "incoming/m/run 1/model.onnx", "incoming/m/r+1/é.onnx", "a..b/c"] {
+            StoreKey::new(k).unwrap();
+        }
+        assert_eq!(audit_event("m", 7).as_str(), "audit/m/000000000007.json");
+        assert_eq!(parse_version_key("m", "models/m/versions/12.json"), Some(12));
+        assert_eq!(parse_version_key("m", "models/m/versions/12/gates.json"), None);
+        assert_eq!(parse_audit_key("m", audit_event("m", 3).as_str()), Some(3));
+    }
+}

@@ -1,0 +1,24 @@
+//! falaj-core: the domain of falaj with no I/O.
+//!
+//! Everything here is pure and builds for `wasm32-wasip2`, so the registry, the gates, the
+//! trainer and the edge component share one definition of a model version, a manifest, a
+//! store key and an audit event, and cannot drift apart.
+#![deny(missing_docs)]
+
+pub mod audit;
+pub mod layout;
+pub mod manifest;
+pub mod names;
+pub mod onnx;
+pub mod residency;
+pub mod version;
+
+pub use audit::{AuditEvent, AuditProblem, verify_chain};
+pub use layout::StoreKey;
+pub use manifest::{Standardization, Task, TrainingManifest};
+pub use names::{NameError, validate_alias, validate_model_name, validate_tag_key, validate_tag_value};
+pub use residency::{AllowedRegions, ResidencyError};
+pub use version::{
+    AliasRecord, ArtifactFormat, DatasetRef, Lineage, ModelRecord, ModelRef, ModelVersion, Signature,
+    TensorSpec, VersionRef,
+};

@@ -1,0 +1,85 @@
+//! The training manifest written beside `model.onnx` by `falaj-train`.
+//!
+//! It carries what training, the gates and the edge must agree on: feature names and order,
+//! the preprocessing, the task and classes, and the lineage recorded into the version.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::version::Lineage;
+
+/// Supervised task of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Output is class probabilities.
+    #[default]
+    Classification,
+    /// Output is one value per row.
+    Regression,
+}
+
+/// Per-feature standardisation `(x - mean) / std`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Standardization {
+    /// Mean per feature, training split only.
+    pub mean: Vec<f64>,
+    /// Standard deviation per feature, training split only.
+    pub std: Vec<f64>,
+    /// Whether the exported graph already applies it (the edge then takes raw features).
+    #[serde(default)]
+    pub folded_into_graph: bool,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainingManifest {
+    /// Model name.
+    pub model: String,
+    /// Semantic version to register under, if the author chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// Training run id (`incoming/<model>/<run-id>/`).
+    #[serde(default)]
+    pub run_id: String,
+    /// Task.
+    #[serde(default)]
+    pub task: Task,
+    /// Target column.
+    #[serde(default)]
+    pub target: String,
+    /// Feature names, in the order the model takes them.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Class labels, in output order (classification).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Standardisation applied to inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardization: Option<Standardization>,
+    /// Lineage recorded into the version.
+    #[serde(default)]
+    pub lineage: Lineage,
+    /// Random seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Compute backend (`ndarray`, `cuda`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Device name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Final metrics.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Anything else the trainer recorded.
+    #[serde(default, flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}

@@ -1,0 +1,445 @@
+//! The part of the ONNX protobuf schema falaj reads and writes.
+//!
+//! Field numbers follow `onnx/onnx.proto` (IR version 10). Fields falaj does not need are
+//! left out; protobuf decoders skip unknown fields, so real files from any producer decode.
+//! The trainer's exporter writes models with these types, and the registry reads their
+//! signature with them, so both agree on one schema.
+
+use prost::Message;
+
+use crate::version::{ArtifactFormat, Signature, TensorSpec};
+
+/// `onnx.ModelProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ModelProto {
+    /// IR version.
+    #[prost(int64, tag = "1")]
+    pub ir_version: i64,
+    /// Operator sets used.
+    #[prost(message, repeated, tag = "8")]
+    pub opset_import: Vec<OperatorSetIdProto>,
+    /// Producer name.
+    #[prost(string, tag = "2")]
+    pub producer_name: String,
+    /// Producer version.
+    #[prost(string, tag = "3")]
+    pub producer_version: String,
+    /// Domain.
+    #[prost(string, tag = "4")]
+    pub domain: String,
+    /// Model version.
+    #[prost(int64, tag = "5")]
+    pub model_version: i64,
+    /// Documentation.
+    #[prost(string, tag = "6")]
+    pub doc_string: String,
+    /// The graph.
+    #[prost(message, optional, tag = "7")]
+    pub graph: Option<GraphProto>,
+    /// Free-form metadata.
+    #[prost(message, repeated, tag = "14")]
+    pub metadata_props: Vec<StringStringEntryProto>,
+}
+
+/// `onnx.OperatorSetIdProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct OperatorSetIdProto {
+    /// Empty for the default `ai.onnx` domain.
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    /// Opset version.
+    #[prost(int64, tag = "2")]
+    pub version: i64,
+}
+
+/// `onnx.StringStringEntryProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct StringStringEntryProto {
+    /// Key.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// Value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `onnx.GraphProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct GraphProto {
+    /// Nodes in topological order.
+    #[prost(message, repeated, tag = "1")]
+    pub node: Vec<NodeProto>,
+    /// Graph name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Constant tensors (weights).
+    #[prost(message, repeated, tag = "5")]
+    pub initializer: Vec<TensorProto>,
+    /// Documentation.
+    #[prost(string, tag = "10")]
+    pub doc_string: String,
+    /// Inputs (in old IR versions, initializers may be listed here too).
+    #[prost(message, repeated, tag = "11")]
+    pub input: Vec<ValueInfoProto>,
+    /// Outputs.
+    #[prost(message, repeated, tag = "12")]
+    pub output: Vec<ValueInfoProto>,
+    /// Intermediate value types.
+    #[prost(message, repeated, tag = "13")]
+    pub value_info: Vec<ValueInfoProto>,
+}
+
+/// `onnx.NodeProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct NodeProto {
+    /// Input value names.
+    #[prost(string, repeated, tag = "1")]
+    pub input: Vec<String>,
+    /// Output value names.
+    #[prost(string, repeated, tag = "2")]
+    pub output: Vec<String>,
+    /// Node name.
+    #[prost(string, tag = "3")]
+    pub name: String,
+    /// Operator.
+    #[prost(string, tag = "4")]
+    pub op_type: String,
+    /// Operator domain, empty for `ai.onnx`.
+    #[prost(string, tag = "7")]
+    pub domain: String,
+    /// Attributes.
+    #[prost(message, repeated, tag = "5")]
+    pub attribute: Vec<AttributeProto>,
+    /// Documentation.
+    #[prost(string, tag = "6")]
+    pub doc_string: String,
+}
+
+/// `onnx.AttributeProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct AttributeProto {
+    /// Attribute name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// `AttributeType` value: 1 float, 2 int, 3 string, 4 tensor, 6 floats, 7 ints, 8 strings.
+    #[prost(int32, tag = "20")]
+    pub r#type: i32,
+    /// Float value.
+    #[prost(float, tag = "2")]
+    pub f: f32,
+    /// Int value.
+    #[prost(int64, tag = "3")]
+    pub i: i64,
+    /// String value.
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    /// Tensor value.
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<TensorProto>,
+    /// Floats value.
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
+    /// Ints value.
+    #[prost(int64, repeated, tag = "8")]
+    pub ints: Vec<i64>,
+    /// Strings value.
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub strings: Vec<Vec<u8>>,
+}
+
+/// `onnx.TensorProto` (dense tensors only).
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorProto {
+    /// Shape.
+    #[prost(int64, repeated, tag = "1")]
+    pub dims: Vec<i64>,
+    /// `TensorProto.DataType` value (1 = float, 7 = int64, 11 = double).
+    #[prost(int32, tag = "2")]
+    pub data_type: i32,
+    /// Float data.
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    /// Int32 data.
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    /// Int64 data.
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
+    /// Tensor name.
+    #[prost(string, tag = "8")]
+    pub name: String,
+    /// Little-endian raw data.
+    #[prost(bytes = "vec", tag = "9")]
+    pub raw_data: Vec<u8>,
+    /// Double data.
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
+    /// Documentation.
+    #[prost(string, tag = "12")]
+    pub doc_string: String,
+}
+
+/// `onnx.ValueInfoProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ValueInfoProto {
+    /// Value name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Type.
+    #[prost(message, optional, tag = "2")]
+    pub r#type: Option<TypeProto>,
+    /// Documentation.
+    #[prost(string, tag = "3")]
+    pub doc_string: String,
+}
+
+/// `onnx.TypeProto` (tensor types only).
+#[derive(Clone, PartialEq, Message)]
+pub struct TypeProto {
+    /// Tensor type.
+    #[prost(message, optional, tag = "1")]
+    pub tensor_type: Option<TypeProtoTensor>,
+}
+
+/// `onnx.TypeProto.Tensor`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TypeProtoTensor {
+    /// Element type (`TensorProto.DataType`).
+    #[prost(int32, tag = "1")]
+    pub elem_type: i32,
+    /// Shape, if known.
+    #[prost(message, optional, tag = "2")]
+    pub shape: Option<TensorShapeProto>,
+}
+
+/// `onnx.TensorShapeProto`.
+#[derive(Clone, PartialEq, Message)]
+pub struct TensorShapeProto {
+    /// Dimensions.
+    #[prost(message, repeated, tag = "1")]
+    pub dim: Vec<Dimension>,
+}
+
+/// `onnx.TensorShapeProto.Dimension`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Dimension {
+    /// Fixed size or symbol.
+    #[prost(oneof = "DimensionValue", tags = "1, 2")]
+    pub value: Option<DimensionValue>,
+}
+
+/// The value of a [`Dimension`].
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum DimensionValue {
+    /// Fixed size.
+    #[prost(int64, tag = "1")]
+    DimValue(i64),
+    /// Symbolic size, e.g. `batch`.
+    #[prost(string, tag = "2")]
+    DimParam(String),
+}
+
+/// `TensorProto.DataType.FLOAT`.
+pub const FLOAT: i32 = 1;
+/// `TensorProto.DataType.INT64`.
+pub const INT64: i32 = 7;
+
+/// Lower-case ONNX name of a `TensorProto.DataType`.
+pub fn dtype_name(t: i32) -> &'static str {
+    match t {
+        1 => "float",
+        2 => "uint8",
+        3 => "int8",
+        4 => "uint16",
+        5 => "int16",
+        6 => "int32",
+        7 => "int64",
+        8 => "string",
+        9 => "bool",
+        10 => "float16",
+        11 => "double",
+        12 => "uint32",
+        13 => "uint64",
+        16 => "bfloat16",
+        _ => "unknown",
+    }
+}
+
+/// A file could not be read as an ONNX model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OnnxError {
+    /// Not protobuf, or not a ModelProto.
+    #[error("not a valid ONNX model: {reason}")]
+    Decode {
+        /// The decoder's message.
+        reason: String,
+    },
+    /// Decodes, but is not a usable model.
+    #[error("not a usable ONNX model: {reason}")]
+    Invalid {
+        /// What is missing.
+        reason: String,
+    },
+}
+
+/// What the registry records about an ONNX file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnnxSummary {
+    /// Format and producer.
+    pub format: ArtifactFormat,
+    /// Inputs and outputs.
+    pub signature: Signature,
+    /// Operators used, sorted, without duplicates (`domain:op` for non-default domains).
+    pub ops: Vec<String>,
+}
+
+fn spec(v: &ValueInfoProto) -> TensorSpec {
+    let tt = v.r#type.as_ref().and_then(|t| t.tensor_type.as_ref());
+    let shape = tt
+        .and_then(|t| t.shape.as_ref())
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(DimensionValue::DimValue(n)) => n.to_string(),
+                    Some(DimensionValue::DimParam(p)) => p.clone(),
+                    None => "?".into(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    TensorSpec {
+        name: v.name.clone(),
+        dtype: dtype_name(tt.map_or(0, |t| t.elem_type)).into(),
+        shape,
+    }
+}
+
+/// Decodes `bytes` and summarises the model, refusing what is not a usable ONNX model.
+pub fn summarize(bytes: &[u8]) -> Result<OnnxSummary, OnnxError> {
+    let m = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode { reason: e.to_string() })?;
+    if m.ir_version <= 0 {
+        return Err(OnnxError::Invalid { reason: "ir_version is missing".into() });
+    }
+    let graph = m.graph.as_ref().ok_or_else(|| OnnxError::Invalid { reason: "it has no graph".into() })?;
+    if graph.output.is_empty() {
+        return Err(OnnxError::Invalid { reason: "the graph has no outputs".into() });
+    }
+    let opset = m
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .ok_or_else(|| OnnxError::Invalid { reason: "no opset_import for the default domain".into() })?;
+    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph.input.iter().filter(|v| !inits.contains(v.name.as_str())).map(spec).collect();
+    let outputs = graph.output.iter().map(spec).collect();
+    let mut ops: Vec<String> = graph
+        .node
+        .iter()
+        .map(|n| if n.domain.is_empty() { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) })
+        .collect();
+    ops.sort();
+    ops.dedup();
+    let producer = match (m.producer_name.as_str(), m.producer_version.as_str()) {
+        ("", _) => "unknown".to_string(),
+        (n, "") => n.to_string(),
+        (n, v) => format!("{n} {v}"),
+    };
+    Ok(OnnxSummary {
+        format: ArtifactFormat { kind: "onnx".into(), opset, ir_version: m.ir_version, producer },
+        signature: Signature { inputs, outputs },
+        ops,
+    })
+}
+
+/// Builds a tensor value info `name: float[batch, n]`-style, `None` dims become symbols.
+pub fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>], symbol: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TypeProtoTensor {
+                elem_type,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(match d {
+                                Some(n) => DimensionValue::DimValue(*n),
+                                None => DimensionValue::DimParam(symbol.into()),
+                            }),
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+        doc_string: String::new(),
+    }
+}
+
+/// A float tensor initializer with raw little-endian data.
+pub fn float_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    TensorProto {
+        dims: dims.to_vec(),
+        data_type: FLOAT,
+        name: name.into(),
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A small linear model `y = x·W + b` (one Gemm) used by tests and the demo fixtures.
+pub fn linear_model(inputs: usize, outputs: usize, weights: &[f32], bias: &[f32]) -> ModelProto {
+    assert_eq!(weights.len(), inputs * outputs, "weights must be inputs x outputs");
+    assert_eq!(bias.len(), outputs, "bias must have one value per output");
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        producer_name: "falaj".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(GraphProto {
+            name: "linear".into(),
+            node: vec![NodeProto {
+                input: vec!["input".into(), "W".into(), "b".into()],
+                output: vec!["output".into()],
+                name: "gemm".into(),
+                op_type: "Gemm".into(),
+                ..Default::default()
+            }],
+            initializer: vec![
+                float_tensor("W", &[inputs as i64, outputs as i64], weights),
+                float_tensor("b", &[outputs as i64], bias),
+            ],
+            input: vec![value_info("input", FLOAT, &[None, Some(inputs as i64)], "batch")],
+            output: vec![value_info("output", FLOAT, &[None, Some(outputs as i64)], "batch")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_model_round_trips() {
+        let m = linear_model(3, 2, &[1.0; 6], &[0.5, -0.5]);
+        let bytes = m.encode_to_vec();
+        let s = summarize(&bytes).unwrap();
+        assert_eq!(s.format.opset, 17);
+        assert_eq!(s.signature.inputs.len(), 1);
+        assert_eq!(s.signature.inputs[0].shape, vec!["batch".to_string(), "3".into()]);
+        assert_eq!(s.signature.outputs[0].dtype, "float");
+        assert_eq!(s.ops, vec!["Gemm".to_string()]);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(matches!(summarize(b"this is not protobuf \xff\xff\xff"), Err(OnnxError::Decode { .. })));
+        assert!(matches!(summarize(&[]), Err(OnnxError::Invalid { .. })));
+        let mut m = linear_model(1, 1, &[1.0], &[0.0]);
+        m.graph = None;
+        assert!(matches!(summarize(&m.encode_to_vec()), Err(OnnxError::Invalid { .. })));
+    }
+}
