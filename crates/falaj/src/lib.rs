@@ -1,1 +1,8 @@
+//! falaj: the store backends, the model registry and its audit log.
+//!
+//! The `falaj` CLI, the Lambda functions and the edge host are thin shells over this crate:
+//! they turn their input into a call here and the result back.
+#![deny(missing_docs)]
 
+pub mod store;
+pub mod terraform;
