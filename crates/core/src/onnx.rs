@@ -5,6 +5,8 @@
 //! The trainer's exporter writes models with these types, and the registry reads their
 //! signature with them, so both agree on one schema.
 
+use std::io::{Read, Seek, SeekFrom};
+
 use prost::Message;
 
 use crate::version::{ArtifactFormat, Signature, TensorSpec};
@@ -317,7 +319,158 @@ fn spec(v: &ValueInfoProto) -> TensorSpec {
 
 /// Decodes `bytes` and summarises the model, refusing what is not a usable ONNX model.
 pub fn summarize(bytes: &[u8]) -> Result<OnnxSummary, OnnxError> {
-    let m = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode { reason: e.to_string() })?;
+    summarize_reader(std::io::Cursor::new(bytes))
+}
+
+/// Summarises a model read from `r` without loading its weights.
+///
+/// Initializers are skipped by seeking past them (only their names are read), so a
+/// multi-gigabyte model is summarised in a few kilobytes of memory.
+pub fn summarize_reader<R: Read + Seek>(mut r: R) -> Result<OnnxSummary, OnnxError> {
+    let io = |e: std::io::Error| OnnxError::Decode { reason: format!("truncated or unreadable: {e}") };
+    let end = r.seek(SeekFrom::End(0)).map_err(io)?;
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut pb = Skim { r, pos: 0 };
+    let mut top = Vec::new();
+    let mut graph = None;
+    while pb.pos < end {
+        let (field, wire) = pb.key(end)?;
+        if field == 7 && wire == 2 {
+            let len = pb.varint(end)?;
+            let stop = pb.limit(len, end)?;
+            graph = Some(skim_graph(&mut pb, stop)?);
+        } else {
+            pb.copy_field(field, wire, end, &mut top)?;
+        }
+    }
+    let mut m = ModelProto::decode(top.as_slice()).map_err(|e| OnnxError::Decode { reason: e.to_string() })?;
+    m.graph = graph;
+    summarize_model(&m)
+}
+
+/// A forward-only protobuf walker over a seekable reader.
+struct Skim<R> {
+    r: R,
+    pos: u64,
+}
+
+const MAX_INLINE: u64 = 256 * 1024 * 1024;
+
+impl<R: Read + Seek> Skim<R> {
+    fn bad(&self, what: &str) -> OnnxError {
+        OnnxError::Decode { reason: format!("{what} at byte {}", self.pos) }
+    }
+
+    fn byte(&mut self, end: u64) -> Result<u8, OnnxError> {
+        if self.pos >= end {
+            return Err(self.bad("unexpected end of message"));
+        }
+        let mut b = [0u8];
+        self.r.read_exact(&mut b).map_err(|_| self.bad("unexpected end of file"))?;
+        self.pos += 1;
+        Ok(b[0])
+    }
+
+    fn varint(&mut self, end: u64) -> Result<u64, OnnxError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte(end)?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.bad("varint too long"))
+    }
+
+    fn key(&mut self, end: u64) -> Result<(u64, u8), OnnxError> {
+        let k = self.varint(end)?;
+        let (field, wire) = (k >> 3, (k & 7) as u8);
+        if field == 0 || !matches!(wire, 0 | 1 | 2 | 5) {
+            return Err(self.bad("invalid protobuf field key"));
+        }
+        Ok((field, wire))
+    }
+
+    fn limit(&self, len: u64, end: u64) -> Result<u64, OnnxError> {
+        match self.pos.checked_add(len) {
+            Some(stop) if stop <= end => Ok(stop),
+            _ => Err(self.bad("length runs past the end of the message")),
+        }
+    }
+
+    fn bytes(&mut self, len: u64, end: u64) -> Result<Vec<u8>, OnnxError> {
+        self.limit(len, end)?;
+        if len > MAX_INLINE {
+            return Err(self.bad("a non-weight field larger than 256 MiB"));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.r.read_exact(&mut buf).map_err(|_| self.bad("unexpected end of file"))?;
+        self.pos += len;
+        Ok(buf)
+    }
+
+    fn skip(&mut self, wire: u8, end: u64) -> Result<(), OnnxError> {
+        let len = match wire {
+            0 => return self.varint(end).map(drop),
+            1 => 8,
+            5 => 4,
+            _ => self.varint(end)?,
+        };
+        let stop = self.limit(len, end)?;
+        self.r.seek(SeekFrom::Start(stop)).map_err(|_| self.bad("cannot seek"))?;
+        self.pos = stop;
+        Ok(())
+    }
+
+    /// Re-encodes one field (key and payload) into `out`.
+    fn copy_field(&mut self, field: u64, wire: u8, end: u64, out: &mut Vec<u8>) -> Result<(), OnnxError> {
+        prost::encoding::encode_varint((field << 3) | u64::from(wire), out);
+        match wire {
+            0 => prost::encoding::encode_varint(self.varint(end)?, out),
+            1 => out.extend(self.bytes(8, end)?),
+            5 => out.extend(self.bytes(4, end)?),
+            _ => {
+                let len = self.varint(end)?;
+                prost::encoding::encode_varint(len, out);
+                out.extend(self.bytes(len, end)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a graph, keeping only the names of its initializers.
+fn skim_graph<R: Read + Seek>(pb: &mut Skim<R>, stop: u64) -> Result<GraphProto, OnnxError> {
+    let mut kept = Vec::new();
+    let mut names = Vec::new();
+    while pb.pos < stop {
+        let (field, wire) = pb.key(stop)?;
+        if field == 5 && wire == 2 {
+            let len = pb.varint(stop)?;
+            let t_stop = pb.limit(len, stop)?;
+            let mut name = String::new();
+            while pb.pos < t_stop {
+                let (f, w) = pb.key(t_stop)?;
+                if f == 8 && w == 2 {
+                    let n = pb.varint(t_stop)?;
+                    name = String::from_utf8(pb.bytes(n, t_stop)?).map_err(|_| pb.bad("initializer name is not UTF-8"))?;
+                } else {
+                    pb.skip(w, t_stop)?;
+                }
+            }
+            names.push(name);
+        } else {
+            pb.copy_field(field, wire, stop, &mut kept)?;
+        }
+    }
+    let mut g = GraphProto::decode(kept.as_slice()).map_err(|e| OnnxError::Decode { reason: e.to_string() })?;
+    g.initializer = names.into_iter().map(|name| TensorProto { name, ..Default::default() }).collect();
+    Ok(g)
+}
+
+/// Summarises a decoded model.
+pub fn summarize_model(m: &ModelProto) -> Result<OnnxSummary, OnnxError> {
     if m.ir_version <= 0 {
         return Err(OnnxError::Invalid { reason: "ir_version is missing".into() });
     }
@@ -432,6 +585,19 @@ mod tests {
         assert_eq!(s.signature.inputs[0].shape, vec!["batch".to_string(), "3".into()]);
         assert_eq!(s.signature.outputs[0].dtype, "float");
         assert_eq!(s.ops, vec!["Gemm".to_string()]);
+    }
+
+    #[test]
+    fn skimming_matches_full_decode_and_skips_weights() {
+        let m = linear_model(4, 3, &[0.25; 12], &[1.0, 2.0, 3.0]);
+        let bytes = m.encode_to_vec();
+        let skimmed = summarize_reader(std::io::Cursor::new(&bytes)).unwrap();
+        let full = summarize_model(&m).unwrap();
+        assert_eq!(skimmed, full);
+        // Truncation anywhere is an error, never a panic.
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(summarize(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -4,5 +4,10 @@
 //! they turn their input into a call here and the result back.
 #![deny(missing_docs)]
 
+pub mod error;
+pub mod registry;
 pub mod store;
 pub mod terraform;
+
+pub use error::RegistryError;
+pub use registry::{Artifact, Expect, NewModel, Registered, Registration, Registry, VersionFilter};

@@ -61,24 +61,66 @@ pub mod rule {
 /// Resource types that are global or cache data outside any one region. Each entry is
 /// `(type or prefix ending in '_', why)`.
 pub const GLOBAL_RESOURCES: &[(&str, &str)] = &[
-    ("aws_cloudfront_", "CloudFront caches and logs content at edge locations worldwide"),
-    ("aws_globalaccelerator_", "Global Accelerator is a global service; traffic enters at edge locations worldwide"),
-    ("aws_route53_query_log", "public DNS query logs can only be delivered to CloudWatch Logs in us-east-1"),
-    ("aws_s3control_multi_region_access_point", "a Multi-Region Access Point routes and replicates objects across regions"),
-    ("aws_s3_bucket_accelerate_configuration", "Transfer Acceleration sends objects through CloudFront edge locations worldwide"),
-    ("aws_lightsail_distribution", "a Lightsail distribution is a CloudFront distribution"),
+    (
+        "aws_cloudfront_",
+        "CloudFront caches and logs content at edge locations worldwide",
+    ),
+    (
+        "aws_globalaccelerator_",
+        "Global Accelerator is a global service; traffic enters at edge locations worldwide",
+    ),
+    (
+        "aws_route53_query_log",
+        "public DNS query logs can only be delivered to CloudWatch Logs in us-east-1",
+    ),
+    (
+        "aws_s3control_multi_region_access_point",
+        "a Multi-Region Access Point routes and replicates objects across regions",
+    ),
+    (
+        "aws_s3_bucket_accelerate_configuration",
+        "Transfer Acceleration sends objects through CloudFront edge locations worldwide",
+    ),
+    (
+        "aws_lightsail_distribution",
+        "a Lightsail distribution is a CloudFront distribution",
+    ),
 ];
 
 /// Resource types that copy data into other regions. Each entry is `(type, why)`.
 pub const CROSS_REGION_RESOURCES: &[(&str, &str)] = &[
-    ("aws_dynamodb_global_table", "a global table replicates items to other regions"),
-    ("aws_dynamodb_table_replica", "a table replica lives in another region"),
-    ("aws_ecr_replication_configuration", "ECR replication copies images to other regions"),
-    ("aws_rds_global_cluster", "an Aurora global database replicates to other regions"),
-    ("aws_docdb_global_cluster", "a DocumentDB global cluster replicates to other regions"),
-    ("aws_neptune_global_cluster", "a Neptune global database replicates to other regions"),
-    ("aws_elasticache_global_replication_group", "a global datastore replicates to other regions"),
-    ("aws_db_instance_automated_backups_replication", "copies RDS backups to another region"),
+    (
+        "aws_dynamodb_global_table",
+        "a global table replicates items to other regions",
+    ),
+    (
+        "aws_dynamodb_table_replica",
+        "a table replica lives in another region",
+    ),
+    (
+        "aws_ecr_replication_configuration",
+        "ECR replication copies images to other regions",
+    ),
+    (
+        "aws_rds_global_cluster",
+        "an Aurora global database replicates to other regions",
+    ),
+    (
+        "aws_docdb_global_cluster",
+        "a DocumentDB global cluster replicates to other regions",
+    ),
+    (
+        "aws_neptune_global_cluster",
+        "a Neptune global database replicates to other regions",
+    ),
+    (
+        "aws_elasticache_global_replication_group",
+        "a global datastore replicates to other regions",
+    ),
+    (
+        "aws_db_instance_automated_backups_replication",
+        "copies RDS backups to another region",
+    ),
 ];
 
 /// One rule broken at one place.
@@ -96,7 +138,14 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: [{}] {}", self.file.display(), self.line, self.rule, self.message)
+        write!(
+            f,
+            "{}:{}: [{}] {}",
+            self.file.display(),
+            self.line,
+            self.rule,
+            self.message
+        )
     }
 }
 
@@ -128,7 +177,9 @@ pub enum CheckError {
         source: std::io::Error,
     },
     /// A file is not valid HCL.
-    #[error("{path}:{line}: not valid HCL: {message} (fix the syntax; `terraform fmt` shows the same place)")]
+    #[error(
+        "{path}:{line}: not valid HCL: {message} (fix the syntax; `terraform fmt` shows the same place)"
+    )]
     Parse {
         /// The file.
         path: PathBuf,
@@ -150,33 +201,52 @@ pub fn check_dir(dir: &Path, allowed: &AllowedRegions) -> Result<Report, CheckEr
 
     let mut files = Vec::with_capacity(paths.len());
     for path in paths {
-        let src = std::fs::read_to_string(&path)
-            .map_err(|source| CheckError::Io { path: path.clone(), source })?;
+        let src = std::fs::read_to_string(&path).map_err(|source| CheckError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let body = hcl_edit::parser::parse_body(&src).map_err(|e| CheckError::Parse {
             path: path.clone(),
             line: e.location().line(),
             message: e.message().to_string(),
         })?;
         let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
-        files.push(TfFile { lines: LineIndex::new(&src), rel, body });
+        files.push(TfFile {
+            lines: LineIndex::new(&src),
+            rel,
+            body,
+        });
     }
 
     let tree = Tree::index(&files);
-    let mut checker = Checker { tree: &tree, allowed, violations: Vec::new() };
+    let mut checker = Checker {
+        tree: &tree,
+        allowed,
+        violations: Vec::new(),
+    };
     checker.run();
 
     let mut violations = checker.violations;
     violations.sort_by(|a, b| (&a.file, a.line, a.rule).cmp(&(&b.file, b.line, b.rule)));
     violations.dedup();
-    Ok(Report { files_checked: files.len(), violations })
+    Ok(Report {
+        files_checked: files.len(),
+        violations,
+    })
 }
 
 fn collect_tf_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), CheckError> {
-    let io = |source| CheckError::Io { path: dir.to_path_buf(), source };
+    let io = |source| CheckError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let entry = entry.map_err(io)?;
         let path = entry.path();
-        let kind = entry.file_type().map_err(|source| CheckError::Io { path: path.clone(), source })?;
+        let kind = entry.file_type().map_err(|source| CheckError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
         if kind.is_dir() && !hidden {
             collect_tf_files(&path, out)?;
@@ -270,7 +340,10 @@ impl<'a> Tree<'a> {
             let module = modules.entry(dir.clone()).or_default();
             module.files.push(file);
             for block in file.body.blocks() {
-                let at = At { file, line: file.line_of(block.ident.span()) };
+                let at = At {
+                    file,
+                    line: file.line_of(block.ident.span()),
+                };
                 match (block.ident.as_str(), label(block, 0)) {
                     ("variable", Some(name)) => {
                         let conditions = block
@@ -280,11 +353,20 @@ impl<'a> Tree<'a> {
                             .map(|a| &a.value)
                             .collect();
                         let default = block.body.get_attribute("default").map(|a| &a.value);
-                        module.variables.insert(name.to_string(), VariableDecl { at, default, conditions });
+                        module.variables.insert(
+                            name.to_string(),
+                            VariableDecl {
+                                at,
+                                default,
+                                conditions,
+                            },
+                        );
                     }
                     ("locals", _) => {
                         for attr in block.body.attributes() {
-                            module.locals.insert(attr.key.as_str().to_string(), &attr.value);
+                            module
+                                .locals
+                                .insert(attr.key.as_str().to_string(), &attr.value);
                         }
                     }
                     ("provider", Some("aws")) => {
@@ -363,10 +445,14 @@ fn provider_ref(expr: &Expression) -> Option<String> {
     match expr {
         Expression::Variable(v) => Some(v.as_str().to_string()),
         Expression::Traversal(t) => {
-            let Expression::Variable(root) = &t.expr else { return None };
+            let Expression::Variable(root) = &t.expr else {
+                return None;
+            };
             let mut out = root.as_str().to_string();
             for op in &t.operators {
-                let TraversalOperator::GetAttr(a) = op.value() else { return None };
+                let TraversalOperator::GetAttr(a) = op.value() else {
+                    return None;
+                };
                 out.push('.');
                 out.push_str(a.as_str());
             }
@@ -383,7 +469,9 @@ fn provider_map(expr: &Expression) -> BTreeMap<String, String> {
         for (key, value) in object.iter() {
             let key = match key {
                 hcl_edit::expr::ObjectKey::Ident(i) => Some(i.as_str().to_string()),
-                hcl_edit::expr::ObjectKey::Expression(e) => provider_ref(e).or_else(|| string_literal(e)),
+                hcl_edit::expr::ObjectKey::Expression(e) => {
+                    provider_ref(e).or_else(|| string_literal(e))
+                }
             };
             if let (Some(k), Some(v)) = (key, provider_ref(value.expr())) {
                 out.insert(k, v);
@@ -395,8 +483,12 @@ fn provider_map(expr: &Expression) -> BTreeMap<String, String> {
 
 /// `var.name`, if the expression is exactly that.
 fn var_ref(expr: &Expression) -> Option<&str> {
-    let Expression::Traversal(t) = expr else { return None };
-    let Expression::Variable(root) = &t.expr else { return None };
+    let Expression::Traversal(t) = expr else {
+        return None;
+    };
+    let Expression::Variable(root) = &t.expr else {
+        return None;
+    };
     match (root.as_str(), t.operators.as_slice()) {
         ("var", [op]) => match op.value() {
             TraversalOperator::GetAttr(a) => Some(a.as_str()),
@@ -423,7 +515,10 @@ fn resolve_region<'a>(module: &Module<'a>, expr: &'a Expression, depth: usize) -
         return Region::Unknown;
     }
     if let Some(region) = string_literal(expr) {
-        return Region::Literal { region, via: String::new() };
+        return Region::Literal {
+            region,
+            via: String::new(),
+        };
     }
     if let Expression::StringTemplate(t) = expr {
         let elements: Vec<&Element> = t.iter().collect();
@@ -435,11 +530,14 @@ fn resolve_region<'a>(module: &Module<'a>, expr: &'a Expression, depth: usize) -
         return resolve_region(module, p.inner(), depth + 1);
     }
     if let Some(name) = var_ref(expr) {
-        let Some(var) = module.variables.get(name) else { return Region::Unknown };
+        let Some(var) = module.variables.get(name) else {
+            return Region::Unknown;
+        };
         return match var.default.map(|d| (d, string_literal(d))) {
-            Some((_, Some(region))) => {
-                Region::Literal { region, via: format!(" (the default of var.{name} at {})", var.at.show()) }
-            }
+            Some((_, Some(region))) => Region::Literal {
+                region,
+                via: format!(" (the default of var.{name} at {})", var.at.show()),
+            },
             Some((Expression::Null(_), None)) | None => Region::Variable(name),
             Some((_, None)) => Region::Unknown,
         };
@@ -452,9 +550,10 @@ fn resolve_region<'a>(module: &Module<'a>, expr: &'a Expression, depth: usize) -
             "local" if t.operators.len() == 1 => {
                 if let Some(local) = module.locals.get(first.as_str()) {
                     return match resolve_region(module, local, depth + 1) {
-                        Region::Literal { region, via } if via.is_empty() => {
-                            Region::Literal { region, via: format!(" (through local.{})", first.as_str()) }
-                        }
+                        Region::Literal { region, via } if via.is_empty() => Region::Literal {
+                            region,
+                            via: format!(" (through local.{})", first.as_str()),
+                        },
                         other => other,
                     };
                 }
@@ -490,7 +589,12 @@ impl<'a> Checker<'_, 'a> {
     }
 
     fn report(&mut self, at: At<'_>, rule: &'static str, message: String) {
-        self.violations.push(Violation { file: at.file.rel.clone(), line: at.line, rule, message });
+        self.violations.push(Violation {
+            file: at.file.rel.clone(),
+            line: at.line,
+            rule,
+            message,
+        });
     }
 
     fn run(&mut self) {
@@ -502,7 +606,10 @@ impl<'a> Checker<'_, 'a> {
                     self.check_block(module, file, block, &mut region_vars);
                     self.check_resource(dir, module, file, block);
                 }
-                let mut scan = LiteralScan { checker: self, file };
+                let mut scan = LiteralScan {
+                    checker: self,
+                    file,
+                };
                 scan.visit_body(&file.body);
             }
             self.check_providers(module);
@@ -511,7 +618,13 @@ impl<'a> Checker<'_, 'a> {
     }
 
     /// The `region` attributes of a block and its nested blocks.
-    fn check_block(&mut self, module: &Module<'a>, file: &'a TfFile, block: &'a Block, vars: &mut BTreeSet<&'a str>) {
+    fn check_block(
+        &mut self,
+        module: &Module<'a>,
+        file: &'a TfFile,
+        block: &'a Block,
+        vars: &mut BTreeSet<&'a str>,
+    ) {
         if block.ident.as_str() == "variable" {
             return;
         }
@@ -533,7 +646,10 @@ impl<'a> Checker<'_, 'a> {
         attr: &'a Attribute,
         vars: &mut BTreeSet<&'a str>,
     ) {
-        let at = At { file, line: file.line_of(attr.key.span()) };
+        let at = At {
+            file,
+            line: file.line_of(attr.key.span()),
+        };
         let what = describe(block);
         let key = attr.key.as_str();
         match resolve_region(module, &attr.value, 0) {
@@ -574,7 +690,11 @@ impl<'a> Checker<'_, 'a> {
     fn check_providers(&mut self, module: &Module<'a>) {
         for (alias, provider) in &module.providers {
             if provider.region.is_none() {
-                let name = if alias.is_empty() { "aws".to_string() } else { format!("aws.{alias}") };
+                let name = if alias.is_empty() {
+                    "aws".to_string()
+                } else {
+                    format!("aws.{alias}")
+                };
                 self.report(
                     provider.at,
                     rule::PROVIDER_REGION_MISSING,
@@ -596,14 +716,23 @@ impl<'a> Checker<'_, 'a> {
                 continue;
             }
             let restricted = var.conditions.iter().any(|c| {
-                let mut probe = ConditionProbe { var: name, refers: false, regions: Vec::new() };
+                let mut probe = ConditionProbe {
+                    var: name,
+                    refers: false,
+                    regions: Vec::new(),
+                };
                 probe.visit_expr(c);
                 probe.refers
                     && !probe.regions.is_empty()
                     && probe.regions.iter().all(|r| self.allowed.allows(r))
             });
             if !restricted {
-                let allowed: Vec<String> = self.allowed.regions().iter().map(|r| format!("\"{r}\"")).collect();
+                let allowed: Vec<String> = self
+                    .allowed
+                    .regions()
+                    .iter()
+                    .map(|r| format!("\"{r}\""))
+                    .collect();
                 self.report(
                     var.at,
                     rule::REGION_VARIABLE_UNVALIDATED,
@@ -617,17 +746,30 @@ impl<'a> Checker<'_, 'a> {
         }
     }
 
-    fn check_resource(&mut self, dir: &Path, module: &Module<'a>, file: &'a TfFile, block: &'a Block) {
+    fn check_resource(
+        &mut self,
+        dir: &Path,
+        module: &Module<'a>,
+        file: &'a TfFile,
+        block: &'a Block,
+    ) {
         if block.ident.as_str() != "resource" {
             return;
         }
         let Some(kind) = label(block, 0) else { return };
-        let at = At { file, line: file.line_of(block.ident.span()) };
+        let at = At {
+            file,
+            line: file.line_of(block.ident.span()),
+        };
         let what = describe(block);
 
-        if let Some((_, why)) =
-            GLOBAL_RESOURCES.iter().find(|(t, _)| if t.ends_with('_') { kind.starts_with(t) } else { kind == *t })
-        {
+        if let Some((_, why)) = GLOBAL_RESOURCES.iter().find(|(t, _)| {
+            if t.ends_with('_') {
+                kind.starts_with(t)
+            } else {
+                kind == *t
+            }
+        }) {
             self.report(
                 at,
                 rule::GLOBAL_RESOURCE,
@@ -635,18 +777,32 @@ impl<'a> Checker<'_, 'a> {
             );
         }
         if kind == "aws_wafv2_web_acl"
-            && block.body.get_attribute("scope").and_then(|a| string_literal(&a.value)).as_deref() == Some("CLOUDFRONT")
+            && block
+                .body
+                .get_attribute("scope")
+                .and_then(|a| string_literal(&a.value))
+                .as_deref()
+                == Some("CLOUDFRONT")
         {
             self.report(
                 at,
                 rule::GLOBAL_RESOURCE,
-                format!("{what} has scope CLOUDFRONT, which lives in us-east-1; use scope REGIONAL"),
+                format!(
+                    "{what} has scope CLOUDFRONT, which lives in us-east-1; use scope REGIONAL"
+                ),
             );
         }
         if let Some((_, why)) = CROSS_REGION_RESOURCES.iter().find(|(t, _)| kind == *t) {
-            self.report(at, rule::CROSS_REGION_REPLICA, format!("{what}: {why}; remove it, data must stay in the region"));
+            self.report(
+                at,
+                rule::CROSS_REGION_REPLICA,
+                format!("{what}: {why}; remove it, data must stay in the region"),
+            );
         }
-        for (parent, nested) in [("aws_dynamodb_table", "replica"), ("aws_secretsmanager_secret", "replica")] {
+        for (parent, nested) in [
+            ("aws_dynamodb_table", "replica"),
+            ("aws_secretsmanager_secret", "replica"),
+        ] {
             if kind == parent && block.body.has_blocks(nested) {
                 self.report(
                     at,
@@ -681,16 +837,29 @@ impl<'a> Checker<'_, 'a> {
         }
     }
 
-    fn check_multi_region(&mut self, module: &Module<'a>, at: At<'_>, what: &str, block: &'a Block) {
-        let Some(attr) = block.body.get_attribute("multi_region") else { return };
+    fn check_multi_region(
+        &mut self,
+        module: &Module<'a>,
+        at: At<'_>,
+        what: &str,
+        block: &'a Block,
+    ) {
+        let Some(attr) = block.body.get_attribute("multi_region") else {
+            return;
+        };
         let value = match &attr.value {
             Expression::Bool(b) => Some(*b.value()),
-            other => var_ref(other).and_then(|n| module.variables.get(n)).and_then(|v| match v.default {
-                Some(Expression::Bool(b)) => Some(*b.value()),
-                _ => None,
-            }),
+            other => var_ref(other)
+                .and_then(|n| module.variables.get(n))
+                .and_then(|v| match v.default {
+                    Some(Expression::Bool(b)) => Some(*b.value()),
+                    _ => None,
+                }),
         };
-        let at = At { file: at.file, line: at.file.line_of(attr.key.span()) };
+        let at = At {
+            file: at.file,
+            line: at.file.line_of(attr.key.span()),
+        };
         match value {
             Some(false) => {}
             Some(true) => self.report(
@@ -735,7 +904,10 @@ impl<'a> Checker<'_, 'a> {
             return Located::No("module calls nest too deep to follow".into());
         }
         let Some(module) = self.tree.modules.get(dir) else {
-            return Located::No(format!("module {} is not in the checked tree", dir.display()));
+            return Located::No(format!(
+                "module {} is not in the checked tree",
+                dir.display()
+            ));
         };
         let alias = provider.strip_prefix("aws.").unwrap_or("");
         if provider != "aws" && alias.is_empty() {
@@ -743,17 +915,22 @@ impl<'a> Checker<'_, 'a> {
         }
         if let Some(decl) = module.providers.get(alias) {
             let Some(attr) = decl.region else {
-                return Located::No(format!("provider {provider} at {} has no region", decl.at.show()));
+                return Located::No(format!(
+                    "provider {provider} at {} has no region",
+                    decl.at.show()
+                ));
             };
             return match resolve_region(module, &attr.value, 0) {
                 Region::Literal { region, .. } if self.allowed.allows(&region) => Located::Yes,
                 Region::Variable(_) => Located::Yes,
-                Region::Literal { region, .. } => {
-                    Located::No(format!("provider {provider} at {} is in {region}", decl.at.show()))
-                }
-                Region::Provider | Region::Unknown => {
-                    Located::No(format!("the region of provider {provider} at {} cannot be resolved", decl.at.show()))
-                }
+                Region::Literal { region, .. } => Located::No(format!(
+                    "provider {provider} at {} is in {region}",
+                    decl.at.show()
+                )),
+                Region::Provider | Region::Unknown => Located::No(format!(
+                    "the region of provider {provider} at {} cannot be resolved",
+                    decl.at.show()
+                )),
             };
         }
         let callers: Vec<(&PathBuf, &ModuleCall)> = self
@@ -766,14 +943,24 @@ impl<'a> Checker<'_, 'a> {
         if callers.is_empty() {
             return Located::No(format!(
                 "{} configures no provider {provider} and no module in the checked tree calls it",
-                if dir.as_os_str().is_empty() { Path::new(".") } else { dir }.display()
+                if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                }
+                .display()
             ));
         }
         for (caller_dir, call) in callers {
             let passed = match call.providers.get(provider) {
                 Some(p) => p.clone(),
                 None if provider == "aws" => "aws".to_string(),
-                None => return Located::No(format!("a call from {} does not pass {provider}", caller_dir.display())),
+                None => {
+                    return Located::No(format!(
+                        "a call from {} does not pass {provider}",
+                        caller_dir.display()
+                    ));
+                }
             };
             if let Located::No(why) = self.located(caller_dir, &passed, depth + 1) {
                 return Located::No(why);
@@ -856,17 +1043,30 @@ impl Visit for ConditionProbe<'_> {
     }
 
     fn visit_string(&mut self, node: &Decorated<String>) {
-        self.regions.extend(region_names(node.value()).into_iter().map(|(_, r)| r));
+        self.regions
+            .extend(region_names(node.value()).into_iter().map(|(_, r)| r));
     }
 
     fn visit_literal(&mut self, node: &Spanned<String>) {
-        self.regions.extend(region_names(node.value()).into_iter().map(|(_, r)| r));
+        self.regions
+            .extend(region_names(node.value()).into_iter().map(|(_, r)| r));
     }
 }
 
-const GEOS: &[&str] = &["af", "ap", "ca", "cn", "eu", "eusc", "il", "me", "mx", "sa", "us"];
-const DIRECTIONS: &[&str] =
-    &["central", "east", "west", "north", "south", "northeast", "northwest", "southeast", "southwest"];
+const GEOS: &[&str] = &[
+    "af", "ap", "ca", "cn", "eu", "eusc", "il", "me", "mx", "sa", "us",
+];
+const DIRECTIONS: &[&str] = &[
+    "central",
+    "east",
+    "west",
+    "north",
+    "south",
+    "northeast",
+    "northwest",
+    "southeast",
+    "southwest",
+];
 const PARTITION_MARKS: &[&str] = &["gov", "iso", "isob", "isoe", "isof", "de"];
 
 /// AWS region names (and availability zones, reported as their region) in `text`, with
@@ -905,7 +1105,11 @@ fn as_region(token: &str) -> Option<String> {
     }
     let digits = last.trim_end_matches(|c: char| c.is_ascii_lowercase());
     let zone = &last[digits.len()..];
-    if digits.is_empty() || digits.len() > 2 || !digits.bytes().all(|b| b.is_ascii_digit()) || zone.len() > 1 {
+    if digits.is_empty()
+        || digits.len() > 2
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || zone.len() > 1
+    {
         return None;
     }
     Some(token[..token.len() - zone.len()].to_string())
@@ -917,10 +1121,21 @@ mod tests {
 
     #[test]
     fn region_names_are_whole_tokens() {
-        let found = |s: &str| region_names(s).into_iter().map(|(_, r)| r).collect::<Vec<_>>();
+        let found = |s: &str| {
+            region_names(s)
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(found("arn:aws:sns:eu-west-1:123456789012:t"), ["eu-west-1"]);
-        assert_eq!(found("https://s3.me-central-1.amazonaws.com"), ["me-central-1"]);
-        assert_eq!(found("us-gov-west-1 and ap-southeast-2"), ["us-gov-west-1", "ap-southeast-2"]);
+        assert_eq!(
+            found("https://s3.me-central-1.amazonaws.com"),
+            ["me-central-1"]
+        );
+        assert_eq!(
+            found("us-gov-west-1 and ap-southeast-2"),
+            ["us-gov-west-1", "ap-southeast-2"]
+        );
         assert_eq!(found("me-central-1a"), ["me-central-1"]);
         assert!(found("my-eu-west-1-bucket").is_empty());
         assert!(found("eu-west").is_empty());
@@ -938,12 +1153,24 @@ mod tests {
     #[test]
     fn lines_are_one_based() {
         let index = LineIndex::new("a\nbc\n\nd");
-        assert_eq!([index.line(0), index.line(1), index.line(2), index.line(5), index.line(6)], [1, 1, 2, 3, 4]);
+        assert_eq!(
+            [
+                index.line(0),
+                index.line(1),
+                index.line(2),
+                index.line(5),
+                index.line(6)
+            ],
+            [1, 1, 2, 3, 4]
+        );
     }
 
     #[test]
     fn relative_module_sources_normalize_inside_the_tree() {
-        assert_eq!(normalize(Path::new("envs/uae/../../modules/registry")), Some(PathBuf::from("modules/registry")));
+        assert_eq!(
+            normalize(Path::new("envs/uae/../../modules/registry")),
+            Some(PathBuf::from("modules/registry"))
+        );
         assert_eq!(normalize(Path::new("../outside")), None);
     }
 
@@ -969,9 +1196,18 @@ mod tests {
     fn regions_resolve_through_variables_and_locals() {
         let src = "variable \"r\" {\n  default = \"eu-west-1\"\n}\nvariable \"n\" {}\nlocals {\n  l = var.r\n}\n";
         assert_eq!(resolve(src, "\"me-central-1\""), "me-central-1");
-        assert_eq!(resolve(src, "var.r"), "eu-west-1 (the default of var.r at main.tf:1)");
-        assert_eq!(resolve(src, "\"${var.r}\""), "eu-west-1 (the default of var.r at main.tf:1)");
-        assert_eq!(resolve(src, "local.l"), "eu-west-1 (the default of var.r at main.tf:1)");
+        assert_eq!(
+            resolve(src, "var.r"),
+            "eu-west-1 (the default of var.r at main.tf:1)"
+        );
+        assert_eq!(
+            resolve(src, "\"${var.r}\""),
+            "eu-west-1 (the default of var.r at main.tf:1)"
+        );
+        assert_eq!(
+            resolve(src, "local.l"),
+            "eu-west-1 (the default of var.r at main.tf:1)"
+        );
         assert_eq!(resolve(src, "var.n"), "var n");
         assert_eq!(resolve(src, "data.aws_region.current.name"), "provider");
         assert_eq!(resolve(src, "lookup(var.m, \"k\")"), "unknown");

@@ -32,33 +32,53 @@ fn found(report: &Report) -> Vec<(String, usize, &'static str)> {
 fn assert_case(case: &str, expected: &[(&str, usize, &str)]) {
     let report = check(case);
     let got = found(&report);
-    let want: Vec<(String, usize, &str)> = expected.iter().map(|(f, l, r)| (f.to_string(), *l, *r)).collect();
-    let got_cmp: Vec<(String, usize, &str)> = got.iter().map(|(f, l, r)| (f.clone(), *l, *r)).collect();
+    let want: Vec<(String, usize, &str)> = expected
+        .iter()
+        .map(|(f, l, r)| (f.to_string(), *l, *r))
+        .collect();
+    let got_cmp: Vec<(String, usize, &str)> =
+        got.iter().map(|(f, l, r)| (f.clone(), *l, *r)).collect();
     assert_eq!(got_cmp, want, "case {case}: {:#?}", report.violations);
     for v in &report.violations {
         // Every message says what to do, and names the allowed region when it is about one.
-        assert!(v.message.len() > 40, "case {case}: message too thin: {}", v.message);
+        assert!(
+            v.message.len() > 40,
+            "case {case}: message too thin: {}",
+            v.message
+        );
     }
 }
 
 #[test]
 fn provider_in_another_region() {
-    assert_case("provider-region", &[("main.tf", 2, rule::REGION_NOT_ALLOWED)]);
+    assert_case(
+        "provider-region",
+        &[("main.tf", 2, rule::REGION_NOT_ALLOWED)],
+    );
 }
 
 #[test]
 fn aliased_provider_in_another_region() {
-    assert_case("provider-alias-region", &[("main.tf", 8, rule::REGION_NOT_ALLOWED)]);
+    assert_case(
+        "provider-alias-region",
+        &[("main.tf", 8, rule::REGION_NOT_ALLOWED)],
+    );
 }
 
 #[test]
 fn provider_without_region() {
-    assert_case("provider-region-missing", &[("main.tf", 1, rule::PROVIDER_REGION_MISSING)]);
+    assert_case(
+        "provider-region-missing",
+        &[("main.tf", 1, rule::PROVIDER_REGION_MISSING)],
+    );
 }
 
 #[test]
 fn resource_region_argument() {
-    assert_case("resource-region", &[("main.tf", 7, rule::REGION_NOT_ALLOWED)]);
+    assert_case(
+        "resource-region",
+        &[("main.tf", 7, rule::REGION_NOT_ALLOWED)],
+    );
 }
 
 #[test]
@@ -68,7 +88,10 @@ fn module_region_input() {
 
 #[test]
 fn state_backend_in_another_region() {
-    assert_case("backend-region", &[("versions.tf", 5, rule::REGION_NOT_ALLOWED)]);
+    assert_case(
+        "backend-region",
+        &[("versions.tf", 5, rule::REGION_NOT_ALLOWED)],
+    );
 }
 
 #[test]
@@ -76,33 +99,60 @@ fn variable_default_is_resolved() {
     // Reported where it is used (the provider) and where the value is written (the default).
     assert_case(
         "variable-default-region",
-        &[("main.tf", 2, rule::REGION_NOT_ALLOWED), ("variables.tf", 4, rule::REGION_LITERAL_NOT_ALLOWED)],
+        &[
+            ("main.tf", 2, rule::REGION_NOT_ALLOWED),
+            ("variables.tf", 4, rule::REGION_LITERAL_NOT_ALLOWED),
+        ],
     );
     let report = check("variable-default-region");
-    assert!(report.violations[0].message.contains("var.region"), "{}", report.violations[0].message);
-    assert!(report.violations[0].message.contains("us-east-1"), "{}", report.violations[0].message);
+    assert!(
+        report.violations[0].message.contains("var.region"),
+        "{}",
+        report.violations[0].message
+    );
+    assert!(
+        report.violations[0].message.contains("us-east-1"),
+        "{}",
+        report.violations[0].message
+    );
 }
 
 #[test]
 fn region_variable_needs_validation() {
-    assert_case("region-variable-unvalidated", &[("variables.tf", 1, rule::REGION_VARIABLE_UNVALIDATED)]);
+    assert_case(
+        "region-variable-unvalidated",
+        &[("variables.tf", 1, rule::REGION_VARIABLE_UNVALIDATED)],
+    );
     let report = check("region-variable-unvalidated");
-    assert!(report.violations[0].message.contains("contains([\"me-central-1\"], var.region)"));
+    assert!(
+        report.violations[0]
+            .message
+            .contains("contains([\"me-central-1\"], var.region)")
+    );
 }
 
 #[test]
 fn computed_region_is_unverifiable() {
-    assert_case("region-unverifiable", &[("main.tf", 2, rule::REGION_UNVERIFIABLE)]);
+    assert_case(
+        "region-unverifiable",
+        &[("main.tf", 2, rule::REGION_UNVERIFIABLE)],
+    );
 }
 
 #[test]
 fn region_inside_an_arn() {
-    assert_case("region-in-arn", &[("main.tf", 6, rule::REGION_LITERAL_NOT_ALLOWED)]);
+    assert_case(
+        "region-in-arn",
+        &[("main.tf", 6, rule::REGION_LITERAL_NOT_ALLOWED)],
+    );
 }
 
 #[test]
 fn region_inside_a_jsonencoded_policy() {
-    assert_case("region-in-policy", &[("main.tf", 12, rule::REGION_LITERAL_NOT_ALLOWED)]);
+    assert_case(
+        "region-in-policy",
+        &[("main.tf", 12, rule::REGION_LITERAL_NOT_ALLOWED)],
+    );
 }
 
 #[test]
@@ -117,7 +167,10 @@ fn kms_replica_key() {
 
 #[test]
 fn kms_multi_region_key() {
-    assert_case("kms-multi-region", &[("main.tf", 8, rule::KMS_MULTI_REGION)]);
+    assert_case(
+        "kms-multi-region",
+        &[("main.tf", 8, rule::KMS_MULTI_REGION)],
+    );
 }
 
 #[test]
@@ -127,17 +180,26 @@ fn cloudfront_distribution() {
 
 #[test]
 fn dynamodb_table_with_replica() {
-    assert_case("dynamodb-global-table", &[("main.tf", 5, rule::CROSS_REGION_REPLICA)]);
+    assert_case(
+        "dynamodb-global-table",
+        &[("main.tf", 5, rule::CROSS_REGION_REPLICA)],
+    );
 }
 
 #[test]
 fn s3_transfer_acceleration() {
-    assert_case("transfer-acceleration", &[("main.tf", 5, rule::GLOBAL_RESOURCE)]);
+    assert_case(
+        "transfer-acceleration",
+        &[("main.tf", 5, rule::GLOBAL_RESOURCE)],
+    );
 }
 
 #[test]
 fn bucket_without_location() {
-    assert_case("bucket-without-location", &[("main.tf", 2, rule::BUCKET_WITHOUT_LOCATION)]);
+    assert_case(
+        "bucket-without-location",
+        &[("main.tf", 2, rule::BUCKET_WITHOUT_LOCATION)],
+    );
 }
 
 #[test]
@@ -150,7 +212,11 @@ fn bucket_in_a_module_given_a_foreign_provider() {
         ],
     );
     let report = check("bucket-via-aliased-provider");
-    assert!(report.violations[1].message.contains("eu-west-1"), "{}", report.violations[1].message);
+    assert!(
+        report.violations[1].message.contains("eu-west-1"),
+        "{}",
+        report.violations[1].message
+    );
 }
 
 #[test]
@@ -167,16 +233,28 @@ fn operator_can_allow_more_regions() {
     let report = check_dir(&fixture("variable-default-region"), &allowed).unwrap();
     assert_eq!(found(&report), vec![], "{:#?}", report.violations);
     let report = check_dir(&fixture("provider-region"), &allowed).unwrap();
-    assert_eq!(found(&report), vec![("main.tf".to_string(), 2, rule::REGION_NOT_ALLOWED)]);
+    assert_eq!(
+        found(&report),
+        vec![("main.tf".to_string(), 2, rule::REGION_NOT_ALLOWED)]
+    );
 }
 
 #[test]
 fn unparsable_file_names_file_and_line() {
     match check_dir(&fixture("parse-error"), &AllowedRegions::default()) {
-        Err(CheckError::Parse { path, line, message }) => {
+        Err(CheckError::Parse {
+            path,
+            line,
+            message,
+        }) => {
             assert!(path.ends_with("parse-error/main.tf"), "{}", path.display());
             assert_eq!(line, 7, "{message}");
-            let shown = CheckError::Parse { path, line, message }.to_string();
+            let shown = CheckError::Parse {
+                path,
+                line,
+                message,
+            }
+            .to_string();
             assert!(shown.contains("main.tf:7"), "{shown}");
         }
         other => panic!("expected a parse error, got {other:?}"),
@@ -193,7 +271,10 @@ fn missing_directory_is_an_io_error() {
 fn violation_display_is_file_line_rule() {
     let report = check("provider-region");
     let shown = report.violations[0].to_string();
-    assert!(shown.starts_with("main.tf:2: [region-not-allowed] "), "{shown}");
+    assert!(
+        shown.starts_with("main.tf:2: [region-not-allowed] "),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -201,7 +282,15 @@ fn real_terraform_tree_is_resident() {
     let dir = repo_root().join("terraform");
     let report = check_dir(&dir, &AllowedRegions::default()).expect("terraform/ parses");
     let shown: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
-    assert!(shown.is_empty(), "terraform/ breaks residency rules:\n{}", shown.join("\n"));
+    assert!(
+        shown.is_empty(),
+        "terraform/ breaks residency rules:\n{}",
+        shown.join("\n")
+    );
     // Six modules and the composition, four files each at least: the walk really read them.
-    assert!(report.files_checked >= 24, "only {} .tf files checked", report.files_checked);
+    assert!(
+        report.files_checked >= 24,
+        "only {} .tf files checked",
+        report.files_checked
+    );
 }

@@ -1,0 +1,386 @@
+# functions: the five Lambdas (falaj-fn-<verb>) built from packaged zips, each with its own
+# least-privilege role scoped to the store prefixes it touches, a dead-letter queue, X-Ray
+# tracing and a KMS-encrypted log group; the webhook behind an HTTP API; EventBridge wiring.
+
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
+locals {
+  account_id = data.aws_caller_identity.current.account_id
+  partition  = data.aws_partition.current.partition
+  bucket_arn = "arn:${local.partition}:s3:::${var.bucket_name}"
+  verbs      = ["ingest", "validate", "promote", "webhook", "drift"]
+
+  defaults = { memory_mb = 512, timeout_s = 60, reserved_concurrency = 5 }
+  settings = { for v in local.verbs : v => merge(local.defaults, try(var.functions[v], {})) }
+  names    = { for v in local.verbs : v => "${var.name_prefix}-fn-${v}" }
+
+  # What each function may read and write in the store (see docs: the store layout).
+  # Every writer appends to audit/ and records idempotency keys; no function may delete.
+  access = {
+    ingest = {
+      read  = ["incoming/*", "blobs/sha256/*", "models/*", "audit/*", "idempotency/*"]
+      write = ["blobs/sha256/*", "models/*", "audit/*", "idempotency/*", "tmp/*"]
+      list  = ["incoming/*", "blobs/*", "models/*", "audit/*"]
+    }
+    validate = {
+      read  = ["blobs/sha256/*", "models/*", "datasets/*", "audit/*", "idempotency/*"]
+      write = ["models/*/versions/*/gates.json", "audit/*", "idempotency/*", "tmp/*"]
+      list  = ["models/*", "audit/*"]
+    }
+    promote = {
+      read  = ["models/*", "deployments/*", "audit/*", "idempotency/*"]
+      write = ["models/*/aliases/*", "deployments/*", "audit/*", "idempotency/*"]
+      list  = ["models/*", "deployments/*", "audit/*"]
+    }
+    webhook = {
+      read  = ["models/*", "deployments/*", "audit/*", "idempotency/*"]
+      write = ["models/*/approvals/*", "audit/*", "idempotency/*"]
+      list  = ["models/*", "audit/*"]
+    }
+    drift = {
+      read  = ["telemetry/*", "deployments/*", "models/*", "blobs/sha256/*", "audit/*", "idempotency/*"]
+      write = ["retrain/*", "audit/*", "idempotency/*"]
+      list  = ["telemetry/*", "deployments/*", "models/*", "audit/*"]
+    }
+  }
+
+  common_env = {
+    FALAJ_STORE                = "s3://${var.bucket_name}"
+    FALAJ_ALLOWED_REGIONS      = join(",", var.allowed_regions)
+    FALAJ_AUDIT_RETENTION_DAYS = tostring(var.audit_retention_days)
+    RUST_LOG                   = "info"
+  }
+
+  extra_env = {
+    ingest   = { FALAJ_VALIDATE_FUNCTION = local.names["validate"] }
+    validate = {}
+    promote  = { FALAJ_SIGNING_KEY_PARAM = var.secret_parameters.signing_key }
+    webhook = {
+      FALAJ_PROMOTE_FUNCTION     = local.names["promote"]
+      FALAJ_WEBHOOK_SECRET_PARAM = var.secret_parameters.webhook_secret
+    }
+    drift = {}
+  }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Roles
+
+data "aws_iam_policy_document" "assume_lambda" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "fn" {
+  for_each = toset(local.verbs)
+
+  name                 = local.names[each.key]
+  description          = "Execution role of ${local.names[each.key]}"
+  assume_role_policy   = data.aws_iam_policy_document.assume_lambda.json
+  permissions_boundary = var.permissions_boundary_arn
+  tags                 = var.tags
+}
+
+data "aws_iam_policy_document" "fn" {
+  for_each = toset(local.verbs)
+
+  statement {
+    sid       = "ReadStore"
+    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    resources = [for p in local.access[each.key].read : "${local.bucket_arn}/${p}"]
+  }
+
+  statement {
+    sid       = "WriteStore"
+    actions   = ["s3:PutObject"]
+    resources = [for p in local.access[each.key].write : "${local.bucket_arn}/${p}"]
+  }
+
+  # audit/ objects are written with an Object Lock retention in COMPLIANCE mode.
+  statement {
+    sid       = "LockAuditEntries"
+    actions   = ["s3:PutObjectRetention"]
+    resources = ["${local.bucket_arn}/audit/*"]
+  }
+
+  statement {
+    sid       = "ListOwnPrefixes"
+    actions   = ["s3:ListBucket"]
+    resources = [local.bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = local.access[each.key].list
+    }
+  }
+
+  statement {
+    sid       = "UseRegistryKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [var.kms_key_arn]
+  }
+
+  statement {
+    sid       = "WriteOwnLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.fn[each.key].arn}:*"]
+  }
+
+  statement {
+    sid       = "Tracing"
+    actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "DeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.dlq[each.key].arn]
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "ingest" ? ["validate"] : each.key == "webhook" ? ["promote"] : []
+    content {
+      sid       = "Invoke${title(statement.value)}"
+      actions   = ["lambda:InvokeFunction"]
+      resources = ["arn:${local.partition}:lambda:${var.region}:${local.account_id}:function:${local.names[statement.value]}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = each.key == "webhook" ? [var.secret_parameters.webhook_secret] : each.key == "promote" ? [var.secret_parameters.signing_key] : []
+    content {
+      sid       = "ReadSecret"
+      actions   = ["ssm:GetParameter"]
+      resources = ["arn:${local.partition}:ssm:${var.region}:${local.account_id}:parameter${statement.value}"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "fn" {
+  for_each = toset(local.verbs)
+
+  name   = "store-access"
+  role   = aws_iam_role.fn[each.key].id
+  policy = data.aws_iam_policy_document.fn[each.key].json
+}
+
+# ---------------------------------------------------------------------------------------------
+# Functions
+
+resource "aws_cloudwatch_log_group" "fn" {
+  for_each = toset(local.verbs)
+
+  name              = "/aws/lambda/${local.names[each.key]}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
+resource "aws_sqs_queue" "dlq" {
+  for_each = toset(local.verbs)
+
+  name                      = "${local.names[each.key]}-dlq"
+  message_retention_seconds = 1209600
+  kms_master_key_id         = var.kms_key_arn
+  tags                      = var.tags
+}
+
+resource "aws_lambda_function" "fn" {
+  for_each = toset(local.verbs)
+
+  function_name                  = local.names[each.key]
+  description                    = "falaj ${each.key}"
+  role                           = aws_iam_role.fn[each.key].arn
+  runtime                        = "provided.al2023"
+  handler                        = "bootstrap"
+  architectures                  = [var.architecture]
+  filename                       = "${var.lambda_dist_dir}/${each.key}.zip"
+  source_code_hash               = filebase64sha256("${var.lambda_dist_dir}/${each.key}.zip")
+  memory_size                    = local.settings[each.key].memory_mb
+  timeout                        = local.settings[each.key].timeout_s
+  reserved_concurrent_executions = local.settings[each.key].reserved_concurrency
+  kms_key_arn                    = var.kms_key_arn
+
+  environment {
+    variables = merge(local.common_env, local.extra_env[each.key])
+  }
+
+  tracing_config {
+    mode = "Active"
+  }
+
+  dead_letter_config {
+    target_arn = aws_sqs_queue.dlq[each.key].arn
+  }
+
+  logging_config {
+    log_format = "JSON"
+    log_group  = aws_cloudwatch_log_group.fn[each.key].name
+  }
+
+  tags       = var.tags
+  depends_on = [aws_iam_role_policy.fn]
+}
+
+# ---------------------------------------------------------------------------------------------
+# Triggers: S3 Object Created events arrive through EventBridge (registry module enables them).
+
+resource "aws_cloudwatch_event_rule" "incoming" {
+  name        = "${var.name_prefix}-incoming-to-ingest"
+  description = "A model uploaded under incoming/ is ingested into the registry."
+  event_pattern = jsonencode({
+    source        = ["aws.s3"]
+    "detail-type" = ["Object Created"]
+    detail = {
+      bucket = { name = [var.bucket_name] }
+      object = { key = [{ prefix = "incoming/" }] }
+    }
+  })
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_event_rule" "drift" {
+  name                = "${var.name_prefix}-drift-schedule"
+  description         = "Periodic drift check over edge telemetry."
+  schedule_expression = var.drift_schedule
+  tags                = var.tags
+}
+
+locals {
+  event_targets = {
+    ingest = aws_cloudwatch_event_rule.incoming
+    drift  = aws_cloudwatch_event_rule.drift
+  }
+}
+
+resource "aws_cloudwatch_event_target" "fn" {
+  for_each = local.event_targets
+
+  rule = each.value.name
+  arn  = aws_lambda_function.fn[each.key].arn
+
+  retry_policy {
+    maximum_event_age_in_seconds = 3600
+    maximum_retry_attempts       = 8
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.dlq[each.key].arn
+  }
+}
+
+resource "aws_lambda_permission" "events" {
+  for_each = local.event_targets
+
+  statement_id  = "AllowEventBridge"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.fn[each.key].function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = each.value.arn
+}
+
+# EventBridge delivers undeliverable events to the function's DLQ: the queue policy lets the
+# rule send, and the registry key policy lets EventBridge encrypt (EventBridgeDeadLetters).
+data "aws_iam_policy_document" "dlq" {
+  for_each = local.event_targets
+
+  statement {
+    sid       = "EventBridgeDeadLetters"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.dlq[each.key].arn]
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values   = [each.value.arn]
+    }
+  }
+}
+
+resource "aws_sqs_queue_policy" "dlq" {
+  for_each = local.event_targets
+
+  queue_url = aws_sqs_queue.dlq[each.key].id
+  policy    = data.aws_iam_policy_document.dlq[each.key].json
+}
+
+# ---------------------------------------------------------------------------------------------
+# Webhook: a regional HTTP API in front of falaj-fn-webhook. The function checks each request's
+# HMAC signature (GitHub/GitLab style); the API adds throttling and access logs.
+
+resource "aws_apigatewayv2_api" "webhook" {
+  name          = "${var.name_prefix}-webhook"
+  description   = "CI webhooks for falaj (register, approve, promote, rollback)"
+  protocol_type = "HTTP"
+  tags          = var.tags
+}
+
+resource "aws_apigatewayv2_integration" "webhook" {
+  api_id                 = aws_apigatewayv2_api.webhook.id
+  integration_type       = "AWS_PROXY"
+  integration_uri        = aws_lambda_function.fn["webhook"].invoke_arn
+  payload_format_version = "2.0"
+}
+
+resource "aws_apigatewayv2_route" "webhook" {
+  api_id             = aws_apigatewayv2_api.webhook.id
+  route_key          = "POST /webhook"
+  target             = "integrations/${aws_apigatewayv2_integration.webhook.id}"
+  authorization_type = "NONE"
+}
+
+resource "aws_cloudwatch_log_group" "webhook_api" {
+  name              = "/aws/apigateway/${var.name_prefix}-webhook"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
+resource "aws_apigatewayv2_stage" "webhook" {
+  api_id      = aws_apigatewayv2_api.webhook.id
+  name        = "$default"
+  auto_deploy = true
+
+  default_route_settings {
+    throttling_burst_limit = var.webhook_throttle.burst_limit
+    throttling_rate_limit  = var.webhook_throttle.rate_limit
+  }
+
+  access_log_settings {
+    destination_arn = aws_cloudwatch_log_group.webhook_api.arn
+    format = jsonencode({
+      requestId = "$context.requestId"
+      ip        = "$context.identity.sourceIp"
+      time      = "$context.requestTime"
+      route     = "$context.routeKey"
+      status    = "$context.status"
+      latency   = "$context.integrationLatency"
+    })
+  }
+
+  tags = var.tags
+}
+
+resource "aws_lambda_permission" "webhook_api" {
+  statement_id  = "AllowHttpApi"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.fn["webhook"].function_name
+  principal     = "apigateway.amazonaws.com"
+  source_arn    = "${aws_apigatewayv2_api.webhook.execution_arn}/*/*/webhook"
+}

@@ -1,0 +1,19 @@
+output "function_arns" {
+  description = "ARN of each function, keyed by verb."
+  value       = { for k, f in aws_lambda_function.fn : k => f.arn }
+}
+
+output "role_arns" {
+  description = "ARN of each function's execution role, keyed by verb."
+  value       = { for k, r in aws_iam_role.fn : k => r.arn }
+}
+
+output "dead_letter_queue_urls" {
+  description = "URL of each function's dead-letter queue, keyed by verb."
+  value       = { for k, q in aws_sqs_queue.dlq : k => q.url }
+}
+
+output "webhook_url" {
+  description = "URL CI systems post signed webhooks to."
+  value       = "${aws_apigatewayv2_stage.webhook.invoke_url}webhook"
+}
