@@ -35,13 +35,17 @@ pub enum RegistryError {
         version: u64,
     },
     /// The model has no versions.
-    #[error("model {model:?} has no versions yet; register one with `falaj push {model} model.onnx`")]
+    #[error(
+        "model {model:?} has no versions yet; register one with `falaj push {model} model.onnx`"
+    )]
     NoVersions {
         /// Model name.
         model: String,
     },
     /// No such alias.
-    #[error("alias {model}@{alias} is not set; set it with `falaj alias set {model} {alias} <version>`")]
+    #[error(
+        "alias {model}@{alias} is not set; set it with `falaj alias set {model} {alias} <version>`"
+    )]
     AliasNotFound {
         /// Model name.
         model: String,
@@ -106,14 +110,19 @@ impl RegistryError {
     /// A stable, machine-readable code for JSON output and HTTP APIs.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Store(StoreError::Conflict { .. }) | Self::AliasConflict { .. } | Self::ModelExists { .. } => "conflict",
+            Self::Store(StoreError::Conflict { .. })
+            | Self::AliasConflict { .. }
+            | Self::ModelExists { .. } => "conflict",
             Self::Store(StoreError::Residency(_)) => "residency_violation",
             Self::Store(StoreError::Missing { .. }) => "store_missing",
             Self::Store(StoreError::InvalidUri { .. }) => "invalid_store_uri",
             Self::Store(StoreError::InvalidKey(_)) | Self::Name(_) | Self::Ref(_) => "invalid_name",
             Self::Store(StoreError::NoConditionalWrites { .. }) => "store_unsupported",
             Self::Store(_) => "store_error",
-            Self::ModelNotFound { .. } | Self::VersionNotFound { .. } | Self::AliasNotFound { .. } | Self::NoVersions { .. } => "not_found",
+            Self::ModelNotFound { .. }
+            | Self::VersionNotFound { .. }
+            | Self::AliasNotFound { .. }
+            | Self::NoVersions { .. } => "not_found",
             Self::Corrupt { .. } => "corrupt_object",
             Self::InvalidArtifact { .. } => "invalid_artifact",
             Self::InvalidManifest { .. } => "invalid_manifest",

@@ -18,7 +18,10 @@ use bytes::Bytes;
 use falaj_core::audit::GENESIS;
 use falaj_core::layout;
 use falaj_core::version::{ModelRef, VersionRef};
-use falaj_core::{AliasRecord, AuditEvent, AuditProblem, Lineage, ModelRecord, ModelVersion, StoreKey, TrainingManifest};
+use falaj_core::{
+    AliasRecord, AuditEvent, AuditProblem, Lineage, ModelRecord, ModelVersion, StoreKey,
+    TrainingManifest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,8 +36,11 @@ const MAX_ATTEMPTS: u32 = 10_000;
 /// The current time, RFC 3339 in UTC with milliseconds.
 pub fn now() -> String {
     let t = time::OffsetDateTime::now_utc();
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// A new model.
@@ -130,7 +136,11 @@ pub struct Registry {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, audit_heads: Mutex::default(), latest: Mutex::default() }
+        Self {
+            store,
+            audit_heads: Mutex::default(),
+            latest: Mutex::default(),
+        }
     }
 
     /// The underlying store.
@@ -144,12 +154,20 @@ impl Registry {
             None => Ok(None),
             Some(o) => serde_json::from_slice(&o.bytes)
                 .map(|v| Some((v, o.etag)))
-                .map_err(|e| RegistryError::Corrupt { key: key.to_string(), reason: e.to_string() }),
+                .map_err(|e| RegistryError::Corrupt {
+                    key: key.to_string(),
+                    reason: e.to_string(),
+                }),
         }
     }
 
     /// Encodes and writes a JSON object.
-    pub async fn put_json<T: Serialize>(&self, key: &StoreKey, value: &T, pre: Precondition) -> Result<ETag> {
+    pub async fn put_json<T: Serialize>(
+        &self,
+        key: &StoreKey,
+        value: &T,
+        pre: Precondition,
+    ) -> Result<ETag> {
         let bytes = serde_json::to_vec_pretty(value).expect("records serialise");
         Ok(self.store.put(key, Bytes::from(bytes), pre).await?)
     }
@@ -172,18 +190,32 @@ impl Registry {
             created_at: now(),
             gate_policy: None,
         };
-        match self.put_json(&layout::model(&req.name), &rec, Precondition::IfAbsent).await {
-            Err(RegistryError::Store(e)) if e.is_conflict() => return Err(RegistryError::ModelExists { model: req.name }),
+        match self
+            .put_json(&layout::model(&req.name), &rec, Precondition::IfAbsent)
+            .await
+        {
+            Err(RegistryError::Store(e)) if e.is_conflict() => {
+                return Err(RegistryError::ModelExists { model: req.name });
+            }
             r => r?,
         };
-        self.append_audit(&req.name, actor, "model.created", &req.name, serde_json::json!({"owner": rec.owner})).await?;
+        self.append_audit(
+            &req.name,
+            actor,
+            "model.created",
+            &req.name,
+            serde_json::json!({"owner": rec.owner}),
+        )
+        .await?;
         Ok(rec)
     }
 
     /// Reads a model and its ETag.
     pub async fn model_with_etag(&self, name: &str) -> Result<(ModelRecord, ETag)> {
         falaj_core::validate_model_name(name)?;
-        self.get_json(&layout::model(name)).await?.ok_or_else(|| RegistryError::ModelNotFound { model: name.into() })
+        self.get_json(&layout::model(name))
+            .await?
+            .ok_or_else(|| RegistryError::ModelNotFound { model: name.into() })
     }
 
     /// Reads a model.
@@ -197,7 +229,10 @@ impl Registry {
         for key in list_all(self.store.as_ref(), layout::MODELS_PREFIX).await? {
             let parts: Vec<&str> = key.split('/').collect();
             if parts.len() == 3 && parts[2] == "model.json" {
-                if let Some((m, _)) = self.get_json::<ModelRecord>(&StoreKey::new(key.clone())?).await? {
+                if let Some((m, _)) = self
+                    .get_json::<ModelRecord>(&StoreKey::new(key.clone())?)
+                    .await?
+                {
                     out.push(m);
                 }
             }
@@ -206,19 +241,38 @@ impl Registry {
     }
 
     /// Changes model-level tags by compare-and-swap.
-    pub async fn tag_model(&self, name: &str, set: &[(String, String)], remove: &[String], actor: &str) -> Result<ModelRecord> {
+    pub async fn tag_model(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        remove: &[String],
+        actor: &str,
+    ) -> Result<ModelRecord> {
         validate_tags(set, remove)?;
         for _ in 0..MAX_ATTEMPTS {
             let (mut rec, etag) = self.model_with_etag(name).await?;
             apply_tags(&mut rec.tags, set, remove);
-            match self.put_json(&layout::model(name), &rec, Precondition::IfMatch(etag)).await {
+            match self
+                .put_json(&layout::model(name), &rec, Precondition::IfMatch(etag))
+                .await
+            {
                 Err(RegistryError::Store(e)) if e.is_conflict() => continue,
                 r => r?,
             };
-            self.append_audit(name, actor, "model.tagged", name, serde_json::json!({"set": set, "removed": remove})).await?;
+            self.append_audit(
+                name,
+                actor,
+                "model.tagged",
+                name,
+                serde_json::json!({"set": set, "removed": remove}),
+            )
+            .await?;
             return Ok(rec);
         }
-        Err(RegistryError::Contention { what: format!("tags of {name}"), attempts: MAX_ATTEMPTS })
+        Err(RegistryError::Contention {
+            what: format!("tags of {name}"),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     // ---- versions ----
@@ -229,8 +283,11 @@ impl Registry {
         let manifest = match &req.manifest {
             None => None,
             Some((name, bytes)) => {
-                let m: TrainingManifest = serde_json::from_slice(bytes)
-                    .map_err(|e| RegistryError::InvalidManifest { source_name: name.clone(), reason: e.to_string() })?;
+                let m: TrainingManifest =
+                    serde_json::from_slice(bytes).map_err(|e| RegistryError::InvalidManifest {
+                        source_name: name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 if !m.model.is_empty() && m.model != req.model {
                     return Err(RegistryError::InvalidManifest {
                         source_name: name.clone(),
@@ -241,16 +298,23 @@ impl Registry {
             }
         };
         // Read the signature before writing anything: a broken file leaves no trace.
-        let invalid = |reason: String| RegistryError::InvalidArtifact { source_name: req.artifact_name.clone(), reason };
+        let invalid = |reason: String| RegistryError::InvalidArtifact {
+            source_name: req.artifact_name.clone(),
+            reason,
+        };
         let (summary, source) = match &req.artifact {
             Artifact::File(p) => {
                 let f = std::fs::File::open(p).map_err(|e| invalid(format!("cannot open: {e}")))?;
-                let s = falaj_core::onnx::summarize_reader(std::io::BufReader::new(f)).map_err(|e| invalid(e.to_string()))?;
+                let s = falaj_core::onnx::summarize_reader(std::io::BufReader::new(f))
+                    .map_err(|e| invalid(e.to_string()))?;
                 (s, BlobSource::File(p.clone()))
             }
             Artifact::Bytes(b) => {
                 let s = falaj_core::onnx::summarize(b).map_err(|e| invalid(e.to_string()))?;
-                (s, BlobSource::Reader(Box::new(std::io::Cursor::new(b.clone()))))
+                (
+                    s,
+                    BlobSource::Reader(Box::new(std::io::Cursor::new(b.clone()))),
+                )
             }
         };
         let blob = self.store.put_blob(source, progress).await?;
@@ -258,7 +322,10 @@ impl Registry {
             Some((_, bytes)) => {
                 let b = self
                     .store
-                    .put_blob(BlobSource::Reader(Box::new(std::io::Cursor::new(bytes.clone()))), crate::store::no_progress())
+                    .put_blob(
+                        BlobSource::Reader(Box::new(std::io::Cursor::new(bytes.clone()))),
+                        crate::store::no_progress(),
+                    )
                     .await?;
                 Some(format!("sha256:{}", b.hex))
             }
@@ -288,7 +355,14 @@ impl Registry {
         for _ in 0..MAX_ATTEMPTS {
             record.version = n;
             record.semver = semver.clone().unwrap_or_else(|| format!("{n}.0.0"));
-            match self.put_json(&layout::version(&req.model, n), &record, Precondition::IfAbsent).await {
+            match self
+                .put_json(
+                    &layout::version(&req.model, n),
+                    &record,
+                    Precondition::IfAbsent,
+                )
+                .await
+            {
                 Ok(_) => {
                     self.note_latest(&req.model, n);
                     self.append_audit(
@@ -299,13 +373,19 @@ impl Registry {
                         serde_json::json!({"digest": record.digest, "size": record.size, "semver": record.semver, "source": record.source}),
                     )
                     .await?;
-                    return Ok(Registered { version: record, blob_created: blob.created });
+                    return Ok(Registered {
+                        version: record,
+                        blob_created: blob.created,
+                    });
                 }
                 Err(RegistryError::Store(e)) if e.is_conflict() => n += 1,
                 Err(e) => return Err(e),
             }
         }
-        Err(RegistryError::Contention { what: format!("a version number of {}", req.model), attempts: MAX_ATTEMPTS })
+        Err(RegistryError::Contention {
+            what: format!("a version number of {}", req.model),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     fn note_latest(&self, model: &str, n: u64) {
@@ -327,7 +407,12 @@ impl Registry {
                 .unwrap_or(0),
         };
         // Others may have registered since the hint: walk forward to the first gap.
-        while self.store.get(&layout::version(model, n + 1)).await?.is_some() {
+        while self
+            .store
+            .get(&layout::version(model, n + 1))
+            .await?
+            .is_some()
+        {
             n += 1;
         }
         self.note_latest(model, n);
@@ -340,7 +425,10 @@ impl Registry {
             Some((v, _)) => Ok(v),
             None => {
                 self.model(model).await?;
-                Err(RegistryError::VersionNotFound { model: model.into(), version: n })
+                Err(RegistryError::VersionNotFound {
+                    model: model.into(),
+                    version: n,
+                })
             }
         }
     }
@@ -350,16 +438,26 @@ impl Registry {
         match &r.version {
             VersionRef::Number(n) => self.version(&r.model, *n).await,
             VersionRef::Alias(a) => match self.alias(&r.model, a).await? {
-                Some((AliasRecord { version: Some(n), .. }, _)) => self.version(&r.model, n).await,
+                Some((
+                    AliasRecord {
+                        version: Some(n), ..
+                    },
+                    _,
+                )) => self.version(&r.model, n).await,
                 _ => {
                     self.model(&r.model).await?;
-                    Err(RegistryError::AliasNotFound { model: r.model.clone(), alias: a.clone() })
+                    Err(RegistryError::AliasNotFound {
+                        model: r.model.clone(),
+                        alias: a.clone(),
+                    })
                 }
             },
             VersionRef::Latest => {
                 self.model(&r.model).await?;
                 match self.latest_version(&r.model).await? {
-                    0 => Err(RegistryError::NoVersions { model: r.model.clone() }),
+                    0 => Err(RegistryError::NoVersions {
+                        model: r.model.clone(),
+                    }),
                     n => self.version(&r.model, n).await,
                 }
             }
@@ -394,7 +492,11 @@ impl Registry {
 
     /// Tags of version `n`.
     pub async fn version_tags(&self, model: &str, n: u64) -> Result<BTreeMap<String, String>> {
-        Ok(self.get_json(&layout::version_tags(model, n)).await?.map(|(t, _)| t).unwrap_or_default())
+        Ok(self
+            .get_json(&layout::version_tags(model, n))
+            .await?
+            .map(|(t, _)| t)
+            .unwrap_or_default())
     }
 
     /// Changes the tags of version `n` by compare-and-swap (the version record stays immutable).
@@ -419,11 +521,20 @@ impl Registry {
                 Err(RegistryError::Store(e)) if e.is_conflict() => continue,
                 r => r?,
             };
-            self.append_audit(model, actor, "version.tagged", &format!("{model}@{n}"), serde_json::json!({"set": set, "removed": remove}))
-                .await?;
+            self.append_audit(
+                model,
+                actor,
+                "version.tagged",
+                &format!("{model}@{n}"),
+                serde_json::json!({"set": set, "removed": remove}),
+            )
+            .await?;
             return Ok(tags);
         }
-        Err(RegistryError::Contention { what: format!("tags of {model}@{n}"), attempts: MAX_ATTEMPTS })
+        Err(RegistryError::Contention {
+            what: format!("tags of {model}@{n}"),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     // ---- aliases ----
@@ -452,7 +563,14 @@ impl Registry {
     ///
     /// With [`Expect::Any`] a lost race is retried; otherwise it is reported as
     /// [`RegistryError::AliasConflict`] with the alias's current value.
-    pub async fn move_alias(&self, model: &str, alias: &str, to: Option<u64>, expect: Expect, actor: &str) -> Result<AliasRecord> {
+    pub async fn move_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        to: Option<u64>,
+        expect: Expect,
+        actor: &str,
+    ) -> Result<AliasRecord> {
         falaj_core::validate_alias(alias)?;
         self.model(model).await?;
         if let Some(n) = to {
@@ -480,7 +598,10 @@ impl Registry {
                 });
             }
             if to.is_none() && cur_version.is_none() {
-                return Err(RegistryError::AliasNotFound { model: model.into(), alias: alias.into() });
+                return Err(RegistryError::AliasNotFound {
+                    model: model.into(),
+                    alias: alias.into(),
+                });
             }
             let rec = AliasRecord {
                 model: model.into(),
@@ -493,7 +614,11 @@ impl Registry {
             };
             match self.put_json(&key, &rec, pre).await {
                 Ok(_) => {
-                    let action = if to.is_some() { "alias.moved" } else { "alias.removed" };
+                    let action = if to.is_some() {
+                        "alias.moved"
+                    } else {
+                        "alias.removed"
+                    };
                     self.append_audit(
                         model,
                         actor,
@@ -504,7 +629,9 @@ impl Registry {
                     .await?;
                     return Ok(rec);
                 }
-                Err(RegistryError::Store(e)) if e.is_conflict() && expect == Expect::Any => continue,
+                Err(RegistryError::Store(e)) if e.is_conflict() && expect == Expect::Any => {
+                    continue;
+                }
                 Err(RegistryError::Store(e)) if e.is_conflict() => {
                     let now = self.get_json::<AliasRecord>(&key).await?.map(|(a, _)| a);
                     return Err(RegistryError::AliasConflict {
@@ -518,53 +645,91 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        Err(RegistryError::Contention { what: format!("alias {model}@{alias}"), attempts: MAX_ATTEMPTS })
+        Err(RegistryError::Contention {
+            what: format!("alias {model}@{alias}"),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     // ---- audit ----
 
     async fn audit_head(&self, model: &str) -> Result<(u64, String)> {
-        if let Some(h) = self.audit_heads.lock().expect("audit lock").get(model).cloned() {
+        if let Some(h) = self
+            .audit_heads
+            .lock()
+            .expect("audit lock")
+            .get(model)
+            .cloned()
+        {
             return Ok(h);
         }
         let keys = list_all(self.store.as_ref(), &layout::audit_prefix(model)).await?;
-        let last = keys.iter().filter_map(|k| layout::parse_audit_key(model, k)).max();
+        let last = keys
+            .iter()
+            .filter_map(|k| layout::parse_audit_key(model, k))
+            .max();
         match last {
             None => Ok((0, GENESIS.to_string())),
             Some(seq) => {
                 let key = layout::audit_event(model, seq);
-                let (e, _) = self
-                    .get_json::<AuditEvent>(&key)
-                    .await?
-                    .ok_or_else(|| RegistryError::Corrupt { key: key.to_string(), reason: "listed but not readable".into() })?;
+                let (e, _) = self.get_json::<AuditEvent>(&key).await?.ok_or_else(|| {
+                    RegistryError::Corrupt {
+                        key: key.to_string(),
+                        reason: "listed but not readable".into(),
+                    }
+                })?;
                 Ok((seq, e.hash))
             }
         }
     }
 
     /// Appends an event to a model's audit chain.
-    pub async fn append_audit(&self, model: &str, actor: &str, action: &str, subject: &str, details: serde_json::Value) -> Result<AuditEvent> {
+    pub async fn append_audit(
+        &self,
+        model: &str,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) -> Result<AuditEvent> {
         let (mut seq, mut hash) = self.audit_head(model).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let event = AuditEvent::new(seq + 1, model, &hash, &now(), actor, action, subject, details.clone());
+            let event = AuditEvent::new(
+                seq + 1,
+                model,
+                &hash,
+                &now(),
+                actor,
+                action,
+                subject,
+                details.clone(),
+            );
             let key = layout::audit_event(model, seq + 1);
             match self.put_json(&key, &event, Precondition::IfAbsent).await {
                 Ok(_) => {
-                    self.audit_heads.lock().expect("audit lock").insert(model.into(), (event.seq, event.hash.clone()));
+                    self.audit_heads
+                        .lock()
+                        .expect("audit lock")
+                        .insert(model.into(), (event.seq, event.hash.clone()));
                     return Ok(event);
                 }
                 Err(RegistryError::Store(e)) if e.is_conflict() => {
-                    let (other, _) = self
-                        .get_json::<AuditEvent>(&key)
-                        .await?
-                        .ok_or_else(|| RegistryError::Corrupt { key: key.to_string(), reason: "conflicting event vanished".into() })?;
+                    let (other, _) = self.get_json::<AuditEvent>(&key).await?.ok_or_else(|| {
+                        RegistryError::Corrupt {
+                            key: key.to_string(),
+                            reason: "conflicting event vanished".into(),
+                        }
+                    })?;
                     seq += 1;
                     hash = other.hash;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(RegistryError::Contention { what: format!("the audit log of {model}"), attempts: MAX_ATTEMPTS })
+        Err(RegistryError::Contention {
+            what: format!("the audit log of {model}"),
+            attempts: MAX_ATTEMPTS,
+        })
     }
 
     /// A model's audit events in order, as `(key, seq from key, event)`.
@@ -572,8 +737,13 @@ impl Registry {
         falaj_core::validate_model_name(model)?;
         let mut out = Vec::new();
         for key in list_all(self.store.as_ref(), &layout::audit_prefix(model)).await? {
-            let Some(seq) = layout::parse_audit_key(model, &key) else { continue };
-            if let Some((e, _)) = self.get_json::<AuditEvent>(&StoreKey::new(key.clone())?).await? {
+            let Some(seq) = layout::parse_audit_key(model, &key) else {
+                continue;
+            };
+            if let Some((e, _)) = self
+                .get_json::<AuditEvent>(&StoreKey::new(key.clone())?)
+                .await?
+            {
                 out.push((key, seq, e));
             }
         }
@@ -586,12 +756,21 @@ impl Registry {
         let mut events = Vec::new();
         let mut problems = Vec::new();
         for key in list_all(self.store.as_ref(), &layout::audit_prefix(model)).await? {
-            let Some(seq) = layout::parse_audit_key(model, &key) else { continue };
-            match self.get_json::<AuditEvent>(&StoreKey::new(key.clone())?).await {
+            let Some(seq) = layout::parse_audit_key(model, &key) else {
+                continue;
+            };
+            match self
+                .get_json::<AuditEvent>(&StoreKey::new(key.clone())?)
+                .await
+            {
                 Ok(Some((e, _))) => events.push((key, seq, e)),
                 Ok(None) => {}
                 Err(RegistryError::Corrupt { key, reason }) => {
-                    problems.push(AuditProblem::Edited { key, stored: "unreadable".into(), actual: reason })
+                    problems.push(AuditProblem::Edited {
+                        key,
+                        stored: "unreadable".into(),
+                        actual: reason,
+                    })
                 }
                 Err(e) => return Err(e),
             }

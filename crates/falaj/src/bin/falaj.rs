@@ -44,13 +44,18 @@ struct Cli {
     #[arg(long, global = true, env = "FALAJ_STORE", default_value = store::DEFAULT_STORE)]
     store: String,
     /// Print JSON instead of tables (errors too, on stderr).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "FALAJ_JSON", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true", default_value = "false")]
     json: bool,
     /// Identity recorded as author/actor (defaults to $USER).
     #[arg(long = "as", global = true, env = "FALAJ_IDENTITY")]
     identity: Option<String>,
     /// Comma-separated regions data may live in.
-    #[arg(long, global = true, env = "FALAJ_ALLOWED_REGIONS", default_value = "me-central-1")]
+    #[arg(
+        long,
+        global = true,
+        env = "FALAJ_ALLOWED_REGIONS",
+        default_value = "me-central-1"
+    )]
     allowed_regions: String,
     #[command(subcommand)]
     command: Command,
@@ -62,7 +67,9 @@ enum Command {
     #[command(subcommand)]
     Model(ModelCmd),
     /// Register a new version from an ONNX file (and its training manifest).
-    #[command(after_help = "Example:\n  falaj push wine out/model.onnx --manifest out/manifest.json --semver 1.2.0")]
+    #[command(
+        after_help = "Example:\n  falaj push wine out/model.onnx --manifest out/manifest.json --semver 1.2.0"
+    )]
     Push {
         /// Model name.
         model: String,
@@ -98,7 +105,9 @@ enum Command {
     #[command(subcommand)]
     Alias(AliasCmd),
     /// Set or remove tags on a version (MODEL@N) or on a model (MODEL).
-    #[command(after_help = "Examples:\n  falaj tag wine@3 dataset=2026-11 reviewed=yes\n  falaj tag wine@3 --rm reviewed")]
+    #[command(
+        after_help = "Examples:\n  falaj tag wine@3 dataset=2026-11 reviewed=yes\n  falaj tag wine@3 --rm reviewed"
+    )]
     Tag {
         /// MODEL@N or MODEL.
         reference: String,
@@ -211,7 +220,11 @@ impl From<RegistryError> for Failure {
             "not_found" => 4,
             _ => 1,
         };
-        Self { code: e.code(), exit, message: e.to_string() }
+        Self {
+            code: e.code(),
+            exit,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -222,7 +235,11 @@ impl From<store::StoreError> for Failure {
 }
 
 fn fail(code: &'static str, exit: u8, message: impl Into<String>) -> Failure {
-    Failure { code, exit, message: message.into() }
+    Failure {
+        code,
+        exit,
+        message: message.into(),
+    }
 }
 
 struct Out {
@@ -232,7 +249,10 @@ struct Out {
 impl Out {
     fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(value).expect("output serialises"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).expect("output serialises")
+            );
         } else {
             let text = human();
             if !text.is_empty() {
@@ -270,18 +290,41 @@ fn human_size(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn show_version(v: &ModelVersion, tags: &BTreeMap<String, String>) -> String {
     let mut s = format!(
         "{}@{} (semver {})\n  digest    {}\n  size      {} ({} bytes)\n  format    {} opset {} (IR {}), produced by {}\n  author    {}\n  created   {}\n  region    {}\n",
-        v.model, v.version, v.semver, v.digest, human_size(v.size), v.size, v.format.kind, v.format.opset, v.format.ir_version,
-        v.format.producer, v.author, v.created_at, v.region
+        v.model,
+        v.version,
+        v.semver,
+        v.digest,
+        human_size(v.size),
+        v.size,
+        v.format.kind,
+        v.format.opset,
+        v.format.ir_version,
+        v.format.producer,
+        v.author,
+        v.created_at,
+        v.region
     );
-    for (dir, specs) in [("input ", &v.signature.inputs), ("output", &v.signature.outputs)] {
+    for (dir, specs) in [
+        ("input ", &v.signature.inputs),
+        ("output", &v.signature.outputs),
+    ] {
         for t in specs {
-            s += &format!("  {dir}    {}: {}[{}]\n", t.name, t.dtype, t.shape.join(", "));
+            s += &format!(
+                "  {dir}    {}: {}[{}]\n",
+                t.name,
+                t.dtype,
+                t.shape.join(", ")
+            );
         }
     }
     for d in &v.lineage.datasets {
@@ -306,15 +349,28 @@ fn show_version(v: &ModelVersion, tags: &BTreeMap<String, String>) -> String {
 }
 
 fn parse_ref(s: &str) -> Result<ModelRef, Failure> {
-    s.parse::<ModelRef>().map_err(|e| fail("invalid_name", 2, format!("{e} (expected MODEL@N, MODEL@ALIAS or MODEL)")))
+    s.parse::<ModelRef>().map_err(|e| {
+        fail(
+            "invalid_name",
+            2,
+            format!("{e} (expected MODEL@N, MODEL@ALIAS or MODEL)"),
+        )
+    })
 }
 
 async fn registry(cli: &Cli, create: bool) -> Result<Registry, Failure> {
-    let opts = OpenOptions { allowed: AllowedRegions::parse(&cli.allowed_regions), create, endpoint: None };
+    let opts = OpenOptions {
+        allowed: AllowedRegions::parse(&cli.allowed_regions),
+        create,
+        endpoint: None,
+    };
     Ok(Registry::new(store::open(&cli.store, &opts).await?))
 }
 
-fn progress_bar(file: &std::path::Path, enabled: bool) -> (store::Progress, Option<indicatif::ProgressBar>) {
+fn progress_bar(
+    file: &std::path::Path,
+    enabled: bool,
+) -> (store::Progress, Option<indicatif::ProgressBar>) {
     let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     // Only large uploads on a terminal get a bar; scripts and small files stay quiet.
     if !enabled || size < 16 * 1024 * 1024 || !std::io::stderr().is_terminal() {
@@ -322,9 +378,11 @@ fn progress_bar(file: &std::path::Path, enabled: bool) -> (store::Progress, Opti
     }
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("template is valid")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("template is valid")
+        .progress_chars("=> "),
     );
     bar.set_message("uploading");
     let b = bar.clone();
@@ -348,14 +406,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     &me,
                 )
                 .await?;
-            out.print(&rec, || format!("created model {} in {}", rec.name, cli.store));
+            out.print(&rec, || {
+                format!("created model {} in {}", rec.name, cli.store)
+            });
         }
         Command::Model(ModelCmd::Show { name }) => {
             let reg = registry(&cli, false).await?;
             let rec = reg.model(name).await?;
             let latest = reg.latest_version(name).await?;
             let aliases = reg.aliases(name).await?;
-            let view = serde_json::json!({"model": rec, "latest_version": latest, "aliases": aliases});
+            let view =
+                serde_json::json!({"model": rec, "latest_version": latest, "aliases": aliases});
             out.print(&view, || {
                 let mut s = format!(
                     "{}\n  description  {}\n  owner        {}\n  created      {} by {}\n  versions     {}\n",
@@ -377,25 +438,55 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 if models.is_empty() {
                     return "no models yet; create one with `falaj model create NAME`".into();
                 }
-                models.iter().map(|m| format!("{:<24} {:<16} {}", m.name, m.owner, m.description)).collect::<Vec<_>>().join("\n")
+                models
+                    .iter()
+                    .map(|m| format!("{:<24} {:<16} {}", m.name, m.owner, m.description))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
-        Command::Push { model, file, manifest, semver, create } => {
+        Command::Push {
+            model,
+            file,
+            manifest,
+            semver,
+            create,
+        } => {
             let reg = registry(&cli, true).await?;
-            if *create && matches!(reg.model(model).await, Err(RegistryError::ModelNotFound { .. })) {
-                reg.create_model(NewModel { name: model.clone(), ..Default::default() }, &me).await?;
+            if *create
+                && matches!(
+                    reg.model(model).await,
+                    Err(RegistryError::ModelNotFound { .. })
+                )
+            {
+                reg.create_model(
+                    NewModel {
+                        name: model.clone(),
+                        ..Default::default()
+                    },
+                    &me,
+                )
+                .await?;
             }
             let manifest = match manifest {
                 Some(p) => Some((
                     p.display().to_string(),
-                    bytes::Bytes::from(
-                        std::fs::read(p).map_err(|e| fail("invalid_manifest", 1, format!("cannot read manifest {}: {e}", p.display())))?,
-                    ),
+                    bytes::Bytes::from(std::fs::read(p).map_err(|e| {
+                        fail(
+                            "invalid_manifest",
+                            1,
+                            format!("cannot read manifest {}: {e}", p.display()),
+                        )
+                    })?),
                 )),
                 None => None,
             };
             if !file.is_file() {
-                return Err(fail("invalid_artifact", 1, format!("{} is not a file", file.display())));
+                return Err(fail(
+                    "invalid_artifact",
+                    1,
+                    format!("{} is not a file", file.display()),
+                ));
             }
             let (progress, bar) = progress_bar(file, !cli.json);
             let started = std::time::Instant::now();
@@ -424,19 +515,40 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     r.version.version,
                     r.version.digest,
                     human_size(r.version.size),
-                    if r.blob_created { "" } else { ", artifact already stored" },
+                    if r.blob_created {
+                        ""
+                    } else {
+                        ", artifact already stored"
+                    },
                     started.elapsed().as_secs_f64()
                 )
             });
         }
-        Command::Versions { model, tags, author } => {
+        Command::Versions {
+            model,
+            tags,
+            author,
+        } => {
             let reg = registry(&cli, false).await?;
-            let vs = reg.versions(model, &VersionFilter { tags: tags.clone(), author: author.clone() }).await?;
+            let vs = reg
+                .versions(
+                    model,
+                    &VersionFilter {
+                        tags: tags.clone(),
+                        author: author.clone(),
+                    },
+                )
+                .await?;
             out.print(&vs, || {
                 if vs.is_empty() {
-                    return format!("no versions match; register one with `falaj push {model} model.onnx`");
+                    return format!(
+                        "no versions match; register one with `falaj push {model} model.onnx`"
+                    );
                 }
-                let mut s = format!("{:>4}  {:<10} {:<12}  {:>10}  {:<16} {}\n", "N", "SEMVER", "DIGEST", "SIZE", "AUTHOR", "CREATED");
+                let mut s = format!(
+                    "{:>4}  {:<10} {:<12}  {:>10}  {:<16} {}\n",
+                    "N", "SEMVER", "DIGEST", "SIZE", "AUTHOR", "CREATED"
+                );
                 s += &vs.iter().map(version_line).collect::<Vec<_>>().join("\n");
                 s
             });
@@ -449,14 +561,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let view = serde_json::json!({"version": v, "tags": tags});
             out.print(&view, || show_version(&v, &tags));
         }
-        Command::Alias(AliasCmd::Set { model, alias, version, expect }) => {
+        Command::Alias(AliasCmd::Set {
+            model,
+            alias,
+            version,
+            expect,
+        }) => {
             let expect = match expect.as_deref() {
                 None => Expect::Any,
                 Some("none") => Expect::Absent,
-                Some(n) => Expect::Version(n.parse().map_err(|_| fail("invalid_name", 2, format!("--expect takes a version number or 'none', got {n:?}")))?),
+                Some(n) => Expect::Version(n.parse().map_err(|_| {
+                    fail(
+                        "invalid_name",
+                        2,
+                        format!("--expect takes a version number or 'none', got {n:?}"),
+                    )
+                })?),
             };
             let reg = registry(&cli, false).await?;
-            let rec = reg.move_alias(model, alias, Some(*version), expect, &me).await?;
+            let rec = reg
+                .move_alias(model, alias, Some(*version), expect, &me)
+                .await?;
             out.print(&rec, || {
                 format!(
                     "{model}@{alias} -> {version} (was {}, generation {})",
@@ -465,10 +590,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 )
             });
         }
-        Command::Alias(AliasCmd::Rm { model, alias, expect }) => {
+        Command::Alias(AliasCmd::Rm {
+            model,
+            alias,
+            expect,
+        }) => {
             let reg = registry(&cli, false).await?;
-            let rec = reg.move_alias(model, alias, None, expect.map_or(Expect::Any, Expect::Version), &me).await?;
-            out.print(&rec, || format!("removed {model}@{alias} (was {})", rec.previous.unwrap_or(0)));
+            let rec = reg
+                .move_alias(
+                    model,
+                    alias,
+                    None,
+                    expect.map_or(Expect::Any, Expect::Version),
+                    &me,
+                )
+                .await?;
+            out.print(&rec, || {
+                format!(
+                    "removed {model}@{alias} (was {})",
+                    rec.previous.unwrap_or(0)
+                )
+            });
         }
         Command::Alias(AliasCmd::List { model }) => {
             let reg = registry(&cli, false).await?;
@@ -476,25 +618,50 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             out.print(&aliases, || {
                 aliases
                     .iter()
-                    .map(|a| format!("{:<16} -> {:<4} (generation {}, moved by {} at {})", a.alias, a.version.unwrap_or(0), a.generation, a.moved_by, a.moved_at))
+                    .map(|a| {
+                        format!(
+                            "{:<16} -> {:<4} (generation {}, moved by {} at {})",
+                            a.alias,
+                            a.version.unwrap_or(0),
+                            a.generation,
+                            a.moved_by,
+                            a.moved_at
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
         }
-        Command::Tag { reference, set, remove } => {
+        Command::Tag {
+            reference,
+            set,
+            remove,
+        } => {
             if set.is_empty() && remove.is_empty() {
-                return Err(fail("invalid_name", 2, "nothing to do: give KEY=VALUE pairs and/or --rm KEY"));
+                return Err(fail(
+                    "invalid_name",
+                    2,
+                    "nothing to do: give KEY=VALUE pairs and/or --rm KEY",
+                ));
             }
             let r = parse_ref(reference)?;
             let reg = registry(&cli, false).await?;
             let tags = match r.version {
-                falaj_core::version::VersionRef::Latest if !reference.contains('@') => reg.tag_model(&r.model, set, remove, &me).await?.tags,
+                falaj_core::version::VersionRef::Latest if !reference.contains('@') => {
+                    reg.tag_model(&r.model, set, remove, &me).await?.tags
+                }
                 _ => {
                     let v = reg.resolve(&r).await?;
-                    reg.tag_version(&v.model, v.version, set, remove, &me).await?
+                    reg.tag_version(&v.model, v.version, set, remove, &me)
+                        .await?
                 }
             };
-            out.print(&tags, || tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n"));
+            out.print(&tags, || {
+                tags.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
         Command::Audit { model, verify } => {
             let reg = registry(&cli, false).await?;
@@ -511,14 +678,31 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 });
                 if !problems.is_empty() {
-                    return Err(fail("audit_broken", 5, format!("{} problem(s) in the audit chain of {model}", problems.len())));
+                    return Err(fail(
+                        "audit_broken",
+                        5,
+                        format!(
+                            "{} problem(s) in the audit chain of {model}",
+                            problems.len()
+                        ),
+                    ));
                 }
             } else {
-                let events: Vec<_> = reg.audit_events(model).await?.into_iter().map(|(_, _, e)| e).collect();
+                let events: Vec<_> = reg
+                    .audit_events(model)
+                    .await?
+                    .into_iter()
+                    .map(|(_, _, e)| e)
+                    .collect();
                 out.print(&events, || {
                     events
                         .iter()
-                        .map(|e| format!("{:>5}  {}  {:<16} {:<20} {}  {}", e.seq, e.at, e.actor, e.action, e.subject, e.details))
+                        .map(|e| {
+                            format!(
+                                "{:>5}  {}  {:<16} {:<20} {}  {}",
+                                e.seq, e.at, e.actor, e.action, e.subject, e.details
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("\n")
                 });
@@ -526,18 +710,39 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Residency(ResidencyCmd::Check { dir }) => {
             let allowed = AllowedRegions::parse(&cli.allowed_regions);
-            let report = falaj::terraform::check_dir(dir, &allowed).map_err(|e| fail("invalid_terraform", 1, e.to_string()))?;
+            let report = falaj::terraform::check_dir(dir, &allowed)
+                .map_err(|e| fail("invalid_terraform", 1, e.to_string()))?;
             out.print(&report, || {
                 let mut s: Vec<String> = report
                     .violations
                     .iter()
-                    .map(|v| format!("{}:{}: [{}] {}", dir.join(&v.file).display(), v.line, v.rule, v.message))
+                    .map(|v| {
+                        format!(
+                            "{}:{}: [{}] {}",
+                            dir.join(&v.file).display(),
+                            v.line,
+                            v.rule,
+                            v.message
+                        )
+                    })
                     .collect();
-                s.push(format!("{} file(s) checked, {} violation(s)", report.files_checked, report.violations.len()));
+                s.push(format!(
+                    "{} file(s) checked, {} violation(s)",
+                    report.files_checked,
+                    report.violations.len()
+                ));
                 s.join("\n")
             });
             if !report.violations.is_empty() {
-                return Err(fail("residency_violation", 1, format!("{} residency violation(s) in {}", report.violations.len(), dir.display())));
+                return Err(fail(
+                    "residency_violation",
+                    1,
+                    format!(
+                        "{} residency violation(s) in {}",
+                        report.violations.len(),
+                        dir.display()
+                    ),
+                ));
             }
         }
     }
@@ -546,17 +751,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FALAJ_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FALAJ_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let json = cli.json;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json {
-                eprintln!("{}", serde_json::json!({"error": {"code": f.code, "message": f.message}}));
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"error": {"code": f.code, "message": f.message}})
+                );
             } else {
                 eprintln!("error: {}", f.message);
             }

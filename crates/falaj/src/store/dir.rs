@@ -19,7 +19,9 @@ use bytes::Bytes;
 use falaj_core::{AllowedRegions, StoreKey};
 use sha2::{Digest, Sha256};
 
-use super::{BlobInfo, BlobSource, CHUNK, ETag, ListPage, Object, Precondition, Progress, Store, StoreError};
+use super::{
+    BlobInfo, BlobSource, CHUNK, ETag, ListPage, Object, Precondition, Progress, Store, StoreError,
+};
 
 const TMP: &str = ".tmp";
 const LOCKS: &str = ".locks";
@@ -39,7 +41,11 @@ struct StoreMeta {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { what, path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl DirStore {
@@ -60,21 +66,37 @@ impl DirStore {
             fs::create_dir_all(&root).map_err(io_err("cannot create store directory", &root))?;
         }
         if !root.is_dir() {
-            return Err(StoreError::Missing { uri, hint: "the path exists but is not a directory".into() });
+            return Err(StoreError::Missing {
+                uri,
+                hint: "the path exists but is not a directory".into(),
+            });
         }
         let region = match fs::read(&meta_path) {
-            Ok(b) => serde_json::from_slice::<StoreMeta>(&b)
-                .map_err(|e| StoreError::Io {
-                    what: "corrupt store metadata",
-                    path: meta_path.clone(),
-                    source: io::Error::new(io::ErrorKind::InvalidData, e),
-                })?
-                .region,
+            Ok(b) => {
+                serde_json::from_slice::<StoreMeta>(&b)
+                    .map_err(|e| StoreError::Io {
+                        what: "corrupt store metadata",
+                        path: meta_path.clone(),
+                        source: io::Error::new(io::ErrorKind::InvalidData, e),
+                    })?
+                    .region
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let region = allowed.regions().first().cloned().unwrap_or_else(|| "me-central-1".into());
+                let region = allowed
+                    .regions()
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "me-central-1".into());
                 fs::create_dir_all(root.join(TMP)).map_err(io_err("cannot create", &root))?;
-                let meta = serde_json::to_vec_pretty(&StoreMeta { region: region.clone() }).expect("meta serialises");
-                let store = Self { root: root.clone(), uri: uri.clone(), region: region.clone() };
+                let meta = serde_json::to_vec_pretty(&StoreMeta {
+                    region: region.clone(),
+                })
+                .expect("meta serialises");
+                let store = Self {
+                    root: root.clone(),
+                    uri: uri.clone(),
+                    region: region.clone(),
+                };
                 store.atomic_write(&meta_path, &meta)?;
                 region
             }
@@ -99,7 +121,9 @@ impl DirStore {
     }
 
     fn temp_path(&self) -> PathBuf {
-        self.root.join(TMP).join(format!("{:032x}", rand::random::<u128>()))
+        self.root
+            .join(TMP)
+            .join(format!("{:032x}", rand::random::<u128>()))
     }
 
     fn lock(&self, key: &StoreKey) -> Result<File, StoreError> {
@@ -147,7 +171,10 @@ impl DirStore {
         match fs::read(&path) {
             Ok(b) => {
                 let etag = Self::etag_of(key, &b);
-                Ok(Some(Object { bytes: Bytes::from(b), etag }))
+                Ok(Some(Object {
+                    bytes: Bytes::from(b),
+                    etag,
+                }))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             // A directory where an object is expected (`a` when `a/b` exists) reads as absent.
@@ -156,7 +183,12 @@ impl DirStore {
         }
     }
 
-    fn put_sync(&self, key: &StoreKey, bytes: &[u8], pre: &Precondition) -> Result<ETag, StoreError> {
+    fn put_sync(
+        &self,
+        key: &StoreKey,
+        bytes: &[u8],
+        pre: &Precondition,
+    ) -> Result<ETag, StoreError> {
         let dest = self.path(key);
         let _guard = self.lock(key)?;
         if *pre != Precondition::None {
@@ -167,14 +199,22 @@ impl DirStore {
                 _ => false,
             };
             if !holds {
-                return Err(StoreError::Conflict { key: key.to_string(), current });
+                return Err(StoreError::Conflict {
+                    key: key.to_string(),
+                    current,
+                });
             }
         }
         self.atomic_write(&dest, bytes)?;
         Ok(Self::etag_of(key, bytes))
     }
 
-    fn list_sync(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
+    fn list_sync(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
         // Walk only below the deepest directory the prefix names.
         let dir_part = match prefix.rfind('/') {
             Some(i) => &prefix[..i],
@@ -184,11 +224,19 @@ impl DirStore {
             return Ok(ListPage::default());
         }
         let mut keys = Vec::new();
-        let start = if dir_part.is_empty() { self.root.clone() } else { self.root.join(dir_part) };
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
         walk(&start, dir_part, &mut keys)?;
         keys.retain(|k| k.starts_with(prefix) && start_after.is_none_or(|a| k.as_str() > a));
         keys.sort();
-        let next = if keys.len() > limit { Some(keys[limit - 1].clone()) } else { None };
+        let next = if keys.len() > limit {
+            Some(keys[limit - 1].clone())
+        } else {
+            None
+        };
         keys.truncate(limit);
         Ok(ListPage { keys, next })
     }
@@ -206,7 +254,8 @@ impl DirStore {
         let tmp_w = tmp.clone();
         let writer = std::thread::spawn(move || -> Result<File, StoreError> {
             for chunk in rx {
-                out.write_all(&chunk).map_err(io_err("cannot write", &tmp_w))?;
+                out.write_all(&chunk)
+                    .map_err(io_err("cannot write", &tmp_w))?;
             }
             out.sync_all().map_err(io_err("cannot sync", &tmp_w))?;
             Ok(out)
@@ -222,7 +271,11 @@ impl DirStore {
                         Ok(0) => break,
                         Ok(n) => filled += n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(StoreError::Blob { reason: format!("reading the source failed: {e}") }),
+                        Err(e) => {
+                            return Err(StoreError::Blob {
+                                reason: format!("reading the source failed: {e}"),
+                            });
+                        }
                     }
                 }
                 if filled == 0 {
@@ -238,7 +291,9 @@ impl DirStore {
             }
         })();
         drop(tx);
-        let written = writer.join().map_err(|_| StoreError::Blob { reason: "writer thread panicked".into() })?;
+        let written = writer.join().map_err(|_| StoreError::Blob {
+            reason: "writer thread panicked".into(),
+        })?;
         if let Err(e) = read_result.and(written.map(drop)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -249,17 +304,29 @@ impl DirStore {
         let _guard = self.lock(&key)?;
         if dest.exists() {
             let _ = fs::remove_file(&tmp);
-            return Ok(BlobInfo { hex, size, created: false });
+            return Ok(BlobInfo {
+                hex,
+                size,
+                created: false,
+            });
         }
         self.rename_into(&tmp, &dest)?;
-        Ok(BlobInfo { hex, size, created: true })
+        Ok(BlobInfo {
+            hex,
+            size,
+            created: true,
+        })
     }
 }
 
 fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => return Ok(()),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            return Ok(());
+        }
         Err(e) => return Err(io_err("cannot list", dir)(e)),
     };
     for entry in entries {
@@ -269,8 +336,14 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> 
         if name.starts_with('.') {
             continue;
         }
-        let key = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
-        let ft = entry.file_type().map_err(io_err("cannot stat", &entry.path()))?;
+        let key = if rel.is_empty() {
+            name.to_string()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let ft = entry
+            .file_type()
+            .map_err(io_err("cannot stat", &entry.path()))?;
         if ft.is_dir() {
             walk(&entry.path(), &key, out)?;
         } else if ft.is_file() {
@@ -280,10 +353,14 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), StoreError> 
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| StoreError::Blob { reason: format!("store task failed: {e}") })?
+        .map_err(|e| StoreError::Blob {
+            reason: format!("store task failed: {e}"),
+        })?
 }
 
 #[async_trait::async_trait]
@@ -301,13 +378,27 @@ impl Store for DirStore {
         blocking(move || s.read(&k)).await
     }
 
-    async fn put(&self, key: &StoreKey, bytes: Bytes, pre: Precondition) -> Result<ETag, StoreError> {
+    async fn put(
+        &self,
+        key: &StoreKey,
+        bytes: Bytes,
+        pre: Precondition,
+    ) -> Result<ETag, StoreError> {
         let (s, k) = (self.clone(), key.clone());
         blocking(move || s.put_sync(&k, &bytes, &pre)).await
     }
 
-    async fn list_page(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
-        let (s, p, a) = (self.clone(), prefix.to_string(), start_after.map(String::from));
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        let (s, p, a) = (
+            self.clone(),
+            prefix.to_string(),
+            start_after.map(String::from),
+        );
         blocking(move || s.list_sync(&p, a.as_deref(), limit.max(1))).await
     }
 

@@ -142,7 +142,9 @@ pub enum StoreError {
     #[error(transparent)]
     Residency(#[from] ResidencyError),
     /// The S3 server does not honour conditional writes.
-    #[error("the S3 server at {endpoint} does not honour conditional writes ({detail}); falaj refuses it, because without If-None-Match/If-Match concurrent writers would silently corrupt the registry. Use AWS S3 or a server that supports conditional PutObject (moto, RustFS, MinIO).")]
+    #[error(
+        "the S3 server at {endpoint} does not honour conditional writes ({detail}); falaj refuses it, because without If-None-Match/If-Match concurrent writers would silently corrupt the registry. Use AWS S3 or a server that supports conditional PutObject (moto, RustFS, MinIO)."
+    )]
     NoConditionalWrites {
         /// Endpoint or bucket.
         endpoint: String,
@@ -184,9 +186,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Reads an object, `None` if absent.
     async fn get(&self, key: &StoreKey) -> Result<Option<Object>, StoreError>;
     /// Writes an object under a precondition; returns the new ETag.
-    async fn put(&self, key: &StoreKey, bytes: Bytes, pre: Precondition) -> Result<ETag, StoreError>;
+    async fn put(
+        &self,
+        key: &StoreKey,
+        bytes: Bytes,
+        pre: Precondition,
+    ) -> Result<ETag, StoreError>;
     /// Lists keys under `prefix` after `start_after`, at most `limit` of them.
-    async fn list_page(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage, StoreError>;
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError>;
     /// Streams `src` into `blobs/sha256/<hex>`, hashing while copying, in bounded memory.
     /// Nothing is visible under `blobs/` until the whole blob is in place.
     async fn put_blob(&self, src: BlobSource, progress: Progress) -> Result<BlobInfo, StoreError>;
@@ -225,25 +237,44 @@ pub async fn open(uri: &str, opts: &OpenOptions) -> Result<Arc<dyn Store>, Store
     if let Some(rest) = uri.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(StoreError::InvalidUri { uri: uri.into(), reason: "the bucket name is empty".into() });
+            return Err(StoreError::InvalidUri {
+                uri: uri.into(),
+                reason: "the bucket name is empty".into(),
+            });
         }
         let endpoint = opts
             .endpoint
             .clone()
             .or_else(|| std::env::var("FALAJ_S3_ENDPOINT").ok())
             .filter(|e| !e.is_empty());
-        let s = s3::S3Store::connect(bucket, prefix.trim_end_matches('/'), endpoint, &opts.allowed).await?;
+        let s = s3::S3Store::connect(
+            bucket,
+            prefix.trim_end_matches('/'),
+            endpoint,
+            &opts.allowed,
+        )
+        .await?;
         return Ok(Arc::new(s));
     }
     let path = match uri.strip_prefix("dir://") {
         Some(p) => p,
         None if uri.contains("://") => {
-            return Err(StoreError::InvalidUri { uri: uri.into(), reason: "unknown scheme".into() });
+            return Err(StoreError::InvalidUri {
+                uri: uri.into(),
+                reason: "unknown scheme".into(),
+            });
         }
         None => uri,
     };
     if path.is_empty() {
-        return Err(StoreError::InvalidUri { uri: uri.into(), reason: "the path is empty".into() });
+        return Err(StoreError::InvalidUri {
+            uri: uri.into(),
+            reason: "the path is empty".into(),
+        });
     }
-    Ok(Arc::new(dir::DirStore::open(PathBuf::from(path), opts.create, &opts.allowed)?))
+    Ok(Arc::new(dir::DirStore::open(
+        PathBuf::from(path),
+        opts.create,
+        &opts.allowed,
+    )?))
 }

@@ -18,7 +18,9 @@ use falaj_core::{AllowedRegions, StoreKey};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 
-use super::{BlobInfo, BlobSource, CHUNK, ETag, ListPage, Object, Precondition, Progress, Store, StoreError};
+use super::{
+    BlobInfo, BlobSource, CHUNK, ETag, ListPage, Object, Precondition, Progress, Store, StoreError,
+};
 
 /// Largest object a single server-side copy accepts.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
@@ -49,11 +51,17 @@ impl HttpStatus for aws_smithy_runtime_api::http::Response {
     }
 }
 
-fn message<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+fn message<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+) -> String {
     match e {
         SdkError::ServiceError(s) => {
             let err = s.err();
-            format!("{}: {}", err.code().unwrap_or("error"), err.message().unwrap_or(&err.to_string()))
+            format!(
+                "{}: {}",
+                err.code().unwrap_or("error"),
+                err.message().unwrap_or(&err.to_string())
+            )
         }
         other => {
             // Walk the source chain: the top level says only "dispatch failure".
@@ -78,9 +86,17 @@ impl S3Store {
         endpoint: Option<String>,
         allowed: &AllowedRegions,
     ) -> Result<Self, StoreError> {
-        let home = allowed.regions().first().cloned().unwrap_or_else(|| "me-central-1".into());
-        let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else(aws_config::Region::new(home));
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).load().await;
+        let home = allowed
+            .regions()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "me-central-1".into());
+        let region = aws_config::meta::region::RegionProviderChain::default_provider()
+            .or_else(aws_config::Region::new(home));
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(region)
+            .load()
+            .await;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared);
         if let Some(ep) = &endpoint {
             conf = conf.endpoint_url(ep).force_path_style(true);
@@ -106,7 +122,11 @@ impl S3Store {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "us-east-1".into());
         allowed.check(&format!("bucket {bucket}"), &bucket_region)?;
-        let uri = if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") };
+        let uri = if prefix.is_empty() {
+            format!("s3://{bucket}")
+        } else {
+            format!("s3://{bucket}/{prefix}")
+        };
         let store = Self {
             client,
             bucket: bucket.into(),
@@ -120,26 +140,60 @@ impl S3Store {
     }
 
     fn full(&self, key: &str) -> String {
-        if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) }
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
     }
 
     fn strip<'a>(&self, full: &'a str) -> &'a str {
-        if self.prefix.is_empty() { full } else { full.strip_prefix(&self.prefix).map_or(full, |s| s.trim_start_matches('/')) }
+        if self.prefix.is_empty() {
+            full
+        } else {
+            full.strip_prefix(&self.prefix)
+                .map_or(full, |s| s.trim_start_matches('/'))
+        }
     }
 
     /// Writes a probe object three ways and checks the server refuses what it must.
     async fn probe_conditional_writes(&self) -> Result<(), StoreError> {
         let key = StoreKey::new(format!("tmp/falaj-probe/{:032x}", rand::random::<u128>()))?;
-        let fail = |detail: &str| StoreError::NoConditionalWrites { endpoint: self.endpoint.clone(), detail: detail.into() };
-        let etag = self.put(&key, Bytes::from_static(b"1"), Precondition::IfAbsent).await?;
-        let second = self.put(&key, Bytes::from_static(b"2"), Precondition::IfAbsent).await;
-        let wrong = self.put(&key, Bytes::from_static(b"3"), Precondition::IfMatch(ETag("\"0000\"".into()))).await;
-        let right = self.put(&key, Bytes::from_static(b"4"), Precondition::IfMatch(etag)).await;
-        let _ = self.client.delete_object().bucket(&self.bucket).key(self.full(key.as_str())).send().await;
+        let fail = |detail: &str| StoreError::NoConditionalWrites {
+            endpoint: self.endpoint.clone(),
+            detail: detail.into(),
+        };
+        let etag = self
+            .put(&key, Bytes::from_static(b"1"), Precondition::IfAbsent)
+            .await?;
+        let second = self
+            .put(&key, Bytes::from_static(b"2"), Precondition::IfAbsent)
+            .await;
+        let wrong = self
+            .put(
+                &key,
+                Bytes::from_static(b"3"),
+                Precondition::IfMatch(ETag("\"0000\"".into())),
+            )
+            .await;
+        let right = self
+            .put(&key, Bytes::from_static(b"4"), Precondition::IfMatch(etag))
+            .await;
+        let _ = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full(key.as_str()))
+            .send()
+            .await;
         match (second, wrong, right) {
-            (Ok(_), _, _) => Err(fail("a second create-only put (If-None-Match: *) of the same key succeeded")),
+            (Ok(_), _, _) => Err(fail(
+                "a second create-only put (If-None-Match: *) of the same key succeeded",
+            )),
             (_, Ok(_), _) => Err(fail("a put with a wrong If-Match etag succeeded")),
-            (_, _, Err(e)) if e.is_conflict() => Err(fail("a put with the current If-Match etag was refused")),
+            (_, _, Err(e)) if e.is_conflict() => {
+                Err(fail("a put with the current If-Match etag was refused"))
+            }
             (Err(e), _, _) if !e.is_conflict() => Err(e),
             (_, Err(e), _) if !e.is_conflict() => Err(e),
             (_, _, Err(e)) => Err(e),
@@ -155,7 +209,11 @@ impl S3Store {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| StoreError::S3 { op: "PutObject", key: full.into(), message: message(&e) })?;
+            .map_err(|e| StoreError::S3 {
+                op: "PutObject",
+                key: full.into(),
+                message: message(&e),
+            })?;
         Ok(())
     }
 
@@ -166,7 +224,13 @@ impl S3Store {
         first: Vec<u8>,
         rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let s3 = |op: &'static str| move |m: String| StoreError::S3 { op, key: full.to_string(), message: m };
+        let s3 = |op: &'static str| {
+            move |m: String| StoreError::S3 {
+                op,
+                key: full.to_string(),
+                message: m,
+            }
+        };
         let up = self
             .client
             .create_multipart_upload()
@@ -192,7 +256,12 @@ impl S3Store {
                     .send()
                     .await
                     .map_err(|e| s3("UploadPart")(message(&e)))?;
-                parts.push(CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(String::from)).build());
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(n)
+                        .set_e_tag(r.e_tag().map(String::from))
+                        .build(),
+                );
                 n += 1;
                 next = rx.recv().await;
             }
@@ -202,7 +271,14 @@ impl S3Store {
         let parts = match result {
             Ok(p) => p,
             Err(e) => {
-                let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(full).upload_id(&upload_id).send().await;
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(full)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
                 return Err(e);
             }
         };
@@ -211,7 +287,11 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(full)
             .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| s3("CompleteMultipartUpload")(message(&e)))?;
@@ -219,17 +299,30 @@ impl S3Store {
     }
 
     async fn exists(&self, full: &str) -> Result<bool, StoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(full).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if status_of(&e) == Some(404) => Ok(false),
-            Err(e) => Err(StoreError::S3 { op: "HeadObject", key: full.into(), message: message(&e) }),
+            Err(e) => Err(StoreError::S3 {
+                op: "HeadObject",
+                key: full.into(),
+                message: message(&e),
+            }),
         }
     }
 
     async fn copy(&self, from: &str, to: &str, size: u64) -> Result<(), StoreError> {
         if size > MAX_SINGLE_COPY {
             return Err(StoreError::Blob {
-                reason: format!("blobs over 5 GiB are not supported yet on S3 (this one is {size} bytes)"),
+                reason: format!(
+                    "blobs over 5 GiB are not supported yet on S3 (this one is {size} bytes)"
+                ),
             });
         }
         let source = format!("{}/{}", self.bucket, encode_copy_source(from));
@@ -240,7 +333,11 @@ impl S3Store {
             .copy_source(source)
             .send()
             .await
-            .map_err(|e| StoreError::S3 { op: "CopyObject", key: to.into(), message: message(&e) })?;
+            .map_err(|e| StoreError::S3 {
+                op: "CopyObject",
+                key: to.into(),
+                message: message(&e),
+            })?;
         Ok(())
     }
 }
@@ -270,24 +367,48 @@ impl Store for S3Store {
 
     async fn get(&self, key: &StoreKey) -> Result<Option<Object>, StoreError> {
         let full = self.full(key.as_str());
-        match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
             Ok(resp) => {
                 let etag = ETag(resp.e_tag().unwrap_or_default().to_string());
-                let body = resp
-                    .body
-                    .collect()
-                    .await
-                    .map_err(|e| StoreError::S3 { op: "GetObject", key: full.clone(), message: e.to_string() })?;
-                Ok(Some(Object { bytes: body.into_bytes(), etag }))
+                let body = resp.body.collect().await.map_err(|e| StoreError::S3 {
+                    op: "GetObject",
+                    key: full.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok(Some(Object {
+                    bytes: body.into_bytes(),
+                    etag,
+                }))
             }
             Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(StoreError::S3 { op: "GetObject", key: full, message: message(&e) }),
+            Err(e) => Err(StoreError::S3 {
+                op: "GetObject",
+                key: full,
+                message: message(&e),
+            }),
         }
     }
 
-    async fn put(&self, key: &StoreKey, bytes: Bytes, pre: Precondition) -> Result<ETag, StoreError> {
+    async fn put(
+        &self,
+        key: &StoreKey,
+        bytes: Bytes,
+        pre: Precondition,
+    ) -> Result<ETag, StoreError> {
         let full = self.full(key.as_str());
-        let mut req = self.client.put_object().bucket(&self.bucket).key(&full).body(ByteStream::from(bytes));
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .body(ByteStream::from(bytes));
         req = match &pre {
             Precondition::None => req,
             Precondition::IfAbsent => req.if_none_match("*"),
@@ -297,13 +418,25 @@ impl Store for S3Store {
             Ok(r) => Ok(ETag(r.e_tag().unwrap_or_default().to_string())),
             Err(e) if matches!(status_of(&e), Some(412) | Some(409)) => {
                 let current = self.get(key).await?.map(|o| o.etag);
-                Err(StoreError::Conflict { key: key.to_string(), current })
+                Err(StoreError::Conflict {
+                    key: key.to_string(),
+                    current,
+                })
             }
-            Err(e) => Err(StoreError::S3 { op: "PutObject", key: full, message: message(&e) }),
+            Err(e) => Err(StoreError::S3 {
+                op: "PutObject",
+                key: full,
+                message: message(&e),
+            }),
         }
     }
 
-    async fn list_page(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage, StoreError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
         let full_prefix = self.full(prefix);
         let mut req = self
             .client
@@ -314,12 +447,22 @@ impl Store for S3Store {
         if let Some(a) = start_after {
             req = req.start_after(self.full(a));
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| StoreError::S3 { op: "ListObjectsV2", key: full_prefix.clone(), message: message(&e) })?;
-        let keys: Vec<String> = resp.contents().iter().filter_map(|o| o.key()).map(|k| self.strip(k).to_string()).collect();
-        let next = if resp.is_truncated() == Some(true) { keys.last().cloned() } else { None };
+        let resp = req.send().await.map_err(|e| StoreError::S3 {
+            op: "ListObjectsV2",
+            key: full_prefix.clone(),
+            message: message(&e),
+        })?;
+        let keys: Vec<String> = resp
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .map(|k| self.strip(k).to_string())
+            .collect();
+        let next = if resp.is_truncated() == Some(true) {
+            keys.last().cloned()
+        } else {
+            None
+        };
         Ok(ListPage { keys, next })
     }
 
@@ -329,11 +472,13 @@ impl Store for S3Store {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
         let reader = tokio::task::spawn_blocking(move || -> Result<(String, u64), StoreError> {
             let mut r: Box<dyn Read + Send> = match src {
-                BlobSource::File(p) => Box::new(std::fs::File::open(&p).map_err(|source| StoreError::Io {
-                    what: "cannot open",
-                    path: p.clone(),
-                    source,
-                })?),
+                BlobSource::File(p) => {
+                    Box::new(std::fs::File::open(&p).map_err(|source| StoreError::Io {
+                        what: "cannot open",
+                        path: p.clone(),
+                        source,
+                    })?)
+                }
                 BlobSource::Reader(r) => r,
             };
             let mut hasher = Sha256::new();
@@ -346,7 +491,11 @@ impl Store for S3Store {
                         Ok(0) => break,
                         Ok(n) => filled += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(StoreError::Blob { reason: format!("reading the source failed: {e}") }),
+                        Err(e) => {
+                            return Err(StoreError::Blob {
+                                reason: format!("reading the source failed: {e}"),
+                            });
+                        }
                     }
                 }
                 if filled == 0 && size > 0 {
@@ -371,11 +520,19 @@ impl Store for S3Store {
             self.multipart(&staging, first, &mut rx).await
         };
         drop(rx);
-        let read = reader.await.map_err(|e| StoreError::Blob { reason: format!("reader task failed: {e}") })?;
+        let read = reader.await.map_err(|e| StoreError::Blob {
+            reason: format!("reader task failed: {e}"),
+        })?;
         let (hex, size) = match (read, upload) {
             (Ok(r), Ok(())) => r,
             (Err(e), _) | (_, Err(e)) => {
-                let _ = self.client.delete_object().bucket(&self.bucket).key(&staging).send().await;
+                let _ = self
+                    .client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&staging)
+                    .send()
+                    .await;
                 return Err(e);
             }
         };
@@ -384,7 +541,13 @@ impl Store for S3Store {
         if created {
             self.copy(&staging, &dest, size).await?;
         }
-        let _ = self.client.delete_object().bucket(&self.bucket).key(&staging).send().await;
+        let _ = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&staging)
+            .send()
+            .await;
         Ok(BlobInfo { hex, size, created })
     }
 }

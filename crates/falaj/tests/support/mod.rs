@@ -1,0 +1,88 @@
+//! Test support: a real S3-compatible server on loopback, and small ONNX fixtures.
+//!
+//! The S3 tests run against `moto_server` (PyPI `moto[server]`), which honours
+//! `If-None-Match` and `If-Match` on PutObject. `.ci/run` and `scripts/test.sh` install it and
+//! export `FALAJ_TEST_S3_ENDPOINT`; without that variable the first S3 test starts its own.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use prost::Message;
+
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+static SERVER: OnceLock<std::sync::Mutex<Option<Child>>> = OnceLock::new();
+
+/// The loopback S3 endpoint, starting `moto_server` if none was given.
+pub fn s3_endpoint() -> String {
+    ENDPOINT
+        .get_or_init(|| {
+            // SAFETY: runs once, before any S3 client reads the environment.
+            unsafe {
+                for (k, v) in [("AWS_ACCESS_KEY_ID", "falaj-test"), ("AWS_SECRET_ACCESS_KEY", "falaj-test"), ("AWS_REGION", "me-central-1")] {
+                    if std::env::var_os(k).is_none() {
+                        std::env::set_var(k, v);
+                    }
+                }
+            }
+            if let Ok(e) = std::env::var("FALAJ_TEST_S3_ENDPOINT") {
+                return e;
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("moto_server")
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start moto_server ({e}); install it with `pip install 'moto[server]'` or run scripts/test.sh"));
+            SERVER.get_or_init(|| std::sync::Mutex::new(Some(child)));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "moto_server did not listen on port {port} within 30 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            format!("http://127.0.0.1:{port}")
+        })
+        .clone()
+}
+
+/// Creates a fresh bucket in `region` and returns its name.
+pub async fn s3_bucket(region: &str) -> String {
+    let endpoint = s3_endpoint();
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(region.to_string()))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "falaj-test",
+            "falaj-test",
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(&endpoint)
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    let name = format!("falaj-test-{:016x}", rand::random::<u64>());
+    client
+        .create_bucket()
+        .bucket(&name)
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("cannot create bucket {name} in {region}: {e:?}"));
+    name
+}
+
+/// A tiny valid ONNX model; `seed` changes its weights (and so its digest).
+pub fn onnx_bytes(seed: u32) -> Vec<u8> {
+    let w: Vec<f32> = (0..6).map(|i| (i as f32 + seed as f32) * 0.1).collect();
+    falaj_core::onnx::linear_model(3, 2, &w, &[0.5, seed as f32]).encode_to_vec()
+}
