@@ -127,7 +127,9 @@ pub enum AuditProblem {
         inner: u64,
     },
     /// The link to the previous event is broken.
-    #[error("event {key} does not link to event {prev_seq}: expected prev_hash {expected}, found {found} (an earlier event was changed, removed or reordered)")]
+    #[error(
+        "event {key} does not link to event {prev_seq}: expected prev_hash {expected}, found {found} (an earlier event was changed, removed or reordered)"
+    )]
     BrokenLink {
         /// Store key.
         key: String,
@@ -148,11 +150,18 @@ pub fn verify_chain(events: &[(String, u64, AuditEvent)]) -> Vec<AuditProblem> {
     let mut prev: Option<(u64, &AuditEvent)> = None;
     for (key, seq, e) in events {
         if e.seq != *seq {
-            problems.push(AuditProblem::Misplaced { key: key.clone(), inner: e.seq });
+            problems.push(AuditProblem::Misplaced {
+                key: key.clone(),
+                inner: e.seq,
+            });
         }
         let actual = e.compute_hash();
         if actual != e.hash {
-            problems.push(AuditProblem::Edited { key: key.clone(), stored: e.hash.clone(), actual });
+            problems.push(AuditProblem::Edited {
+                key: key.clone(),
+                stored: e.hash.clone(),
+                actual,
+            });
         }
         let expected_seq = prev.map_or(1, |(s, _)| s + 1);
         if *seq != expected_seq {
@@ -184,8 +193,19 @@ mod tests {
     fn chain(n: u64) -> Vec<(String, u64, AuditEvent)> {
         let mut out: Vec<(String, u64, AuditEvent)> = Vec::new();
         for seq in 1..=n {
-            let prev = out.last().map_or(GENESIS.to_string(), |(_, _, e)| e.hash.clone());
-            let e = AuditEvent::new(seq, "m", &prev, "2026-01-01T00:00:00Z", "ana", "x", "m@1", serde_json::json!({"n": seq}));
+            let prev = out
+                .last()
+                .map_or(GENESIS.to_string(), |(_, _, e)| e.hash.clone());
+            let e = AuditEvent::new(
+                seq,
+                "m",
+                &prev,
+                "2026-01-01T00:00:00Z",
+                "ana",
+                "x",
+                "m@1",
+                serde_json::json!({"n": seq}),
+            );
             out.push((format!("audit/m/{seq:012}.json"), seq, e));
         }
         out
@@ -201,7 +221,10 @@ mod tests {
         let mut c = chain(4);
         c[2].2.actor = "mallory".into();
         let p = verify_chain(&c);
-        assert!(matches!(&p[0], AuditProblem::Edited { key, .. } if key.ends_with("000000000003.json")), "{p:?}");
+        assert!(
+            matches!(&p[0], AuditProblem::Edited { key, .. } if key.ends_with("000000000003.json")),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -210,7 +233,10 @@ mod tests {
         c[1].2.actor = "mallory".into();
         c[1].2.hash = c[1].2.compute_hash();
         let p = verify_chain(&c);
-        assert!(matches!(&p[0], AuditProblem::BrokenLink { key, .. } if key.ends_with("000000000003.json")), "{p:?}");
+        assert!(
+            matches!(&p[0], AuditProblem::BrokenLink { key, .. } if key.ends_with("000000000003.json")),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -218,7 +244,10 @@ mod tests {
         let mut c = chain(4);
         c.remove(1);
         let p = verify_chain(&c);
-        assert!(matches!(&p[0], AuditProblem::Missing { missing: 2, .. }), "{p:?}");
+        assert!(
+            matches!(&p[0], AuditProblem::Missing { missing: 2, .. }),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -228,6 +257,9 @@ mod tests {
         c[1].2 = b;
         c[2].2 = a;
         let p = verify_chain(&c);
-        assert!(matches!(&p[0], AuditProblem::Misplaced { inner: 3, .. }), "{p:?}");
+        assert!(
+            matches!(&p[0], AuditProblem::Misplaced { inner: 3, .. }),
+            "{p:?}"
+        );
     }
 }

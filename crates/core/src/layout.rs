@@ -132,12 +132,18 @@ pub const INCOMING_PREFIX: &str = "incoming/";
 
 /// Parses a version number out of `models/<name>/versions/<n>.json`.
 pub fn parse_version_key(name: &str, key: &str) -> Option<u64> {
-    key.strip_prefix(&versions_prefix(name))?.strip_suffix(".json")?.parse().ok()
+    key.strip_prefix(&versions_prefix(name))?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 /// Parses a sequence number out of `audit/<name>/<seq>.json`.
 pub fn parse_audit_key(name: &str, key: &str) -> Option<u64> {
-    key.strip_prefix(&audit_prefix(name))?.strip_suffix(".json")?.parse().ok()
+    key.strip_prefix(&audit_prefix(name))?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -146,7 +152,21 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for k in ["", "/etc/passwd", "a/../b", "..", "a/./b", "a//b", "a\0b", "a\nb", "a\\b", "C:/x", ".tmp/x", "a/.locks/1", "a/"] {
+        for k in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a/./b",
+            "a//b",
+            "a\0b",
+            "a\nb",
+            "a\\b",
+            "C:/x",
+            ".tmp/x",
+            "a/.locks/1",
+            "a/",
+        ] {
             assert!(StoreKey::new(k).is_err(), "{k:?} should be refused");
         }
         assert!(StoreKey::new("x".repeat(1025)).is_err());
@@ -154,12 +174,23 @@ mod tests {
 
     #[test]
     fn accepts_real_keys() {
-        for k in ["blobs/sha256/ab", "incoming/m/run 1/model.onnx", "incoming/m/r+1/é.onnx", "a..b/c"] {
+        for k in [
+            "blobs/sha256/ab",
+            "incoming/m/run 1/model.onnx",
+            "incoming/m/r+1/é.onnx",
+            "a..b/c",
+        ] {
             StoreKey::new(k).unwrap();
         }
         assert_eq!(audit_event("m", 7).as_str(), "audit/m/000000000007.json");
-        assert_eq!(parse_version_key("m", "models/m/versions/12.json"), Some(12));
-        assert_eq!(parse_version_key("m", "models/m/versions/12/gates.json"), None);
+        assert_eq!(
+            parse_version_key("m", "models/m/versions/12.json"),
+            Some(12)
+        );
+        assert_eq!(
+            parse_version_key("m", "models/m/versions/12/gates.json"),
+            None
+        );
         assert_eq!(parse_audit_key("m", audit_event("m", 3).as_str()), Some(3));
     }
 }

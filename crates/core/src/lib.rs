@@ -16,9 +16,11 @@ pub mod version;
 pub use audit::{AuditEvent, AuditProblem, verify_chain};
 pub use layout::StoreKey;
 pub use manifest::{Standardization, Task, TrainingManifest};
-pub use names::{NameError, validate_alias, validate_model_name, validate_tag_key, validate_tag_value};
+pub use names::{
+    NameError, validate_alias, validate_model_name, validate_tag_key, validate_tag_value,
+};
 pub use residency::{AllowedRegions, ResidencyError};
 pub use version::{
-    AliasRecord, ArtifactFormat, DatasetRef, Lineage, ModelRecord, ModelRef, ModelVersion, Signature,
-    TensorSpec, VersionRef,
+    AliasRecord, ArtifactFormat, DatasetRef, Lineage, ModelRecord, ModelRef, ModelVersion,
+    Signature, TensorSpec, VersionRef,
 };

@@ -20,8 +20,19 @@ pub struct NameError {
 const NAME_RULE: &str = "1-64 chars of a-z, 0-9, '-', '_', '.', starting with a letter or digit";
 const TAG_RULE: &str = "1-64 chars of a-z, A-Z, 0-9, '-', '_', '.', ':', '/'";
 
-fn check(kind: &'static str, value: &str, rule: &'static str, max: usize, ok: impl Fn(char) -> bool) -> Result<(), NameError> {
-    let err = |reason: String| NameError { kind, value: value.to_string(), reason, rule };
+fn check(
+    kind: &'static str,
+    value: &str,
+    rule: &'static str,
+    max: usize,
+    ok: impl Fn(char) -> bool,
+) -> Result<(), NameError> {
+    let err = |reason: String| NameError {
+        kind,
+        value: value.to_string(),
+        reason,
+        rule,
+    };
     if value.is_empty() {
         return Err(err("it is empty".into()));
     }
@@ -101,7 +112,19 @@ mod tests {
     #[test]
     fn refuses_tricky_names() {
         let long = "a".repeat(65);
-        for n in ["", "../etc", "a/b", "A", "-x", "a\0b", "a\nb", "a..b", "é", long.as_str(), " x"] {
+        for n in [
+            "",
+            "../etc",
+            "a/b",
+            "A",
+            "-x",
+            "a\0b",
+            "a\nb",
+            "a..b",
+            "é",
+            long.as_str(),
+            " x",
+        ] {
             let e = validate_model_name(n).unwrap_err();
             assert_eq!(e.kind, "model name", "{n:?}");
         }

@@ -327,7 +327,9 @@ pub fn summarize(bytes: &[u8]) -> Result<OnnxSummary, OnnxError> {
 /// Initializers are skipped by seeking past them (only their names are read), so a
 /// multi-gigabyte model is summarised in a few kilobytes of memory.
 pub fn summarize_reader<R: Read + Seek>(mut r: R) -> Result<OnnxSummary, OnnxError> {
-    let io = |e: std::io::Error| OnnxError::Decode { reason: format!("truncated or unreadable: {e}") };
+    let io = |e: std::io::Error| OnnxError::Decode {
+        reason: format!("truncated or unreadable: {e}"),
+    };
     let end = r.seek(SeekFrom::End(0)).map_err(io)?;
     r.seek(SeekFrom::Start(0)).map_err(io)?;
     let mut pb = Skim { r, pos: 0 };
@@ -343,7 +345,9 @@ pub fn summarize_reader<R: Read + Seek>(mut r: R) -> Result<OnnxSummary, OnnxErr
             pb.copy_field(field, wire, end, &mut top)?;
         }
     }
-    let mut m = ModelProto::decode(top.as_slice()).map_err(|e| OnnxError::Decode { reason: e.to_string() })?;
+    let mut m = ModelProto::decode(top.as_slice()).map_err(|e| OnnxError::Decode {
+        reason: e.to_string(),
+    })?;
     m.graph = graph;
     summarize_model(&m)
 }
@@ -358,7 +362,9 @@ const MAX_INLINE: u64 = 256 * 1024 * 1024;
 
 impl<R: Read + Seek> Skim<R> {
     fn bad(&self, what: &str) -> OnnxError {
-        OnnxError::Decode { reason: format!("{what} at byte {}", self.pos) }
+        OnnxError::Decode {
+            reason: format!("{what} at byte {}", self.pos),
+        }
     }
 
     fn byte(&mut self, end: u64) -> Result<u8, OnnxError> {
@@ -366,7 +372,9 @@ impl<R: Read + Seek> Skim<R> {
             return Err(self.bad("unexpected end of message"));
         }
         let mut b = [0u8];
-        self.r.read_exact(&mut b).map_err(|_| self.bad("unexpected end of file"))?;
+        self.r
+            .read_exact(&mut b)
+            .map_err(|_| self.bad("unexpected end of file"))?;
         self.pos += 1;
         Ok(b[0])
     }
@@ -405,7 +413,9 @@ impl<R: Read + Seek> Skim<R> {
             return Err(self.bad("a non-weight field larger than 256 MiB"));
         }
         let mut buf = vec![0u8; len as usize];
-        self.r.read_exact(&mut buf).map_err(|_| self.bad("unexpected end of file"))?;
+        self.r
+            .read_exact(&mut buf)
+            .map_err(|_| self.bad("unexpected end of file"))?;
         self.pos += len;
         Ok(buf)
     }
@@ -418,13 +428,21 @@ impl<R: Read + Seek> Skim<R> {
             _ => self.varint(end)?,
         };
         let stop = self.limit(len, end)?;
-        self.r.seek(SeekFrom::Start(stop)).map_err(|_| self.bad("cannot seek"))?;
+        self.r
+            .seek(SeekFrom::Start(stop))
+            .map_err(|_| self.bad("cannot seek"))?;
         self.pos = stop;
         Ok(())
     }
 
     /// Re-encodes one field (key and payload) into `out`.
-    fn copy_field(&mut self, field: u64, wire: u8, end: u64, out: &mut Vec<u8>) -> Result<(), OnnxError> {
+    fn copy_field(
+        &mut self,
+        field: u64,
+        wire: u8,
+        end: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), OnnxError> {
         prost::encoding::encode_varint((field << 3) | u64::from(wire), out);
         match wire {
             0 => prost::encoding::encode_varint(self.varint(end)?, out),
@@ -454,7 +472,8 @@ fn skim_graph<R: Read + Seek>(pb: &mut Skim<R>, stop: u64) -> Result<GraphProto,
                 let (f, w) = pb.key(t_stop)?;
                 if f == 8 && w == 2 {
                     let n = pb.varint(t_stop)?;
-                    name = String::from_utf8(pb.bytes(n, t_stop)?).map_err(|_| pb.bad("initializer name is not UTF-8"))?;
+                    name = String::from_utf8(pb.bytes(n, t_stop)?)
+                        .map_err(|_| pb.bad("initializer name is not UTF-8"))?;
                 } else {
                     pb.skip(w, t_stop)?;
                 }
@@ -464,33 +483,61 @@ fn skim_graph<R: Read + Seek>(pb: &mut Skim<R>, stop: u64) -> Result<GraphProto,
             pb.copy_field(field, wire, stop, &mut kept)?;
         }
     }
-    let mut g = GraphProto::decode(kept.as_slice()).map_err(|e| OnnxError::Decode { reason: e.to_string() })?;
-    g.initializer = names.into_iter().map(|name| TensorProto { name, ..Default::default() }).collect();
+    let mut g = GraphProto::decode(kept.as_slice()).map_err(|e| OnnxError::Decode {
+        reason: e.to_string(),
+    })?;
+    g.initializer = names
+        .into_iter()
+        .map(|name| TensorProto {
+            name,
+            ..Default::default()
+        })
+        .collect();
     Ok(g)
 }
 
 /// Summarises a decoded model.
 pub fn summarize_model(m: &ModelProto) -> Result<OnnxSummary, OnnxError> {
     if m.ir_version <= 0 {
-        return Err(OnnxError::Invalid { reason: "ir_version is missing".into() });
+        return Err(OnnxError::Invalid {
+            reason: "ir_version is missing".into(),
+        });
     }
-    let graph = m.graph.as_ref().ok_or_else(|| OnnxError::Invalid { reason: "it has no graph".into() })?;
+    let graph = m.graph.as_ref().ok_or_else(|| OnnxError::Invalid {
+        reason: "it has no graph".into(),
+    })?;
     if graph.output.is_empty() {
-        return Err(OnnxError::Invalid { reason: "the graph has no outputs".into() });
+        return Err(OnnxError::Invalid {
+            reason: "the graph has no outputs".into(),
+        });
     }
     let opset = m
         .opset_import
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
-        .ok_or_else(|| OnnxError::Invalid { reason: "no opset_import for the default domain".into() })?;
-    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = graph.input.iter().filter(|v| !inits.contains(v.name.as_str())).map(spec).collect();
+        .ok_or_else(|| OnnxError::Invalid {
+            reason: "no opset_import for the default domain".into(),
+        })?;
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|v| !inits.contains(v.name.as_str()))
+        .map(spec)
+        .collect();
     let outputs = graph.output.iter().map(spec).collect();
     let mut ops: Vec<String> = graph
         .node
         .iter()
-        .map(|n| if n.domain.is_empty() { n.op_type.clone() } else { format!("{}:{}", n.domain, n.op_type) })
+        .map(|n| {
+            if n.domain.is_empty() {
+                n.op_type.clone()
+            } else {
+                format!("{}:{}", n.domain, n.op_type)
+            }
+        })
         .collect();
     ops.sort();
     ops.dedup();
@@ -500,14 +547,24 @@ pub fn summarize_model(m: &ModelProto) -> Result<OnnxSummary, OnnxError> {
         (n, v) => format!("{n} {v}"),
     };
     Ok(OnnxSummary {
-        format: ArtifactFormat { kind: "onnx".into(), opset, ir_version: m.ir_version, producer },
+        format: ArtifactFormat {
+            kind: "onnx".into(),
+            opset,
+            ir_version: m.ir_version,
+            producer,
+        },
         signature: Signature { inputs, outputs },
         ops,
     })
 }
 
 /// Builds a tensor value info `name: float[batch, n]`-style, `None` dims become symbols.
-pub fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>], symbol: &str) -> ValueInfoProto {
+pub fn value_info(
+    name: &str,
+    elem_type: i32,
+    dims: &[Option<i64>],
+    symbol: &str,
+) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
@@ -543,11 +600,18 @@ pub fn float_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
 
 /// A small linear model `y = x·W + b` (one Gemm) used by tests and the demo fixtures.
 pub fn linear_model(inputs: usize, outputs: usize, weights: &[f32], bias: &[f32]) -> ModelProto {
-    assert_eq!(weights.len(), inputs * outputs, "weights must be inputs x outputs");
+    assert_eq!(
+        weights.len(),
+        inputs * outputs,
+        "weights must be inputs x outputs"
+    );
     assert_eq!(bias.len(), outputs, "bias must have one value per output");
     ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         producer_name: "falaj".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(GraphProto {
@@ -563,8 +627,18 @@ pub fn linear_model(inputs: usize, outputs: usize, weights: &[f32], bias: &[f32]
                 float_tensor("W", &[inputs as i64, outputs as i64], weights),
                 float_tensor("b", &[outputs as i64], bias),
             ],
-            input: vec![value_info("input", FLOAT, &[None, Some(inputs as i64)], "batch")],
-            output: vec![value_info("output", FLOAT, &[None, Some(outputs as i64)], "batch")],
+            input: vec![value_info(
+                "input",
+                FLOAT,
+                &[None, Some(inputs as i64)],
+                "batch",
+            )],
+            output: vec![value_info(
+                "output",
+                FLOAT,
+                &[None, Some(outputs as i64)],
+                "batch",
+            )],
             ..Default::default()
         }),
         ..Default::default()
@@ -582,7 +656,10 @@ mod tests {
         let s = summarize(&bytes).unwrap();
         assert_eq!(s.format.opset, 17);
         assert_eq!(s.signature.inputs.len(), 1);
-        assert_eq!(s.signature.inputs[0].shape, vec!["batch".to_string(), "3".into()]);
+        assert_eq!(
+            s.signature.inputs[0].shape,
+            vec!["batch".to_string(), "3".into()]
+        );
         assert_eq!(s.signature.outputs[0].dtype, "float");
         assert_eq!(s.ops, vec!["Gemm".to_string()]);
     }
@@ -602,10 +679,16 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        assert!(matches!(summarize(b"this is not protobuf \xff\xff\xff"), Err(OnnxError::Decode { .. })));
+        assert!(matches!(
+            summarize(b"this is not protobuf \xff\xff\xff"),
+            Err(OnnxError::Decode { .. })
+        ));
         assert!(matches!(summarize(&[]), Err(OnnxError::Invalid { .. })));
         let mut m = linear_model(1, 1, &[1.0], &[0.0]);
         m.graph = None;
-        assert!(matches!(summarize(&m.encode_to_vec()), Err(OnnxError::Invalid { .. })));
+        assert!(matches!(
+            summarize(&m.encode_to_vec()),
+            Err(OnnxError::Invalid { .. })
+        ));
     }
 }

@@ -8,7 +8,9 @@ pub const DEFAULT_ALLOWED: &[&str] = &["me-central-1"];
 
 /// A region or location is not in the allowed list.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("residency violation: {what} is in region {region:?}, but only {allowed:?} are allowed (set FALAJ_ALLOWED_REGIONS to change the list)")]
+#[error(
+    "residency violation: {what} is in region {region:?}, but only {allowed:?} are allowed (set FALAJ_ALLOWED_REGIONS to change the list)"
+)]
 pub struct ResidencyError {
     /// What was checked: a bucket, a dataset URI, an endpoint.
     pub what: String,
@@ -37,7 +39,11 @@ impl AllowedRegions {
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
-        if v.is_empty() { Self::default() } else { Self(v) }
+        if v.is_empty() {
+            Self::default()
+        } else {
+            Self(v)
+        }
     }
 
     /// The regions, in order.
@@ -55,7 +61,11 @@ impl AllowedRegions {
         if self.allows(region) {
             Ok(())
         } else {
-            Err(ResidencyError { what: what.into(), region: region.into(), allowed: self.0.clone() })
+            Err(ResidencyError {
+                what: what.into(),
+                region: region.into(),
+                allowed: self.0.clone(),
+            })
         }
     }
 }

@@ -212,7 +212,10 @@ impl FromStr for ModelRef {
                 VersionRef::Alias(a.to_string())
             }
         };
-        Ok(Self { model: model.to_string(), version })
+        Ok(Self {
+            model: model.to_string(),
+            version,
+        })
     }
 }
 
