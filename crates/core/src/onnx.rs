@@ -645,6 +645,38 @@ pub fn linear_model(inputs: usize, outputs: usize, weights: &[f32], bias: &[f32]
     }
 }
 
+/// Writes a valid model (a 1x1 Gemm) padded with an unused initializer of about
+/// `pad_bytes` bytes, streaming, so benchmarks and tests get large artifacts cheaply.
+pub fn write_padded_model<W: std::io::Write>(mut w: W, pad_bytes: u64) -> std::io::Result<()> {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let n = pad_bytes / 4;
+    let mut head = linear_model(1, 1, &[1.0], &[0.0]);
+    let graph = head.graph.take().expect("linear_model has a graph");
+    // The pad tensor's header: everything but its raw bytes, which are streamed after it.
+    let mut tensor = TensorProto { dims: vec![n as i64], data_type: FLOAT, name: "pad".into(), ..Default::default() }.encode_to_vec();
+    encode_key(9, WireType::LengthDelimited, &mut tensor);
+    encode_varint(n * 4, &mut tensor);
+    let tensor_len = tensor.len() as u64 + n * 4;
+    let mut g = graph.encode_to_vec();
+    encode_key(5, WireType::LengthDelimited, &mut g);
+    encode_varint(tensor_len, &mut g);
+    let mut key = Vec::new();
+    encode_key(7, WireType::LengthDelimited, &mut key);
+    encode_varint(g.len() as u64 + tensor_len, &mut key);
+    for part in [head.encode_to_vec(), key, g, tensor] {
+        w.write_all(&part)?;
+    }
+    // Not all zeros, so no layer below can cheat with sparse files or compression.
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(7) % 251) as u8).collect();
+    let mut left = n * 4;
+    while left > 0 {
+        let k = left.min(chunk.len() as u64) as usize;
+        w.write_all(&chunk[..k])?;
+        left -= k as u64;
+    }
+    w.flush()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,6 +707,16 @@ mod tests {
         for cut in [1, bytes.len() / 2, bytes.len() - 1] {
             assert!(summarize(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn padded_model_is_valid_and_sized() {
+        let mut buf = Vec::new();
+        write_padded_model(&mut buf, 4 << 20).unwrap();
+        assert!(buf.len() as u64 > 4 << 20);
+        let s = summarize(&buf).unwrap();
+        assert_eq!(s.ops, vec!["Gemm".to_string()]);
+        assert_eq!(s.signature.inputs.len(), 1, "the pad initializer is not an input");
     }
 
     #[test]

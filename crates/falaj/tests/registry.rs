@@ -769,49 +769,9 @@ async fn killed_upload_leaves_no_version_and_no_blob(b: Backend) {
     .unwrap();
 }
 
-/// Writes a valid ONNX model whose weights take about `bytes` bytes, without holding them in memory.
 fn write_big_onnx(path: &Path, bytes: u64) {
-    use prost::Message;
-    use std::io::Write;
-    let n = bytes / 4;
-    let small = falaj_core::onnx::linear_model(1, 1, &[1.0], &[0.0]);
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    // Top-level fields except the graph, then the graph with one huge extra initializer.
-    let mut head = small.clone();
-    let graph = head.graph.take().unwrap();
-    f.write_all(&head.encode_to_vec()).unwrap();
-    let mut g = graph.encode_to_vec();
-    let mut big = falaj_core::onnx::TensorProto {
-        dims: vec![n as i64],
-        data_type: 1,
-        name: "pad".into(),
-        ..Default::default()
-    };
-    big.raw_data = vec![];
-    let mut t = big.encode_to_vec();
-    prost::encoding::encode_key(9, prost::encoding::WireType::LengthDelimited, &mut t);
-    prost::encoding::encode_varint(n * 4, &mut t);
-    let t_len = t.len() as u64 + n * 4;
-    prost::encoding::encode_key(5, prost::encoding::WireType::LengthDelimited, &mut g);
-    prost::encoding::encode_varint(t_len, &mut g);
-    let g_len = g.len() as u64 + t_len;
-    let mut key = Vec::new();
-    prost::encoding::encode_key(7, prost::encoding::WireType::LengthDelimited, &mut key);
-    prost::encoding::encode_varint(g_len, &mut key);
-    f.write_all(&key).unwrap();
-    f.write_all(&g).unwrap();
-    f.write_all(&t).unwrap();
-    let chunk: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
-    let mut left = n * 4;
-    while left > 0 {
-        let k = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..k]).unwrap();
-        left -= k as u64;
-    }
-    f.flush().unwrap();
-    let bytes = std::fs::File::open(path).unwrap();
-    falaj_core::onnx::summarize_reader(std::io::BufReader::new(bytes))
-        .expect("the big fixture is a valid ONNX file");
+    let f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    falaj_core::onnx::write_padded_model(f, bytes).unwrap();
 }
 
 // ---- backend-specific ----

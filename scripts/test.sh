@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, starts a real S3-compatible server on
+# loopback, then runs formatting, lints, the wasm build of falaj-core, every test, and the
+# Terraform checks. Works on a fresh machine with Rust and Python 3; CI runs exactly this.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: rustfmt, clippy, wasm32-wasip2"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add wasm32-wasip2 >/dev/null
+
+step "python tools (moto S3 server, onnx, onnxruntime) in target/py"
+venv="$root/target/py"
+if ! "$venv/bin/python" -c 'import moto, onnx, onnxruntime' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet 'moto[server]>=5' 'onnx>=1.16' 'onnxruntime>=1.18' numpy
+fi
+export PATH="$venv/bin:$PATH"
+
+step "S3: moto_server on loopback"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+moto_server -H 127.0.0.1 -p "$port" >"$root/target/moto.log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null && break
+  sleep 0.2
+done
+export FALAJ_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+export AWS_ACCESS_KEY_ID=falaj-test AWS_SECRET_ACCESS_KEY=falaj-test AWS_REGION=me-central-1
+echo "moto_server at $FALAJ_TEST_S3_ENDPOINT"
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "falaj-core builds for wasm32-wasip2"
+cargo build --quiet -p falaj-core --target wasm32-wasip2
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "residency check of terraform/"
+cargo run --quiet -p falaj -- residency check terraform/
+
+step "terraform: HCL parse + checkov"
+bash scripts/check-terraform.sh
