@@ -653,7 +653,13 @@ pub fn write_padded_model<W: std::io::Write>(mut w: W, pad_bytes: u64) -> std::i
     let mut head = linear_model(1, 1, &[1.0], &[0.0]);
     let graph = head.graph.take().expect("linear_model has a graph");
     // The pad tensor's header: everything but its raw bytes, which are streamed after it.
-    let mut tensor = TensorProto { dims: vec![n as i64], data_type: FLOAT, name: "pad".into(), ..Default::default() }.encode_to_vec();
+    let mut tensor = TensorProto {
+        dims: vec![n as i64],
+        data_type: FLOAT,
+        name: "pad".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
     encode_key(9, WireType::LengthDelimited, &mut tensor);
     encode_varint(n * 4, &mut tensor);
     let tensor_len = tensor.len() as u64 + n * 4;
@@ -667,7 +673,9 @@ pub fn write_padded_model<W: std::io::Write>(mut w: W, pad_bytes: u64) -> std::i
         w.write_all(&part)?;
     }
     // Not all zeros, so no layer below can cheat with sparse files or compression.
-    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(7) % 251) as u8).collect();
+    let chunk: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(7) % 251) as u8)
+        .collect();
     let mut left = n * 4;
     while left > 0 {
         let k = left.min(chunk.len() as u64) as usize;
@@ -716,7 +724,11 @@ mod tests {
         assert!(buf.len() as u64 > 4 << 20);
         let s = summarize(&buf).unwrap();
         assert_eq!(s.ops, vec!["Gemm".to_string()]);
-        assert_eq!(s.signature.inputs.len(), 1, "the pad initializer is not an input");
+        assert_eq!(
+            s.signature.inputs.len(),
+            1,
+            "the pad initializer is not an input"
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ use falaj_core::{AllowedRegions, StoreKey};
 use prost::Message;
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Runs `cmd`, returning wall time and the child's peak RSS in KiB.
@@ -35,7 +38,10 @@ fn timed(cmd: &mut Command) -> (Duration, i64) {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let elapsed = start.elapsed();
     assert_eq!(r, pid, "wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed with status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed with status {status}"
+    );
     let _ = child.try_wait();
     (elapsed, usage.ru_maxrss)
 }
@@ -51,7 +57,10 @@ fn push_bench(dir: &Path) {
     falaj_core::onnx::write_padded_model(f, mib << 20).unwrap();
     let size = std::fs::metadata(&file).unwrap().len();
     let bin = env!("CARGO_BIN_EXE_falaj");
-    let _ = Command::new("cat").arg(&file).stdout(std::process::Stdio::null()).status(); // warm the page cache
+    let _ = Command::new("cat")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .status(); // warm the page cache
 
     let cp = best_of(3, || {
         let dest = dir.join("copy");
@@ -59,7 +68,14 @@ fn push_bench(dir: &Path) {
         std::fs::remove_file(&dest).unwrap();
         r
     });
-    let dgst = best_of(3, || timed(Command::new("openssl").args(["dgst", "-sha256"]).arg(&file).stdout(std::process::Stdio::null())));
+    let dgst = best_of(3, || {
+        timed(
+            Command::new("openssl")
+                .args(["dgst", "-sha256"])
+                .arg(&file)
+                .stdout(std::process::Stdio::null()),
+        )
+    });
     let mut n = 0;
     let push = best_of(3, || {
         // A fresh store each time, so the blob is really written (no dedup).
@@ -75,10 +91,26 @@ fn push_bench(dir: &Path) {
         r
     });
     let gib = size as f64 / (1u64 << 30) as f64;
-    println!("\n## push of a {:.2} GiB artifact to dir:// (best of 3)", gib);
-    println!("{:<28} {:>9} {:>10} {:>12}", "", "seconds", "GiB/s", "peak RSS");
-    for (name, (d, rss)) in [("cp (baseline)", cp), ("openssl dgst -sha256", dgst), ("falaj push", push)] {
-        println!("{:<28} {:>9.3} {:>10.2} {:>9} MiB", name, d.as_secs_f64(), gib / d.as_secs_f64(), rss / 1024);
+    println!(
+        "\n## push of a {:.2} GiB artifact to dir:// (best of 3)",
+        gib
+    );
+    println!(
+        "{:<28} {:>9} {:>10} {:>12}",
+        "", "seconds", "GiB/s", "peak RSS"
+    );
+    for (name, (d, rss)) in [
+        ("cp (baseline)", cp),
+        ("openssl dgst -sha256", dgst),
+        ("falaj push", push),
+    ] {
+        println!(
+            "{:<28} {:>9.3} {:>10.2} {:>9} MiB",
+            name,
+            d.as_secs_f64(),
+            gib / d.as_secs_f64(),
+            rss / 1024
+        );
     }
     println!(
         "push / cp = {:.2}x (target <= 1.5x); push / openssl = {:.2}x; push peak RSS {} MiB (target <= 64 MiB)",
@@ -93,14 +125,27 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn ops_bench(label: &str, uri: &str, endpoint: Option<String>, ops: u64) {
-    let opts = OpenOptions { allowed: AllowedRegions::default(), create: true, endpoint };
+    let opts = OpenOptions {
+        allowed: AllowedRegions::default(),
+        create: true,
+        endpoint,
+    };
     let reg = Registry::new(store::open(uri, &opts).await.expect("open store"));
-    reg.create_model(NewModel { name: "bench".into(), ..Default::default() }, "bench").await.unwrap();
+    reg.create_model(
+        NewModel {
+            name: "bench".into(),
+            ..Default::default()
+        },
+        "bench",
+    )
+    .await
+    .unwrap();
     let mut register = Vec::new();
     let mut alias = Vec::new();
     let mut raw = Vec::new();
     for i in 0..ops {
-        let bytes = falaj_core::onnx::linear_model(3, 2, &[i as f32; 6], &[0.0, 1.0]).encode_to_vec();
+        let bytes =
+            falaj_core::onnx::linear_model(3, 2, &[i as f32; 6], &[0.0, 1.0]).encode_to_vec();
         let t = Instant::now();
         let v = reg
             .register(
@@ -119,11 +164,22 @@ async fn ops_bench(label: &str, uri: &str, endpoint: Option<String>, ops: u64) {
             .unwrap();
         register.push(t.elapsed());
         let t = Instant::now();
-        reg.move_alias("bench", "champion", Some(v.version.version), Expect::Any, "bench").await.unwrap();
+        reg.move_alias(
+            "bench",
+            "champion",
+            Some(v.version.version),
+            Expect::Any,
+            "bench",
+        )
+        .await
+        .unwrap();
         alias.push(t.elapsed());
         let key = StoreKey::new(format!("bench/raw/{i}.json")).unwrap();
         let t = Instant::now();
-        reg.store().put(&key, Bytes::from_static(b"{}"), Precondition::IfAbsent).await.unwrap();
+        reg.store()
+            .put(&key, Bytes::from_static(b"{}"), Precondition::IfAbsent)
+            .await
+            .unwrap();
         raw.push(t.elapsed());
     }
     println!("\n## {label}: {ops} operations");
@@ -132,7 +188,11 @@ async fn ops_bench(label: &str, uri: &str, endpoint: Option<String>, ops: u64) {
         raw.sort();
         percentile(&raw, 0.5)
     };
-    for (name, v) in [("create-only put (baseline)", &mut raw), ("register version", &mut register), ("alias move (CAS)", &mut alias)] {
+    for (name, v) in [
+        ("create-only put (baseline)", &mut raw),
+        ("register version", &mut register),
+        ("alias move (CAS)", &mut alias),
+    ] {
         v.sort();
         println!(
             "{:<36} {:>10.3} {:>10.3}   p50 = {:.1}x baseline",
@@ -146,25 +206,53 @@ async fn ops_bench(label: &str, uri: &str, endpoint: Option<String>, ops: u64) {
 
 fn main() {
     // `cargo bench` passes --bench; any other argument filters nothing here.
-    let dir = tempfile::tempdir_in(std::env::var("FALAJ_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into())).unwrap();
-    println!("machine: {} cores; {}", std::thread::available_parallelism().map_or(0, |n| n.get()), cpu_model());
+    let dir = tempfile::tempdir_in(
+        std::env::var("FALAJ_BENCH_DIR").unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").into()),
+    )
+    .unwrap();
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
     push_bench(dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let uri = format!("dir://{}", dir.path().join("ops").display());
-    rt.block_on(ops_bench("dir://", &uri, None, env_u64("FALAJ_BENCH_OPS", 1000)));
+    rt.block_on(ops_bench(
+        "dir://",
+        &uri,
+        None,
+        env_u64("FALAJ_BENCH_OPS", 1000),
+    ));
     match s3_endpoint() {
         Some((endpoint, _guard)) => rt.block_on(async {
             let bucket = make_bucket(&endpoint).await;
-            ops_bench("s3:// (moto on loopback)", &format!("s3://{bucket}"), Some(endpoint.clone()), env_u64("FALAJ_BENCH_S3_OPS", 200)).await
+            ops_bench(
+                "s3:// (moto on loopback)",
+                &format!("s3://{bucket}"),
+                Some(endpoint.clone()),
+                env_u64("FALAJ_BENCH_S3_OPS", 200),
+            )
+            .await
         }),
-        None => println!("\n## s3://: skipped (no moto_server on PATH and FALAJ_TEST_S3_ENDPOINT unset)"),
+        None => println!(
+            "\n## s3://: skipped (no moto_server on PATH and FALAJ_TEST_S3_ENDPOINT unset)"
+        ),
     }
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
@@ -178,7 +266,10 @@ impl Drop for Kill {
 }
 
 fn s3_endpoint() -> Option<(String, Arc<Kill>)> {
-    for (k, v) in [("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")] {
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+    ] {
         if std::env::var_os(k).is_none() {
             // SAFETY: single-threaded at this point of main.
             unsafe { std::env::set_var(k, v) };
@@ -187,7 +278,11 @@ fn s3_endpoint() -> Option<(String, Arc<Kill>)> {
     if let Ok(e) = std::env::var("FALAJ_TEST_S3_ENDPOINT") {
         return Some((e, Arc::new(Kill(None))));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
@@ -209,7 +304,9 @@ async fn make_bucket(endpoint: &str) -> String {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new("me-central-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("bench", "bench", None, None, "bench"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "bench", "bench", None, None, "bench",
+        ))
         .endpoint_url(endpoint)
         .force_path_style(true)
         .build();
@@ -217,7 +314,11 @@ async fn make_bucket(endpoint: &str) -> String {
     aws_sdk_s3::Client::from_conf(conf)
         .create_bucket()
         .bucket(&name)
-        .create_bucket_configuration(CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from("me-central-1")).build())
+        .create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from("me-central-1"))
+                .build(),
+        )
         .send()
         .await
         .expect("create bench bucket");

@@ -228,13 +228,13 @@ impl Registry {
         let mut out = Vec::new();
         for key in list_all(self.store.as_ref(), layout::MODELS_PREFIX).await? {
             let parts: Vec<&str> = key.split('/').collect();
-            if parts.len() == 3 && parts[2] == "model.json" {
-                if let Some((m, _)) = self
+            if parts.len() == 3
+                && parts[2] == "model.json"
+                && let Some((m, _)) = self
                     .get_json::<ModelRecord>(&StoreKey::new(key.clone())?)
                     .await?
-                {
-                    out.push(m);
-                }
+            {
+                out.push(m);
             }
         }
         Ok(out)
@@ -550,10 +550,10 @@ impl Registry {
         self.model(model).await?;
         let mut out = Vec::new();
         for key in list_all(self.store.as_ref(), &layout::aliases_prefix(model)).await? {
-            if let Some((a, _)) = self.get_json::<AliasRecord>(&StoreKey::new(key)?).await? {
-                if a.version.is_some() {
-                    out.push(a);
-                }
+            if let Some((a, _)) = self.get_json::<AliasRecord>(&StoreKey::new(key)?).await?
+                && a.version.is_some()
+            {
+                out.push(a);
             }
         }
         Ok(out)
