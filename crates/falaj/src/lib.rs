@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod ingest;
 pub mod registry;
 pub mod store;
 pub mod terraform;

@@ -199,6 +199,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListPage, StoreError>;
+    /// The store key of object `key` in `bucket`, as named by an S3 event. An S3 store refuses
+    /// another bucket and strips its own prefix; the embedded store stands for any bucket.
+    fn key_for_object(&self, bucket: &str, key: &str) -> Result<StoreKey, StoreError> {
+        let _ = bucket;
+        Ok(StoreKey::new(key)?)
+    }
     /// Streams `src` into `blobs/sha256/<hex>`, hashing while copying, in bounded memory.
     /// Nothing is visible under `blobs/` until the whole blob is in place.
     async fn put_blob(&self, src: BlobSource, progress: Progress) -> Result<BlobInfo, StoreError>;

@@ -365,6 +365,28 @@ impl Store for S3Store {
         &self.region
     }
 
+    fn key_for_object(&self, bucket: &str, key: &str) -> Result<StoreKey, StoreError> {
+        if bucket != self.bucket {
+            return Err(StoreError::InvalidUri {
+                uri: format!("s3://{bucket}/{key}"),
+                reason: format!(
+                    "the object is in bucket {bucket}, but this store is {}",
+                    self.uri
+                ),
+            });
+        }
+        let rel = if self.prefix.is_empty() {
+            key
+        } else {
+            key.strip_prefix(&format!("{}/", self.prefix))
+                .ok_or_else(|| StoreError::InvalidUri {
+                    uri: format!("s3://{bucket}/{key}"),
+                    reason: format!("the key is outside this store's prefix {}", self.prefix),
+                })?
+        };
+        Ok(StoreKey::new(rel)?)
+    }
+
     async fn get(&self, key: &StoreKey) -> Result<Option<Object>, StoreError> {
         let full = self.full(key.as_str());
         match self

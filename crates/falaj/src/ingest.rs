@@ -1,0 +1,536 @@
+//! Upload-triggered registration: the logic of the `falaj-fn-ingest` function.
+//!
+//! An upload of `incoming/<model>/<run>/manifest.json` (the trainer uploads it last, after
+//! `model.onnx`) registers `incoming/<model>/<run>/model.onnx` as a new version. Events come
+//! as S3 notifications (`S3Event`) or EventBridge "Object Created" events; both carry
+//! URL-encoded keys (`+` for space, `%XX`), decoded here.
+//!
+//! S3 delivers at least once, unordered, and Lambda may retry a finished invocation, so each
+//! upload is claimed by a create-only write of `idempotency/ingest/<h>.json`, where `h`
+//! hashes bucket, key, ETag/versionId and sequencer. A duplicate finds the claim and returns
+//! the version registered the first time. A claim left by a crashed invocation is taken over
+//! after [`STALE_CLAIM`] by compare-and-swap, after checking whether that invocation had
+//! already registered the version (the version's `source` names the upload).
+//!
+//! Each record of a batch is handled on its own: one bad record fails alone and is
+//! reported, never dropped.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::s3::S3EventRecord;
+use bytes::Bytes;
+use falaj_core::StoreKey;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::registry::{Artifact, NewModel, Registration, Registry, now};
+use crate::store::{ETag, Precondition, no_progress};
+use crate::{RegistryError, VersionFilter};
+
+/// How long a claim may stay unfinished before another invocation takes it over.
+pub const STALE_CLAIM: Duration = Duration::from_secs(300);
+
+/// The identity recorded for versions registered by uploads.
+pub const INGEST_ACTOR: &str = "falaj-ingest";
+
+/// One uploaded object, as named by an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upload {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key, URL-decoded.
+    pub key: String,
+    /// ETag, if the event gave one.
+    pub etag: Option<String>,
+    /// Version id, if the bucket is versioned.
+    pub version_id: Option<String>,
+    /// S3's per-key ordering token.
+    pub sequencer: Option<String>,
+}
+
+impl Upload {
+    /// Where a version registered from this upload says it came from.
+    pub fn source(&self) -> String {
+        let tag = self
+            .version_id
+            .as_deref()
+            .or(self.etag.as_deref())
+            .unwrap_or("-");
+        format!("s3://{}/{}#{}", self.bucket, self.key, tag)
+    }
+
+    fn idempotency_key(&self) -> StoreKey {
+        let mut h = Sha256::new();
+        for part in [
+            self.bucket.as_str(),
+            self.key.as_str(),
+            self.etag.as_deref().unwrap_or(""),
+            self.version_id.as_deref().unwrap_or(""),
+            self.sequencer.as_deref().unwrap_or(""),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        StoreKey::new(format!(
+            "idempotency/ingest/{}.json",
+            hex::encode(h.finalize())
+        ))
+        .expect("hex key is valid")
+    }
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new version.
+    Registered {
+        /// Key of the trigger object.
+        key: String,
+        /// Model name.
+        model: String,
+        /// Version number.
+        version: u64,
+    },
+    /// A repeated delivery of an upload already registered.
+    Duplicate {
+        /// Key of the trigger object.
+        key: String,
+        /// Model name.
+        model: String,
+        /// The version registered the first time.
+        version: u64,
+    },
+    /// Not a trigger (outside `incoming/`, or not the manifest).
+    Ignored {
+        /// Key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The record failed.
+    Failed {
+        /// Key, or the record's position if it had none.
+        key: String,
+        /// What went wrong and how to fix it.
+        error: String,
+        /// Whether a retry may succeed (store trouble, another invocation in flight).
+        retryable: bool,
+    },
+}
+
+impl Outcome {
+    fn failed(key: &str, error: impl ToString, retryable: bool) -> Self {
+        Self::Failed {
+            key: key.into(),
+            error: error.to_string(),
+            retryable,
+        }
+    }
+}
+
+/// The outcomes of a batch, in record order.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchReport {
+    /// One outcome per record.
+    pub results: Vec<Outcome>,
+}
+
+impl BatchReport {
+    /// The failed records.
+    pub fn failures(&self) -> Vec<&Outcome> {
+        self.results
+            .iter()
+            .filter(|o| matches!(o, Outcome::Failed { .. }))
+            .collect()
+    }
+}
+
+/// The event is neither an S3 notification nor an EventBridge S3 event.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not an S3 event: {reason} (expected {{\"Records\": [...]}} from S3 notifications or an EventBridge \"Object Created\" event from aws.s3)"
+)]
+pub struct EventError {
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Decodes an S3 event key: `+` is a space, `%XX` a byte; the result must be UTF-8.
+pub fn decode_key(raw: &str) -> Result<String, String> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = raw
+                    .get(i + 1..i + 3)
+                    .ok_or_else(|| format!("truncated %-escape in key {raw:?}"))?;
+                out.push(
+                    u8::from_str_radix(hex, 16)
+                        .map_err(|_| format!("bad %-escape %{hex} in key {raw:?}"))?,
+                );
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("key {raw:?} does not decode to UTF-8"))
+}
+
+/// Splits an event into its uploads; a malformed record becomes an `Err` of its own.
+pub fn parse_event(event: &Value) -> Result<Vec<Result<Upload, Outcome>>, EventError> {
+    if let Some(records) = event.get("Records") {
+        let records = records.as_array().ok_or_else(|| EventError {
+            reason: "\"Records\" is not an array".into(),
+        })?;
+        return Ok(records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let label = format!("record {i}");
+                let rec: S3EventRecord = serde_json::from_value(r.clone()).map_err(|e| {
+                    Outcome::failed(&label, format!("malformed S3 record: {e}"), false)
+                })?;
+                let bucket = rec.s3.bucket.name.ok_or_else(|| {
+                    Outcome::failed(&label, "the record has no bucket name", false)
+                })?;
+                let raw = rec.s3.object.key.ok_or_else(|| {
+                    Outcome::failed(&label, "the record has no object key", false)
+                })?;
+                let key = decode_key(&raw).map_err(|e| Outcome::failed(&raw, e, false))?;
+                Ok(Upload {
+                    bucket,
+                    key,
+                    etag: rec.s3.object.e_tag,
+                    version_id: rec.s3.object.version_id,
+                    sequencer: rec.s3.object.sequencer,
+                })
+            })
+            .collect());
+    }
+    if event.get("detail-type").is_some() {
+        let ev: EventBridgeEvent<Value> =
+            serde_json::from_value(event.clone()).map_err(|e| EventError {
+                reason: format!("malformed EventBridge event: {e}"),
+            })?;
+        if ev.source != "aws.s3" || ev.detail_type != "Object Created" {
+            return Err(EventError {
+                reason: format!(
+                    "EventBridge event {:?} from {:?}",
+                    ev.detail_type, ev.source
+                ),
+            });
+        }
+        let s = |v: &Value| v.as_str().map(String::from);
+        let obj = &ev.detail["object"];
+        let one = (|| {
+            let bucket = s(&ev.detail["bucket"]["name"])
+                .ok_or_else(|| Outcome::failed("event", "detail.bucket.name is missing", false))?;
+            let raw = s(&obj["key"])
+                .ok_or_else(|| Outcome::failed("event", "detail.object.key is missing", false))?;
+            let key = decode_key(&raw).map_err(|e| Outcome::failed(&raw, e, false))?;
+            Ok(Upload {
+                bucket,
+                key,
+                etag: s(&obj["etag"]),
+                version_id: s(&obj["version-id"]),
+                sequencer: s(&obj["sequencer"]),
+            })
+        })();
+        return Ok(vec![one]);
+    }
+    Err(EventError {
+        reason: "it has neither \"Records\" nor \"detail-type\"".into(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ClaimState {
+    Claimed,
+    Done,
+    Rejected,
+    Retry,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Claim {
+    upload: Upload,
+    state: ClaimState,
+    at: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Handles every record of an event.
+pub async fn handle_event(registry: &Registry, event: &Value) -> Result<BatchReport, EventError> {
+    let mut report = BatchReport::default();
+    for record in parse_event(event)? {
+        let outcome = match record {
+            Ok(upload) => ingest_upload(registry, &upload).await,
+            Err(failed) => failed,
+        };
+        match &outcome {
+            Outcome::Failed {
+                key,
+                error,
+                retryable,
+            } => tracing::error!(key, error, retryable, "record failed"),
+            Outcome::Ignored { key, reason } => tracing::info!(key, reason, "record ignored"),
+            other => tracing::info!(outcome = ?other, "record handled"),
+        }
+        report.results.push(outcome);
+    }
+    Ok(report)
+}
+
+fn age(at: &str) -> Duration {
+    let parsed = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339);
+    parsed.map_or(Duration::MAX, |t| {
+        (time::OffsetDateTime::now_utc() - t)
+            .try_into()
+            .unwrap_or(Duration::ZERO)
+    })
+}
+
+/// Registers one upload, exactly once however often it is delivered.
+pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
+    let key = upload.key.as_str();
+    let parts: Vec<&str> = key.split('/').collect();
+    if parts.first() != Some(&"incoming") {
+        return Outcome::Ignored {
+            key: key.into(),
+            reason: "outside incoming/".into(),
+        };
+    }
+    if parts.len() != 4 || parts[2].is_empty() {
+        return Outcome::Ignored {
+            key: key.into(),
+            reason: "not incoming/<model>/<run>/<file>".into(),
+        };
+    }
+    match parts[3] {
+        "manifest.json" => {}
+        "model.onnx" => {
+            return Outcome::Ignored {
+                key: key.into(),
+                reason: "registered when its manifest.json arrives (uploaded last)".into(),
+            };
+        }
+        _ => {
+            return Outcome::Ignored {
+                key: key.into(),
+                reason: "not a trigger file".into(),
+            };
+        }
+    }
+    let model = parts[1];
+    if let Err(e) = falaj_core::validate_model_name(model) {
+        return Outcome::failed(key, e, false);
+    }
+    let store = registry.store();
+    let manifest_key = match store.key_for_object(&upload.bucket, key) {
+        Ok(k) => k,
+        Err(e) => return Outcome::failed(key, e, false),
+    };
+    let model_key = match StoreKey::new(
+        manifest_key
+            .as_str()
+            .replace("/manifest.json", "/model.onnx"),
+    ) {
+        Ok(k) => k,
+        Err(e) => return Outcome::failed(key, e, false),
+    };
+
+    // Claim the upload.
+    let idem = upload.idempotency_key();
+    let claim_etag = match claim(registry, &idem, upload, model).await {
+        Ok(Ok(etag)) => etag,
+        Ok(Err(outcome)) => return outcome,
+        Err(e) => return Outcome::failed(key, e, true),
+    };
+    let finish = |state: ClaimState, version: Option<u64>, error: Option<String>| {
+        let c = Claim {
+            upload: upload.clone(),
+            state,
+            at: now(),
+            model: model.into(),
+            version,
+            error,
+        };
+        let (idem, etag) = (idem.clone(), claim_etag.clone());
+        async move {
+            registry
+                .put_json(&idem, &c, Precondition::IfMatch(etag))
+                .await
+        }
+    };
+
+    let result: Result<u64, (RegistryError, bool)> = async {
+        // A crashed earlier invocation may have registered it already.
+        let source = upload.source();
+        if let Some(v) = registry
+            .versions(model, &VersionFilter::default())
+            .await
+            .ok()
+            .and_then(|vs| {
+                vs.into_iter()
+                    .find(|v| v.source.as_deref() == Some(source.as_str()))
+            })
+        {
+            return Ok(v.version);
+        }
+        let read = |k: StoreKey| async move {
+            registry
+                .store()
+                .get(&k)
+                .await
+                .map_err(|e| (RegistryError::from(e), true))?
+                .map(|o| o.bytes)
+                .ok_or_else(|| {
+                    (
+                        RegistryError::InvalidArtifact {
+                            source_name: k.to_string(),
+                            reason: "it does not exist; upload model.onnx before manifest.json"
+                                .into(),
+                        },
+                        false,
+                    )
+                })
+        };
+        let manifest: Bytes = read(manifest_key.clone()).await?;
+        let onnx: Bytes = read(model_key.clone()).await?;
+        match registry
+            .create_model(
+                NewModel {
+                    name: model.into(),
+                    description: "created by an upload to incoming/".into(),
+                    ..Default::default()
+                },
+                INGEST_ACTOR,
+            )
+            .await
+        {
+            Ok(_) | Err(RegistryError::ModelExists { .. }) => {}
+            Err(e) => return Err((e, true)),
+        }
+        let r = registry
+            .register(
+                Registration {
+                    model: model.into(),
+                    artifact: Artifact::Bytes(onnx),
+                    artifact_name: model_key.to_string(),
+                    manifest: Some((manifest_key.to_string(), manifest)),
+                    semver: None,
+                    author: INGEST_ACTOR.into(),
+                    source: Some(source),
+                },
+                no_progress(),
+            )
+            .await
+            .map_err(|e| {
+                let retryable = matches!(
+                    e,
+                    RegistryError::Store(_) | RegistryError::Contention { .. }
+                );
+                (e, retryable)
+            })?;
+        Ok(r.version.version)
+    }
+    .await;
+
+    match result {
+        Ok(version) => match finish(ClaimState::Done, Some(version), None).await {
+            Ok(_) => Outcome::Registered {
+                key: key.into(),
+                model: model.into(),
+                version,
+            },
+            Err(e) => Outcome::failed(
+                key,
+                format!("registered {model}@{version} but could not record it: {e}"),
+                true,
+            ),
+        },
+        Err((e, retryable)) => {
+            let state = if retryable {
+                ClaimState::Retry
+            } else {
+                ClaimState::Rejected
+            };
+            let _ = finish(state, None, Some(e.to_string())).await;
+            Outcome::failed(key, e, retryable)
+        }
+    }
+}
+
+/// Claims `idem` for `upload`: the claim's ETag, or the outcome to return instead.
+async fn claim(
+    registry: &Registry,
+    idem: &StoreKey,
+    upload: &Upload,
+    model: &str,
+) -> Result<Result<ETag, Outcome>, RegistryError> {
+    let key = upload.key.as_str();
+    let fresh = Claim {
+        upload: upload.clone(),
+        state: ClaimState::Claimed,
+        at: now(),
+        model: model.into(),
+        version: None,
+        error: None,
+    };
+    for _ in 0..3 {
+        let current = registry.get_json::<Claim>(idem).await?;
+        let pre = match &current {
+            None => Precondition::IfAbsent,
+            Some((c, etag)) => match c.state {
+                ClaimState::Done => {
+                    return Ok(Err(Outcome::Duplicate {
+                        key: key.into(),
+                        model: c.model.clone(),
+                        version: c.version.unwrap_or(0),
+                    }));
+                }
+                ClaimState::Rejected => {
+                    let error = format!(
+                        "rejected when first delivered: {}",
+                        c.error.clone().unwrap_or_default()
+                    );
+                    return Ok(Err(Outcome::failed(key, error, false)));
+                }
+                ClaimState::Claimed if age(&c.at) < STALE_CLAIM => {
+                    return Ok(Err(Outcome::failed(
+                        key,
+                        format!(
+                            "another invocation has been registering this upload since {}; retry later",
+                            c.at
+                        ),
+                        true,
+                    )));
+                }
+                ClaimState::Claimed | ClaimState::Retry => Precondition::IfMatch(etag.clone()),
+            },
+        };
+        match registry.put_json(idem, &fresh, pre).await {
+            Ok(etag) => return Ok(Ok(etag)),
+            Err(RegistryError::Store(e)) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Err(Outcome::failed(
+        key,
+        "lost the claim to concurrent deliveries; retry",
+        true,
+    )))
+}
