@@ -20,7 +20,7 @@ use falaj_core::{AllowedRegions, StoreKey};
 use sha2::{Digest, Sha256};
 
 use super::{
-    BlobInfo, BlobSource, CHUNK, ETag, ListPage, Object, Precondition, Progress, Store, StoreError,
+    BlobInfo, BlobSource, ETag, ListPage, Object, Precondition, Progress, Store, StoreError,
 };
 
 const TMP: &str = ".tmp";
@@ -264,24 +264,11 @@ impl DirStore {
         let mut size = 0u64;
         let read_result: Result<(), StoreError> = (|| {
             loop {
-                let mut buf = vec![0u8; CHUNK];
-                let mut filled = 0;
-                while filled < CHUNK {
-                    match reader.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            return Err(StoreError::Blob {
-                                reason: format!("reading the source failed: {e}"),
-                            });
-                        }
-                    }
-                }
+                let buf = super::read_chunk(&mut *reader)?;
+                let filled = buf.len();
                 if filled == 0 {
                     return Ok(());
                 }
-                buf.truncate(filled);
                 hasher.update(&buf);
                 size += filled as u64;
                 progress(size);

@@ -98,6 +98,26 @@ pub fn no_progress() -> Progress {
 /// Size of the chunks blobs are streamed in; bounded queues of these bound memory.
 pub const CHUNK: usize = 8 * 1024 * 1024;
 
+/// Reads up to [`CHUNK`] bytes from `r`; a short (or empty) chunk means the source ended.
+pub(crate) fn read_chunk(r: &mut dyn Read) -> Result<Vec<u8>, StoreError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut filled = 0;
+    while filled < CHUNK {
+        match r.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(StoreError::Blob {
+                    reason: format!("reading the source failed: {e}"),
+                });
+            }
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

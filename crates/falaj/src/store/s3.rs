@@ -506,24 +506,11 @@ impl Store for S3Store {
             let mut hasher = Sha256::new();
             let mut size = 0u64;
             loop {
-                let mut buf = vec![0u8; CHUNK];
-                let mut filled = 0;
-                while filled < CHUNK {
-                    match r.read(&mut buf[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            return Err(StoreError::Blob {
-                                reason: format!("reading the source failed: {e}"),
-                            });
-                        }
-                    }
-                }
+                let buf = super::read_chunk(&mut *r)?;
+                let filled = buf.len();
                 if filled == 0 && size > 0 {
                     break;
                 }
-                buf.truncate(filled);
                 hasher.update(&buf);
                 size += filled as u64;
                 progress(size);
