@@ -6,10 +6,13 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod deployment;
 pub mod layout;
 pub mod manifest;
 pub mod names;
 pub mod onnx;
+pub mod policy;
+pub mod promotion;
 pub mod residency;
 pub mod version;
 

@@ -534,3 +534,53 @@ async fn claim(
         true,
     )))
 }
+
+/// Why an invocation failed as a whole: the Lambda `errorType` and `errorMessage`.
+///
+/// Any failed record fails the invocation, so Lambda retries it and, past its retries, sends
+/// it to the dead-letter queue: nothing is dropped silently. Records that succeeded are
+/// idempotent, so a retry reports them as duplicates.
+#[derive(Debug, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct InvocationError {
+    /// `InvalidEvent` (not retryable), `RecordsFailed` (not retryable) or `Retryable`.
+    pub error_type: &'static str,
+    /// Which records failed and why, as JSON.
+    pub message: String,
+}
+
+/// Handles one Lambda invocation: the report, or an error naming every failed record.
+pub async fn invoke(registry: &Registry, event: &Value) -> Result<BatchReport, InvocationError> {
+    let report = handle_event(registry, event)
+        .await
+        .map_err(|e| InvocationError {
+            error_type: "InvalidEvent",
+            message: e.to_string(),
+        })?;
+    let failed = report.failures();
+    if failed.is_empty() {
+        return Ok(report);
+    }
+    let retryable = failed.iter().any(|o| {
+        matches!(
+            o,
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        )
+    });
+    Err(InvocationError {
+        error_type: if retryable {
+            "Retryable"
+        } else {
+            "RecordsFailed"
+        },
+        message: format!(
+            "{} of {} records failed: {}",
+            failed.len(),
+            report.results.len(),
+            serde_json::to_string(&failed).unwrap_or_default()
+        ),
+    })
+}

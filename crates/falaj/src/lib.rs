@@ -4,11 +4,18 @@
 //! they turn their input into a call here and the result back.
 #![deny(missing_docs)]
 
+pub mod deploy;
 pub mod error;
+pub mod function;
+pub mod gates;
 pub mod ingest;
+pub mod pipeline;
+pub mod promotion;
 pub mod registry;
+pub mod serve;
 pub mod store;
 pub mod terraform;
+pub mod webhook;
 
 pub use error::RegistryError;
 pub use registry::{Artifact, Expect, NewModel, Registered, Registration, Registry, VersionFilter};

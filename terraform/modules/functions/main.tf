@@ -24,20 +24,25 @@ locals {
       write = ["blobs/sha256/*", "models/*", "audit/*", "idempotency/*", "tmp/*"]
       list  = ["incoming/*", "blobs/*", "models/*", "audit/*"]
     }
+    # Runs the gates: reads the artifact, the holdout and roles.json; writes only gate reports
+    # (gates.json, gates-2.json, ...) and its audit events.
     validate = {
-      read  = ["blobs/sha256/*", "models/*", "datasets/*", "audit/*", "idempotency/*"]
-      write = ["models/*/versions/*/gates.json", "audit/*", "idempotency/*", "tmp/*"]
-      list  = ["models/*", "audit/*"]
+      read  = ["blobs/sha256/*", "models/*", "datasets/*", "audit/*", "roles.json"]
+      write = ["models/*/versions/*/gates*.json", "audit/*"]
+      list  = ["models/*", "audit/*", "deployments/*"]
     }
+    # The only holder of the signing key: approvals, aliases, archive markers, deployments.
     promote = {
-      read  = ["models/*", "deployments/*", "audit/*", "idempotency/*"]
-      write = ["models/*/aliases/*", "deployments/*", "audit/*", "idempotency/*"]
+      read  = ["models/*", "deployments/*", "audit/*", "roles.json", "keys/*"]
+      write = ["models/*/aliases/*", "models/*/approvals/*", "models/*/versions/*/archived.json", "deployments/*", "audit/*", "keys/deploy.pub"]
       list  = ["models/*", "deployments/*", "audit/*"]
     }
+    # Reads everything it reports; registers from incoming/ and runs gates itself (register and
+    # validate routes); approvals and promotions go to the promote function.
     webhook = {
-      read  = ["models/*", "deployments/*", "audit/*", "idempotency/*"]
-      write = ["models/*/approvals/*", "audit/*", "idempotency/*"]
-      list  = ["models/*", "audit/*"]
+      read  = ["incoming/*", "blobs/sha256/*", "models/*", "datasets/*", "deployments/*", "audit/*", "roles.json", "idempotency/*"]
+      write = ["blobs/sha256/*", "models/*/model.json", "models/*/versions/*", "audit/*", "idempotency/*", "tmp/*"]
+      list  = ["models/*", "deployments/*", "audit/*", "blobs/*"]
     }
     drift = {
       read  = ["telemetry/*", "deployments/*", "models/*", "blobs/sha256/*", "audit/*", "idempotency/*"]
@@ -54,7 +59,7 @@ locals {
   }
 
   extra_env = {
-    ingest   = { FALAJ_VALIDATE_FUNCTION = local.names["validate"] }
+    ingest   = {}
     validate = {}
     promote  = { FALAJ_SIGNING_KEY_PARAM = var.secret_parameters.signing_key }
     webhook = {
@@ -151,7 +156,8 @@ data "aws_iam_policy_document" "fn" {
   }
 
   dynamic "statement" {
-    for_each = each.key == "ingest" ? ["validate"] : each.key == "webhook" ? ["promote"] : []
+    # validate reaches promote as its on-success destination; webhook invokes it directly.
+    for_each = contains(["validate", "webhook"], each.key) ? ["promote"] : []
     content {
       sid       = "Invoke${title(statement.value)}"
       actions   = ["lambda:InvokeFunction"]
@@ -252,6 +258,39 @@ resource "aws_cloudwatch_event_rule" "incoming" {
   tags = var.tags
 }
 
+# A new version record (models/<m>/versions/<n>.json) is validated; the function ignores the
+# other objects the wildcard also matches (tags, gate reports).
+resource "aws_cloudwatch_event_rule" "versions" {
+  name        = "${var.name_prefix}-versions-to-validate"
+  description = "A newly registered version is validated against its model's gate policy."
+  event_pattern = jsonencode({
+    source        = ["aws.s3"]
+    "detail-type" = ["Object Created"]
+    detail = {
+      bucket = { name = [var.bucket_name] }
+      object = { key = [{ wildcard = "models/*/versions/*.json" }] }
+    }
+  })
+  tags = var.tags
+}
+
+# Versions that pass with `auto_staging` in their policy go to the promote function, which
+# holds the signing key, as the validate function's on-success destination.
+resource "aws_lambda_function_event_invoke_config" "validate" {
+  function_name                = aws_lambda_function.fn["validate"].function_name
+  maximum_retry_attempts       = 2
+  maximum_event_age_in_seconds = 3600
+
+  destination_config {
+    on_success {
+      destination = aws_lambda_function.fn["promote"].arn
+    }
+    on_failure {
+      destination = aws_sqs_queue.dlq["validate"].arn
+    }
+  }
+}
+
 resource "aws_cloudwatch_event_rule" "drift" {
   name                = "${var.name_prefix}-drift-schedule"
   description         = "Periodic drift check over edge telemetry."
@@ -261,8 +300,9 @@ resource "aws_cloudwatch_event_rule" "drift" {
 
 locals {
   event_targets = {
-    ingest = aws_cloudwatch_event_rule.incoming
-    drift  = aws_cloudwatch_event_rule.drift
+    ingest   = aws_cloudwatch_event_rule.incoming
+    validate = aws_cloudwatch_event_rule.versions
+    drift    = aws_cloudwatch_event_rule.drift
   }
 }
 

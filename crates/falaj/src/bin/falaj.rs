@@ -28,13 +28,24 @@ Examples:
   falaj audit wine --verify
   falaj --store s3://my-bucket/falaj --json versions wine
 
+Gates, approvals and deployments (docs/gates.md):
+  falaj roles grant alice admin       # first grant in a store makes the caller admin
+  falaj policy set wine gates.toml
+  falaj validate wine@3 --data holdout.csv [--policy gates.toml]   # exit 6 if a gate fails
+  falaj approve wine@3 --to production           # as an approver other than the author
+  falaj promote wine@3 --to staging
+  falaj promote wine@3 --to production [--canary 10 | --blue-green]
+  falaj rollout wine --env prod --weight 50      # 100 makes the canary the champion
+  falaj rollback wine --env prod
+  falaj deployments [--repair]
+
 Stores:
   dir://PATH        a local directory (the default: dir://.falaj)
   s3://BUCKET[/P]   Amazon S3, or an S3-compatible server with FALAJ_S3_ENDPOINT=http://host:port
                     The bucket must be in an allowed region (FALAJ_ALLOWED_REGIONS, default me-central-1).
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 conflict (someone else changed it first), 4 not found,
-            5 audit chain broken.";
+            5 audit chain broken, 6 gates failed or refused (role, approvals, state).";
 
 /// falaj: an MLOps registry whose database is an object store, kept in the UAE.
 #[derive(Parser, Debug)]
@@ -129,6 +140,127 @@ enum Command {
     /// Residency checks.
     #[command(subcommand)]
     Residency(ResidencyCmd),
+    /// Run the gates of MODEL@N on a holdout and write its gate report.
+    Validate {
+        /// MODEL@N (or MODEL@ALIAS).
+        reference: String,
+        /// Holdout CSV: a path, or store:KEY for an object in the store.
+        #[arg(long)]
+        data: String,
+        /// Gate policy file to use instead of the model's attached one.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Approve MODEL@N for a stage (approvers only, never the author).
+    Approve {
+        /// MODEL@N.
+        reference: String,
+        /// Stage: production (or staging).
+        #[arg(long, default_value = "production")]
+        to: String,
+        /// Free text recorded with the approval.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Promote MODEL@N to staging or production and write the signed deployment.
+    Promote {
+        /// MODEL@N.
+        reference: String,
+        /// staging | production.
+        #[arg(long)]
+        to: String,
+        /// Start a canary with this percentage of traffic (production only).
+        #[arg(long, conflicts_with = "blue_green")]
+        canary: Option<u8>,
+        /// Switch at once and keep the previous champion as standby.
+        #[arg(long)]
+        blue_green: bool,
+        /// Only promote if the alias is now at this version ('none': only if unset).
+        #[arg(long)]
+        expect: Option<String>,
+    },
+    /// Set the canary's traffic weight; 100 makes it the champion.
+    Rollout {
+        /// Model name.
+        model: String,
+        /// Environment: prod | staging.
+        #[arg(long, default_value = "prod")]
+        env: String,
+        /// Percentage 0-100.
+        #[arg(long)]
+        weight: u32,
+    },
+    /// Abort a canary, or go back to the previous champion in one compare-and-swap.
+    Rollback {
+        /// Model name.
+        model: String,
+        /// Environment: prod | staging.
+        #[arg(long, default_value = "prod")]
+        env: String,
+    },
+    /// List deployments and whether each matches its aliases.
+    Deployments {
+        /// Rebuild diverged manifests from their aliases (after an interrupted change).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Attach a gate policy to a model.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Grant and list roles (viewer, data-scientist, ml-engineer, approver, admin).
+    #[command(subcommand)]
+    Roles(RolesCmd),
+    /// Run the serverless flow on this machine: the webhook API on loopback, and a watcher
+    /// that registers uploads to incoming/, validates them and stages them per policy.
+    ///
+    /// Uploads (model.onnx, then manifest.json, under incoming/<model>/<run>/) go through the
+    /// same ingest and validate handlers as the Lambda functions. The webhook needs a
+    /// configuration of CI secrets and token digests (docs/webhook.md); without one only
+    /// /v1/health answers. Signing uses the local deployment key (FALAJ_SIGNING_KEY).
+    Serve {
+        /// Address to listen on (loopback by default; port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:8787", env = "FALAJ_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Webhook configuration (TOML or JSON): CI secrets, token digests, limits.
+        #[arg(long, env = "FALAJ_WEBHOOK_CONFIG")]
+        webhook_config: Option<std::path::PathBuf>,
+        /// How often to look for new uploads, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+        /// Handle what is in incoming/ now, then exit (no HTTP).
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Check and attach a policy file (TOML) to a model.
+    Set {
+        /// Model name.
+        model: String,
+        /// Policy file.
+        file: PathBuf,
+    },
+    /// Print a model's policy.
+    Show {
+        /// Model name.
+        model: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RolesCmd {
+    /// Grant ROLE to IDENTITY (admins only; the first grant in a store makes the caller admin).
+    Grant {
+        /// Identity to grant the role to.
+        #[arg(value_name = "IDENTITY")]
+        who: String,
+        /// Role.
+        role: String,
+    },
+    /// List role bindings.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,9 +360,171 @@ impl From<RegistryError> for Failure {
     }
 }
 
+fn exit_for(code: &str) -> u8 {
+    match code {
+        "conflict" => 3,
+        "not_found" => 4,
+        "forbidden" | "refused" | "gates_failed" => 6,
+        _ => 1,
+    }
+}
+
+impl From<falaj::gates::GateError> for Failure {
+    fn from(e: falaj::gates::GateError) -> Self {
+        Self {
+            code: e.code(),
+            exit: exit_for(e.code()),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<falaj::promotion::PromotionError> for Failure {
+    fn from(e: falaj::promotion::PromotionError) -> Self {
+        Self {
+            code: e.code(),
+            exit: exit_for(e.code()),
+            message: e.to_string(),
+        }
+    }
+}
+
+fn watch_line(ev: &falaj::serve::WatchEvent) -> String {
+    use falaj::ingest::Outcome;
+    use falaj::pipeline::ValidateOutcome as V;
+    use falaj::serve::WatchEvent as W;
+    match ev {
+        W::Ingest { outcome } => match outcome {
+            Outcome::Registered {
+                key,
+                model,
+                version,
+            } => format!("ingest    {key}: registered {model}@{version}"),
+            Outcome::Duplicate {
+                key,
+                model,
+                version,
+            } => format!("ingest    {key}: already {model}@{version}"),
+            Outcome::Ignored { key, reason } => format!("ingest    {key}: ignored ({reason})"),
+            Outcome::Failed { key, error, .. } => format!("ingest    {key}: FAILED: {error}"),
+        },
+        W::Validate { outcome } => match outcome {
+            V::Validated {
+                model,
+                version,
+                passed: true,
+                report,
+                ..
+            } => format!("validate  {model}@{version}: every gate passed ({report})"),
+            V::Validated {
+                model,
+                version,
+                failed,
+                report,
+                ..
+            } => format!(
+                "validate  {model}@{version}: REJECTED, failed {} ({report})",
+                failed.join(", ")
+            ),
+            V::Skipped {
+                model,
+                version,
+                reason,
+            } => format!("validate  {model}@{version}: skipped: {reason}"),
+            V::Ignored { key } => format!("validate  {key}: ignored"),
+            V::Failed { subject, error, .. } => format!("validate  {subject}: FAILED: {error}"),
+        },
+        W::Staged {
+            model,
+            version,
+            result,
+        } => match result.get("error") {
+            Some(e) => format!("promote   {model}@{version} -> staging: FAILED: {e}"),
+            None => format!("promote   {model}@{version} -> staging"),
+        },
+    }
+}
+
+fn signing_key() -> Result<falaj::deploy::DeployKey, Failure> {
+    Ok(falaj::deploy::DeployKey::load_or_create(
+        &falaj::deploy::DeployKey::default_path(),
+    )?)
+}
+
+fn parse_stage(s: &str) -> Result<falaj_core::promotion::Stage, Failure> {
+    falaj_core::promotion::Stage::parse(s).ok_or_else(|| {
+        fail(
+            "invalid_name",
+            2,
+            format!("unknown stage {s:?}: use staging or production"),
+        )
+    })
+}
+
+fn numbered(r: &ModelRef) -> Result<u64, Failure> {
+    match r.version {
+        falaj_core::version::VersionRef::Number(n) => Ok(n),
+        _ => Err(fail(
+            "invalid_name",
+            2,
+            format!("{r}: give a version number, MODEL@N"),
+        )),
+    }
+}
+
+fn report_text(r: &falaj_core::policy::GateReport) -> String {
+    let mut s = format!(
+        "gates of {}@{} (run {}): {}\n  evaluator {}\n  at        {} by {}\n",
+        r.model,
+        r.version,
+        r.run,
+        if r.passed { "PASSED" } else { "FAILED" },
+        r.evaluator,
+        r.evaluated_at,
+        r.evaluated_by
+    );
+    if let Some(h) = &r.holdout {
+        s += &format!("  holdout   {} ({} rows, {})\n", h.uri, h.rows, h.digest);
+    }
+    if let Some(e) = &r.error {
+        s += &format!("  error     {e}\n");
+    }
+    for g in &r.gates {
+        let bound = match g.bound {
+            Some(falaj_core::policy::Bound::Min(t)) => format!(">= {t}"),
+            Some(falaj_core::policy::Bound::Max(t)) => format!("<= {t}"),
+            None => String::new(),
+        };
+        s += &format!(
+            "  {} {:<28} {:>12} {:<10} {}\n",
+            if g.passed { "ok  " } else { "FAIL" },
+            g.gate,
+            g.measured.map_or("-".into(), |m| format!("{m:.4}")),
+            bound,
+            g.detail
+        );
+    }
+    s.trim_end().to_string()
+}
+
 impl From<store::StoreError> for Failure {
     fn from(e: store::StoreError) -> Self {
         RegistryError::from(e).into()
+    }
+}
+
+/// `staging`, `production` and `challenger` move only through promotion (gates, approvals,
+/// signed deployment); `alias set/rm` on them would bypass all of it.
+fn refuse_managed_alias(alias: &str) -> Result<(), Failure> {
+    match falaj_core::promotion::managed_alias(alias) {
+        Some(instead) => Err(fail(
+            "refused",
+            6,
+            format!(
+                "alias {alias:?} is managed by promotion and cannot be moved by hand: use {instead}"
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -346,6 +640,25 @@ fn show_version(v: &ModelVersion, tags: &BTreeMap<String, String>) -> String {
         s += &format!("  source    {src}\n");
     }
     s.trim_end().to_string()
+}
+
+fn deployment_line(
+    d: &falaj_core::deployment::DeploymentManifest,
+    repaired: Option<&str>,
+) -> String {
+    let mut s = repaired.map_or(String::new(), |r| format!("repaired first: {r}\n"));
+    s += &format!(
+        "{}/{} generation {}: champion {}{}",
+        d.env,
+        d.model,
+        d.generation,
+        d.champion.version,
+        d.challenger.as_ref().map_or(String::new(), |c| format!(
+            ", challenger {} at {}%",
+            c.version, d.challenger_weight
+        ))
+    );
+    s
 }
 
 fn parse_ref(s: &str) -> Result<ModelRef, Failure> {
@@ -558,8 +871,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let reg = registry(&cli, false).await?;
             let v = reg.resolve(&r).await?;
             let tags = reg.version_tags(&v.model, v.version).await?;
-            let view = serde_json::json!({"version": v, "tags": tags});
-            out.print(&view, || show_version(&v, &tags));
+            let report = falaj::gates::latest_report(&reg, &v.model, v.version).await?;
+            let state = falaj::promotion::version_state(&reg, &v.model, v.version).await?;
+            let view = serde_json::json!({"version": v, "tags": tags, "state": state, "gate_report": report});
+            out.print(&view, || {
+                let mut s = show_version(&v, &tags);
+                s += &format!("\n  state     {state}");
+                if let Some(r) = &report {
+                    s += &format!("\n{}", report_text(r));
+                }
+                s
+            });
         }
         Command::Alias(AliasCmd::Set {
             model,
@@ -578,6 +900,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     )
                 })?),
             };
+            refuse_managed_alias(alias)?;
             let reg = registry(&cli, false).await?;
             let rec = reg
                 .move_alias(model, alias, Some(*version), expect, &me)
@@ -595,6 +918,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             alias,
             expect,
         }) => {
+            refuse_managed_alias(alias)?;
             let reg = registry(&cli, false).await?;
             let rec = reg
                 .move_alias(
@@ -707,6 +1031,294 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                         .join("\n")
                 });
             }
+        }
+        Command::Validate {
+            reference,
+            data,
+            policy,
+        } => {
+            let r = parse_ref(reference)?;
+            let reg = registry(&cli, false).await?;
+            let v = reg.resolve(&r).await?;
+            let policy = match policy {
+                Some(p) => Some((
+                    p.display().to_string(),
+                    std::fs::read_to_string(p).map_err(|e| {
+                        fail(
+                            "invalid_policy",
+                            1,
+                            format!("cannot read policy {}: {e}", p.display()),
+                        )
+                    })?,
+                )),
+                None => None,
+            };
+            let report = falaj::gates::validate(
+                &reg,
+                falaj::gates::Validation {
+                    model: v.model.clone(),
+                    version: v.version,
+                    holdout: falaj::gates::Holdout::parse(data)?,
+                    policy,
+                    actor: me.clone(),
+                },
+            )
+            .await?;
+            out.print(&report, || report_text(&report));
+            if !report.passed {
+                return Err(fail(
+                    "gates_failed",
+                    6,
+                    format!(
+                        "{}@{} is rejected: {} gate(s) failed{}",
+                        report.model,
+                        report.version,
+                        report.failures().len(),
+                        report
+                            .error
+                            .as_ref()
+                            .map_or(String::new(), |e| format!(" ({e})"))
+                    ),
+                ));
+            }
+        }
+        Command::Approve {
+            reference,
+            to,
+            comment,
+        } => {
+            let r = parse_ref(reference)?;
+            let n = numbered(&r)?;
+            let reg = registry(&cli, false).await?;
+            let a = falaj::promotion::approve(&reg, &r.model, n, parse_stage(to)?, comment, &me)
+                .await?;
+            out.print(&a, || {
+                format!(
+                    "{} approved {}@{} for {}",
+                    a.by, a.model, a.version, a.stage
+                )
+            });
+        }
+        Command::Promote {
+            reference,
+            to,
+            canary,
+            blue_green,
+            expect,
+        } => {
+            let r = parse_ref(reference)?;
+            let n = numbered(&r)?;
+            let expect = match expect.as_deref() {
+                None => Expect::Any,
+                Some("none") => Expect::Absent,
+                Some(x) => Expect::Version(x.parse().map_err(|_| {
+                    fail(
+                        "invalid_name",
+                        2,
+                        format!("--expect takes a version number or 'none', got {x:?}"),
+                    )
+                })?),
+            };
+            let reg = registry(&cli, false).await?;
+            let key = signing_key()?;
+            let p = falaj::promotion::promote(
+                &reg,
+                &key,
+                falaj::promotion::Promotion {
+                    model: r.model.clone(),
+                    version: n,
+                    to: parse_stage(to)?,
+                    canary: *canary,
+                    blue_green: *blue_green,
+                    expect,
+                    actor: me.clone(),
+                },
+            )
+            .await?;
+            out.print(&p, || {
+                let d = &p.deployment;
+                let mut s = String::new();
+                if let Some(r) = &p.repaired {
+                    s += &format!("repaired first: {r}\n");
+                }
+                s += &format!(
+                    "{}@{} -> {}@{}; deployment {}/{} generation {}: champion {}{}",
+                    r.model,
+                    p.alias.alias,
+                    r.model,
+                    n,
+                    d.env,
+                    d.model,
+                    d.generation,
+                    d.champion.version,
+                    d.challenger.as_ref().map_or(String::new(), |c| format!(
+                        ", challenger {} at {}%",
+                        c.version, d.challenger_weight
+                    ))
+                );
+                s
+            });
+        }
+        Command::Rollout { model, env, weight } => {
+            let reg = registry(&cli, false).await?;
+            let key = signing_key()?;
+            let c = falaj::deploy::rollout(&reg, &key, model, env, *weight, &me).await?;
+            out.print(&c, || deployment_line(&c.deployment, c.repaired.as_deref()));
+        }
+        Command::Rollback { model, env } => {
+            let reg = registry(&cli, false).await?;
+            let key = signing_key()?;
+            let c = falaj::deploy::rollback(&reg, &key, model, env, &me).await?;
+            out.print(&c, || deployment_line(&c.deployment, c.repaired.as_deref()));
+        }
+        Command::Serve {
+            listen,
+            webhook_config,
+            poll_ms,
+            once,
+        } => {
+            let reg = std::sync::Arc::new(registry(&cli, true).await?);
+            let key = signing_key()?;
+            let promoter: std::sync::Arc<dyn falaj::webhook::Promoter> =
+                std::sync::Arc::new(falaj::webhook::LocalPromoter::new(reg.clone(), key));
+            let json = out.json;
+            let report = move |ev: &falaj::serve::WatchEvent| {
+                if json {
+                    println!("{}", serde_json::to_string(ev).unwrap_or_default());
+                } else {
+                    println!("{}", watch_line(ev));
+                }
+            };
+            let mut watcher = falaj::serve::Watcher::new(reg.clone(), promoter.clone());
+            if *once {
+                for ev in watcher.poll_once().await? {
+                    report(&ev);
+                }
+                return Ok(());
+            }
+            let auth = match webhook_config {
+                Some(p) => falaj::webhook::WebhookAuth::load(p)
+                    .map_err(|e| fail("invalid_config", 2, e.to_string()))?,
+                None => {
+                    eprintln!(
+                        "falaj serve: no --webhook-config: every route but /v1/health answers 401 (see docs/webhook.md)"
+                    );
+                    falaj::webhook::WebhookAuth::default()
+                }
+            };
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| fail("io_error", 1, format!("cannot listen on {listen}: {e}")))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| fail("io_error", 1, e.to_string()))?;
+            let hook =
+                std::sync::Arc::new(falaj::webhook::Webhook::new(reg.clone(), promoter, auth));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"listening": format!("http://{addr}"), "store": cli.store})
+                );
+            } else {
+                println!(
+                    "falaj serve: webhook on http://{addr}, watching {}/incoming/",
+                    cli.store
+                );
+            }
+            tokio::spawn(falaj::serve::serve_http(listener, hook));
+            falaj::serve::watch(watcher, std::time::Duration::from_millis(*poll_ms), report).await;
+        }
+        Command::Deployments { repair } => {
+            let reg = registry(&cli, false).await?;
+            if *repair {
+                let key = signing_key()?;
+                for st in falaj::deploy::list(&reg).await? {
+                    if st.divergence.is_some() {
+                        falaj::deploy::repair(&reg, &key, &st.model, &st.env, &me).await?;
+                    }
+                }
+            }
+            let all = falaj::deploy::list(&reg).await?;
+            out.print(&all, || {
+                if all.is_empty() {
+                    return "no deployments yet; promote a version with `falaj promote MODEL@N --to production`".into();
+                }
+                all.iter()
+                    .map(|st| {
+                        let m = st.manifest.as_ref();
+                        format!(
+                            "{:<8} {:<20} gen {:<4} champion {:<4} challenger {:<8} {}",
+                            st.env,
+                            st.model,
+                            m.map_or(0, |m| m.generation),
+                            m.map_or("-".into(), |m| m.champion.version.to_string()),
+                            m.and_then(|m| m.challenger.as_ref().map(|c| format!("{}@{}%", c.version, m.challenger_weight)))
+                                .unwrap_or_else(|| "-".into()),
+                            st.divergence
+                                .as_ref()
+                                .map_or("ok".to_string(), |d| format!("DIVERGED: {d} (run `falaj deployments --repair`)"))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            if all.iter().any(|s| s.divergence.is_some()) {
+                return Err(fail(
+                    "diverged",
+                    1,
+                    "a deployment differs from its aliases; run `falaj deployments --repair`",
+                ));
+            }
+        }
+        Command::Policy(PolicyCmd::Set { model, file }) => {
+            let src = std::fs::read_to_string(file).map_err(|e| {
+                fail(
+                    "invalid_policy",
+                    1,
+                    format!("cannot read policy {}: {e}", file.display()),
+                )
+            })?;
+            let reg = registry(&cli, false).await?;
+            let p =
+                falaj::promotion::set_policy(&reg, model, &file.display().to_string(), &src, &me)
+                    .await?;
+            out.print(&p, || format!("attached {} to {model}", file.display()));
+        }
+        Command::Policy(PolicyCmd::Show { model }) => {
+            let reg = registry(&cli, false).await?;
+            let rec = reg.model(model).await?;
+            let src = rec.gate_policy.unwrap_or_default();
+            out.print(&serde_json::json!({"model": model, "policy": src}), || {
+                if src.is_empty() {
+                    format!("{model} has no gate policy; attach one with `falaj policy set {model} gates.toml`")
+                } else {
+                    src.trim_end().to_string()
+                }
+            });
+        }
+        Command::Roles(RolesCmd::Grant { who, role }) => {
+            let role = falaj_core::promotion::Role::parse(role).ok_or_else(|| {
+                fail("invalid_name", 2, format!("unknown role {role:?}: use viewer, data-scientist, ml-engineer, approver or admin"))
+            })?;
+            let reg = registry(&cli, true).await?;
+            let b = falaj::promotion::grant(&reg, &me, who, role).await?;
+            out.print(&b, || format!("granted {role} to {who}"));
+        }
+        Command::Roles(RolesCmd::List) => {
+            let reg = registry(&cli, false).await?;
+            let b = falaj::promotion::roles(&reg).await?;
+            out.print(&b, || {
+                b.bindings
+                    .iter()
+                    .map(|(w, rs)| {
+                        format!(
+                            "{w:<24} {}",
+                            rs.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
         Command::Residency(ResidencyCmd::Check { dir }) => {
             let allowed = AllowedRegions::parse(&cli.allowed_regions);

@@ -1,0 +1,545 @@
+//! Signed deployments: the signing key, `deployments/<env>/<model>.json` written by
+//! compare-and-swap, canary rollouts, rollbacks and the repair of interrupted changes.
+//!
+//! Order of writes: an alias (`production`, `challenger`, `staging`) is moved first, by
+//! compare-and-swap, and decides any race; the deployment manifest follows. A crash between
+//! the two leaves the manifest behind the alias; every mutating command first compares the
+//! two ([`status`]) and rebuilds the manifest from the aliases ([`repair`]), auditing it,
+//! and `falaj deployments` reports the divergence. So the two never differ silently.
+//!
+//! Keys: in embedded mode the ed25519 signing key is a local file outside the store
+//! (`FALAJ_SIGNING_KEY`, else `~/.config/falaj/signing.key`, hex, mode 0600) and its public
+//! half is published at `keys/deploy.pub` in the store, which is what edge nodes trust.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use falaj_core::deployment::{
+    self as dep, DeployError, DeploymentManifest, Rollout, SignedDeployment, Slot,
+};
+use falaj_core::promotion::{Action, Stage};
+use falaj_core::{ModelVersion, StoreKey};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RegistryError;
+use crate::promotion::{PromotionError, authorize, mark_archived};
+use crate::registry::{Expect, Registry, now};
+use crate::store::{ETag, Precondition, list_all};
+
+type Result<T, E = PromotionError> = std::result::Result<T, E>;
+
+/// The canary alias of production.
+pub const CHALLENGER: &str = "challenger";
+
+/// `deployments/<env>/<model>.json`.
+pub fn deployment_key(env: &str, model: &str) -> StoreKey {
+    StoreKey::new(format!("deployments/{env}/{model}.json")).expect("validated env and model")
+}
+
+/// `keys/deploy.pub`.
+pub fn public_key_key() -> StoreKey {
+    StoreKey::new("keys/deploy.pub").expect("valid key")
+}
+
+/// The published public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedKey {
+    /// `ed25519`.
+    pub algorithm: String,
+    /// Key id (see `falaj_core::deployment::key_id`).
+    pub key_id: String,
+    /// 64 hex digits.
+    pub public_key: String,
+}
+
+/// The local ed25519 signing key.
+#[derive(Clone)]
+pub struct DeployKey {
+    signing: SigningKey,
+}
+
+impl std::fmt::Debug for DeployKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeployKey({})", self.key_id())
+    }
+}
+
+impl DeployKey {
+    /// A key from a 32-byte seed (tests, KMS-unwrapped secrets).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            signing: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// A key from 64 hex digits (an ed25519 seed), as kept in the key file or a secret.
+    pub fn from_hex(text: &str) -> std::result::Result<Self, String> {
+        hex::decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(Self::from_seed)
+            .ok_or_else(|| "expected 64 hex digits (an ed25519 seed)".to_string())
+    }
+
+    /// `FALAJ_SIGNING_KEY`, else `$HOME/.config/falaj/signing.key`.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("FALAJ_SIGNING_KEY").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        home.join(".config").join("falaj").join("signing.key")
+    }
+
+    /// Reads the key file, creating it (mode 0600) with a fresh key if it does not exist.
+    pub fn load_or_create(path: &Path) -> Result<Self> {
+        let err = |reason: String| PromotionError::Key {
+            path: path.display().to_string(),
+            reason,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_hex(&text).map_err(|e| {
+                err(format!(
+                    "{e}; restore the file or point FALAJ_SIGNING_KEY at the right one"
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = [0u8; 32];
+                rand::rng().fill(&mut seed);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| err(format!("cannot create its directory: {e}")))?;
+                }
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                let mut f = opts
+                    .open(path)
+                    .map_err(|e| err(format!("cannot create: {e}")))?;
+                std::io::Write::write_all(&mut f, hex::encode(seed).as_bytes())
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| err(format!("cannot write: {e}")))?;
+                Ok(Self::from_seed(seed))
+            }
+            Err(e) => Err(err(format!("cannot read: {e}"))),
+        }
+    }
+
+    /// The public half.
+    pub fn public(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// Its id.
+    pub fn key_id(&self) -> String {
+        dep::key_id(&self.public())
+    }
+
+    /// Signs a manifest.
+    pub fn sign(&self, m: &DeploymentManifest) -> SignedDeployment {
+        dep::sign(m, &self.signing)
+    }
+}
+
+/// Publishes `key`'s public half at `keys/deploy.pub` if none is, and refuses a store that
+/// trusts another key.
+pub async fn publish_key(reg: &Registry, key: &DeployKey) -> Result<()> {
+    let published = PublishedKey {
+        algorithm: "ed25519".into(),
+        key_id: key.key_id(),
+        public_key: hex::encode(key.public().as_bytes()),
+    };
+    match reg.get_json::<PublishedKey>(&public_key_key()).await? {
+        Some((p, _)) if p.public_key == published.public_key => Ok(()),
+        Some((p, _)) => Err(PromotionError::KeyMismatch {
+            published: p.key_id,
+            local: published.key_id,
+        }),
+        None => match reg
+            .put_json(&public_key_key(), &published, Precondition::IfAbsent)
+            .await
+        {
+            Err(RegistryError::Store(e)) if e.is_conflict() => {
+                Box::pin(publish_key(reg, key)).await
+            }
+            r => r.map(|_| ()).map_err(Into::into),
+        },
+    }
+}
+
+/// The key edge nodes trust: the one published in the store.
+pub async fn trusted_key(reg: &Registry) -> Result<Option<VerifyingKey>> {
+    match reg.get_json::<PublishedKey>(&public_key_key()).await? {
+        None => Ok(None),
+        Some((p, _)) => dep::public_key_from_hex(&p.public_key)
+            .map(Some)
+            .map_err(|e| PromotionError::Verify {
+                key: public_key_key().to_string(),
+                source: e,
+            }),
+    }
+}
+
+/// Reads and verifies `deployments/<env>/<model>.json` against the published key.
+pub async fn read(
+    reg: &Registry,
+    env: &str,
+    model: &str,
+) -> Result<Option<(DeploymentManifest, ETag)>> {
+    let key = deployment_key(env, model);
+    let Some(obj) = reg.store().get(&key).await.map_err(RegistryError::from)? else {
+        return Ok(None);
+    };
+    let verify_err = |e| PromotionError::Verify {
+        key: key.to_string(),
+        source: e,
+    };
+    let public = trusted_key(reg).await?.ok_or_else(|| {
+        verify_err(dep::VerifyError::BadKey {
+            reason: "no keys/deploy.pub in the store to verify it with".into(),
+        })
+    })?;
+    let m = dep::verify(&obj.bytes, &public).map_err(verify_err)?;
+    Ok(Some((m, obj.etag)))
+}
+
+fn check_env(env: &str) -> Result<Stage> {
+    Stage::for_env(env).ok_or_else(|| PromotionError::BadEnv { env: env.into() })
+}
+
+/// The aliases a deployment follows: champion and (prod only) challenger.
+fn aliases_for(stage: Stage) -> (&'static str, Option<&'static str>) {
+    match stage {
+        Stage::Production => ("production", Some(CHALLENGER)),
+        Stage::Staging => ("staging", None),
+    }
+}
+
+/// Writes a transition of the manifest by compare-and-swap, retrying on a concurrent change.
+async fn write_with(
+    reg: &Registry,
+    key: &DeployKey,
+    env: &str,
+    model: &str,
+    f: impl Fn(Option<&DeploymentManifest>) -> std::result::Result<DeploymentManifest, DeployError>,
+) -> Result<DeploymentManifest> {
+    publish_key(reg, key).await?;
+    let store_key = deployment_key(env, model);
+    for _ in 0..100 {
+        let cur = read(reg, env, model).await?;
+        let next = f(cur.as_ref().map(|(m, _)| m))?;
+        let pre = cur.map_or(Precondition::IfAbsent, |(_, e)| Precondition::IfMatch(e));
+        match reg.put_json(&store_key, &key.sign(&next), pre).await {
+            Ok(_) => return Ok(next),
+            Err(RegistryError::Store(e)) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RegistryError::Contention {
+        what: store_key.to_string(),
+        attempts: 100,
+    }
+    .into())
+}
+
+fn slot(v: &ModelVersion) -> Slot {
+    Slot {
+        version: v.version,
+        digest: v.digest.clone(),
+    }
+}
+
+/// Writes the manifest for a promotion whose alias move already happened.
+pub async fn apply_promotion(
+    reg: &Registry,
+    key: &DeployKey,
+    v: &ModelVersion,
+    env: &str,
+    how: Rollout,
+    actor: &str,
+) -> Result<DeploymentManifest> {
+    let s = slot(v);
+    let at = now();
+    let m = write_with(reg, key, env, &v.model, |prev| {
+        dep::promote(prev, env, &v.model, s.clone(), how, actor, &at)
+    })
+    .await?;
+    reg.append_audit(
+        &v.model,
+        actor,
+        "deployment.written",
+        &format!("{env}/{}", v.model),
+        serde_json::json!({"generation": m.generation, "strategy": m.strategy, "champion": m.champion.version, "challenger": m.challenger.as_ref().map(|c| c.version), "weight": m.challenger_weight}),
+    )
+    .await?;
+    Ok(m)
+}
+
+/// A deployment compared with the aliases it follows.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentStatus {
+    /// Environment.
+    pub env: String,
+    /// Model.
+    pub model: String,
+    /// The verified manifest, if any.
+    pub manifest: Option<DeploymentManifest>,
+    /// Champion alias version.
+    pub champion_alias: Option<u64>,
+    /// Challenger alias version.
+    pub challenger_alias: Option<u64>,
+    /// Why the manifest and the aliases differ, if they do.
+    pub divergence: Option<String>,
+}
+
+async fn alias_version(reg: &Registry, model: &str, alias: &str) -> Result<Option<u64>> {
+    Ok(reg.alias(model, alias).await?.and_then(|(a, _)| a.version))
+}
+
+/// Compares `deployments/<env>/<model>.json` with its aliases.
+pub async fn status(reg: &Registry, model: &str, env: &str) -> Result<DeploymentStatus> {
+    let stage = check_env(env)?;
+    let (champ, chall) = aliases_for(stage);
+    let manifest = read(reg, env, model).await?.map(|(m, _)| m);
+    let champion_alias = alias_version(reg, model, champ).await?;
+    let challenger_alias = match chall {
+        Some(a) => alias_version(reg, model, a).await?,
+        None => None,
+    };
+    Ok(DeploymentStatus {
+        env: env.into(),
+        model: model.into(),
+        divergence: dep::divergence(manifest.as_ref(), champion_alias, challenger_alias),
+        manifest,
+        champion_alias,
+        challenger_alias,
+    })
+}
+
+/// Every deployment in the store, with its status.
+pub async fn list(reg: &Registry) -> Result<Vec<DeploymentStatus>> {
+    let mut out = Vec::new();
+    for key in list_all(reg.store().as_ref(), "deployments/")
+        .await
+        .map_err(RegistryError::from)?
+    {
+        let parts: Vec<&str> = key.split('/').collect();
+        if let [_, env, file] = parts[..]
+            && let Some(model) = file.strip_suffix(".json")
+        {
+            out.push(status(reg, model, env).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// If the manifest lags its aliases (a change interrupted between the alias move and the
+/// manifest write), rebuilds it from the aliases, signs, writes and audits it. Returns the
+/// divergence repaired, `None` if there was none.
+pub async fn repair(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    actor: &str,
+) -> Result<Option<String>> {
+    let st = status(reg, model, env).await?;
+    let Some(reason) = st.divergence else {
+        return Ok(None);
+    };
+    let champion = match st.champion_alias {
+        Some(n) => Some(slot(&reg.version(model, n).await?)),
+        None => None,
+    };
+    let challenger = match st.challenger_alias {
+        Some(n) => {
+            let w = st
+                .manifest
+                .as_ref()
+                .filter(|m| m.challenger.as_ref().map(|c| c.version) == Some(n))
+                .map_or(1, |m| m.challenger_weight);
+            Some((slot(&reg.version(model, n).await?), w))
+        }
+        None => None,
+    };
+    let at = now();
+    let Some(_) = dep::reconcile(
+        st.manifest.as_ref(),
+        env,
+        model,
+        champion.clone(),
+        challenger.clone(),
+        actor,
+        &at,
+    ) else {
+        // Nothing to serve: the aliases were removed by hand; report, don't guess.
+        return Err(PromotionError::Deploy(DeployError::NothingDeployed {
+            model: model.into(),
+            env: env.into(),
+        }));
+    };
+    let m = write_with(reg, key, env, model, |prev| {
+        dep::reconcile(
+            prev,
+            env,
+            model,
+            champion.clone(),
+            challenger.clone(),
+            actor,
+            &at,
+        )
+        .ok_or(DeployError::NothingDeployed {
+            model: model.into(),
+            env: env.into(),
+        })
+    })
+    .await?;
+    for s in &m.history {
+        mark_archived(reg, model, s.version).await?;
+    }
+    reg.append_audit(
+        model,
+        actor,
+        "deployment.repaired",
+        &format!("{env}/{model}"),
+        serde_json::json!({"reason": reason, "generation": m.generation, "champion": m.champion.version}),
+    )
+    .await?;
+    Ok(Some(reason))
+}
+
+/// The outcome of a rollout or rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Changed {
+    /// The manifest written.
+    pub deployment: DeploymentManifest,
+    /// A divergence repaired first, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<String>,
+}
+
+/// Sets the canary weight; at 100 the challenger becomes champion (aliases first).
+pub async fn rollout(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    weight: u32,
+    actor: &str,
+) -> Result<Changed> {
+    let stage = check_env(env)?;
+    let subject = format!("{env}/{model}");
+    authorize(reg, model, actor, Action::Rollout, &subject).await?;
+    let repaired = repair(reg, key, model, env, actor).await?;
+    let (cur, _) = read(reg, env, model)
+        .await?
+        .ok_or_else(|| DeployError::NothingDeployed {
+            model: model.into(),
+            env: env.into(),
+        })?;
+    // Check the transition before touching any alias.
+    dep::set_weight(&cur, weight, actor, &now())?;
+    if weight == 100
+        && let Some(ch) = &cur.challenger
+    {
+        let (champ, chall) = aliases_for(stage);
+        reg.move_alias(
+            model,
+            champ,
+            Some(ch.version),
+            Expect::Version(cur.champion.version),
+            actor,
+        )
+        .await?;
+        if let Some(a) = chall {
+            reg.move_alias(model, a, None, Expect::Version(ch.version), actor)
+                .await?;
+        }
+        mark_archived(reg, model, cur.champion.version).await?;
+    }
+    let at = now();
+    let m = write_with(reg, key, env, model, |prev| {
+        let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
+            model: model.into(),
+            env: env.into(),
+        })?;
+        dep::set_weight(prev, weight, actor, &at)
+    })
+    .await?;
+    reg.append_audit(
+        model,
+        actor,
+        "deployment.rollout",
+        &subject,
+        serde_json::json!({"weight": weight, "generation": m.generation, "champion": m.champion.version}),
+    )
+    .await?;
+    Ok(Changed {
+        deployment: m,
+        repaired,
+    })
+}
+
+/// Rolls back: aborts a running canary, else moves the champion alias back to the previous
+/// champion by one compare-and-swap, then rewrites the manifest.
+pub async fn rollback(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    actor: &str,
+) -> Result<Changed> {
+    let stage = check_env(env)?;
+    let subject = format!("{env}/{model}");
+    authorize(reg, model, actor, Action::Rollback, &subject).await?;
+    let repaired = repair(reg, key, model, env, actor).await?;
+    let (cur, _) = read(reg, env, model)
+        .await?
+        .ok_or_else(|| DeployError::NothingDeployed {
+            model: model.into(),
+            env: env.into(),
+        })?;
+    dep::rollback(&cur, actor, &now())?;
+    let (champ, chall) = aliases_for(stage);
+    match (&cur.challenger, chall) {
+        (Some(ch), Some(a)) => {
+            reg.move_alias(model, a, None, Expect::Version(ch.version), actor)
+                .await?;
+        }
+        _ => {
+            if let Some(back) = dep::rollback_target(&cur) {
+                reg.move_alias(
+                    model,
+                    champ,
+                    Some(back),
+                    Expect::Version(cur.champion.version),
+                    actor,
+                )
+                .await?;
+                mark_archived(reg, model, cur.champion.version).await?;
+            }
+        }
+    }
+    let at = now();
+    let m = write_with(reg, key, env, model, |prev| {
+        let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
+            model: model.into(),
+            env: env.into(),
+        })?;
+        dep::rollback(prev, actor, &at)
+    })
+    .await?;
+    reg.append_audit(
+        model,
+        actor,
+        "deployment.rollback",
+        &subject,
+        serde_json::json!({"from": cur.champion.version, "to": m.champion.version, "aborted_canary": cur.challenger.as_ref().map(|c| c.version), "generation": m.generation}),
+    )
+    .await?;
+    Ok(Changed {
+        deployment: m,
+        repaired,
+    })
+}

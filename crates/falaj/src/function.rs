@@ -1,0 +1,153 @@
+//! What every Lambda function binary (and `falaj serve`) does before handling events: JSON log
+//! lines that CloudWatch Logs Insights can query, and one registry opened from the environment
+//! at cold start, reused by every invocation.
+
+use falaj_core::AllowedRegions;
+
+use crate::Registry;
+use crate::deploy::DeployKey;
+use crate::store::{self, OpenOptions};
+use crate::webhook::{PromoteError, PromoteRequest, Promoter};
+
+/// JSON log lines on stderr (one object per line, `level`, `fields`, `target`, timestamp),
+/// filtered by `FALAJ_LOG` or `RUST_LOG` (default `info`).
+pub fn init_json_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FALAJ_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Opens the registry named by `FALAJ_STORE` (`s3://bucket[/prefix]` in AWS), checking the
+/// bucket's region against `FALAJ_ALLOWED_REGIONS` (default `me-central-1`).
+pub async fn registry_from_env() -> Result<Registry, String> {
+    let uri = std::env::var("FALAJ_STORE").map_err(|_| {
+        "FALAJ_STORE is not set (e.g. s3://falaj-registry-123456789012)".to_string()
+    })?;
+    let allowed =
+        AllowedRegions::parse(&std::env::var("FALAJ_ALLOWED_REGIONS").unwrap_or_default());
+    let opts = OpenOptions {
+        allowed,
+        create: false,
+        endpoint: None,
+    };
+    let store = store::open(&uri, &opts)
+        .await
+        .map_err(|e| format!("cannot open the store {uri}: {e}"))?;
+    Ok(Registry::new(store))
+}
+
+/// A secret for a function: the SSM SecureString parameter named by `param_var` (how AWS
+/// deployments hold it; `terraform/modules/functions` grants `ssm:GetParameter` on exactly
+/// that parameter), else the file named by `file_var` (embedded mode and tests).
+pub async fn secret_from_env(param_var: &str, file_var: &str) -> Result<String, String> {
+    if let Some(name) = std::env::var(param_var).ok().filter(|v| !v.is_empty()) {
+        let conf = aws_config::load_from_env().await;
+        let out = aws_sdk_ssm::Client::new(&conf)
+            .get_parameter()
+            .name(&name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read SSM parameter {name} ({param_var}): {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(&e)
+                )
+            })?;
+        return out
+            .parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| format!("SSM parameter {name} ({param_var}) has no value"));
+    }
+    if let Some(path) = std::env::var_os(file_var).filter(|v| !v.is_empty()) {
+        return std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {} ({file_var}): {e}", path.to_string_lossy()));
+    }
+    Err(format!(
+        "neither {param_var} (an SSM parameter) nor {file_var} (a file) is set"
+    ))
+}
+
+/// The deployment signing key of the promote function.
+pub async fn signing_key_from_env() -> Result<DeployKey, String> {
+    let text = secret_from_env("FALAJ_SIGNING_KEY_PARAM", "FALAJ_SIGNING_KEY").await?;
+    DeployKey::from_hex(&text).map_err(|e| format!("the signing key: {e}"))
+}
+
+/// The webhook's promoter in AWS: invokes the promote function (`FALAJ_PROMOTE_FUNCTION`),
+/// the only holder of the signing key, and returns its answer or its [`PromoteError`].
+pub struct LambdaPromoter {
+    client: aws_sdk_lambda::Client,
+    function: String,
+}
+
+impl LambdaPromoter {
+    /// A promoter invoking `function` (name or ARN) with the default AWS configuration;
+    /// `AWS_ENDPOINT_URL_LAMBDA` points it elsewhere (tests).
+    pub async fn new(function: String) -> Self {
+        let conf = aws_config::load_from_env().await;
+        Self {
+            client: aws_sdk_lambda::Client::new(&conf),
+            function,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Promoter for LambdaPromoter {
+    async fn apply(&self, req: PromoteRequest) -> Result<serde_json::Value, PromoteError> {
+        let payload = serde_json::to_vec(&req)
+            .map_err(|e| PromoteError::new("internal", 500, e.to_string()))?;
+        let out = self
+            .client
+            .invoke()
+            .function_name(&self.function)
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send()
+            .await
+            .map_err(|e| {
+                PromoteError::new(
+                    "promote_unavailable",
+                    503,
+                    format!(
+                        "cannot invoke the promote function {}: {}",
+                        self.function,
+                        aws_sdk_lambda::error::DisplayErrorContext(&e)
+                    ),
+                )
+            })?;
+        let body: serde_json::Value = out
+            .payload
+            .map(|b| serde_json::from_slice(b.as_ref()).unwrap_or(serde_json::Value::Null))
+            .unwrap_or(serde_json::Value::Null);
+        if out.function_error.is_none() {
+            return Ok(body);
+        }
+        // The promote function reports a PromoteError as JSON in errorMessage.
+        Err(body["errorMessage"]
+            .as_str()
+            .and_then(|m| serde_json::from_str::<PromoteError>(m).ok())
+            .unwrap_or_else(|| {
+                PromoteError::new(
+                    "promote_failed",
+                    502,
+                    format!("the promote function failed: {body}"),
+                )
+            }))
+    }
+}
+
+/// How the promote function reports a [`PromoteError`] to Lambda: the error's code as the
+/// error type, the whole error as JSON in the message, so [`LambdaPromoter`] gets it back.
+pub fn promote_error_message(e: &PromoteError) -> (String, String) {
+    (
+        e.code.clone(),
+        serde_json::to_string(e).unwrap_or_else(|_| e.to_string()),
+    )
+}

@@ -1,0 +1,295 @@
+//! `falaj serve`: the serverless flow on one machine.
+//!
+//! Two loops over the very handlers the Lambda functions run:
+//! - the webhook API ([`crate::webhook::handle`]) over real HTTP/1.1 on a loopback address;
+//! - a watcher that polls the store's `incoming/` and, for each new upload, builds the
+//!   EventBridge "Object Created" event AWS would deliver and hands it to the ingest handler;
+//!   each version it registers goes to the validate handler (the event for the version
+//!   record), and a passing version whose policy says `auto_staging` is promoted to staging
+//!   through the same [`Promoter`] the webhook uses. Nothing here decides anything.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use falaj_core::layout;
+use falaj_core::promotion::{Stage, VALIDATOR};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::ingest::{self, Outcome};
+use crate::pipeline::{self, ValidateOutcome};
+use crate::registry::Registry;
+use crate::store::list_all;
+use crate::webhook::{self, ExpectAlias, HttpRequest, PromoteRequest, Promoter, Webhook};
+
+/// The bucket name events carry in embedded mode.
+pub const LOCAL_BUCKET: &str = "falaj-local";
+
+/// One thing the watcher did, for logs, `--json` and tests.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum WatchEvent {
+    /// The ingest handler's outcome for an upload.
+    Ingest {
+        /// Outcome.
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// The validate handler's outcome for a version.
+    Validate {
+        /// Outcome.
+        #[serde(flatten)]
+        outcome: ValidateOutcome,
+    },
+    /// The promotion to staging the policy asked for.
+    Staged {
+        /// Model.
+        model: String,
+        /// Version.
+        version: u64,
+        /// The promoter's answer, or its error.
+        result: Value,
+    },
+}
+
+/// Polls `incoming/` and drives uploads through ingest → validate → staging.
+pub struct Watcher {
+    registry: Arc<Registry>,
+    promoter: Arc<dyn Promoter>,
+    seen: HashMap<String, String>,
+}
+
+impl Watcher {
+    /// A watcher over `registry`, promoting through `promoter`.
+    pub fn new(registry: Arc<Registry>, promoter: Arc<dyn Promoter>) -> Self {
+        Self {
+            registry,
+            promoter,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// One pass: every `incoming/**/manifest.json` not seen with its current ETag.
+    pub async fn poll_once(&mut self) -> Result<Vec<WatchEvent>, crate::RegistryError> {
+        let store = self.registry.store().clone();
+        let keys = list_all(store.as_ref(), layout::INCOMING_PREFIX).await?;
+        let mut events = Vec::new();
+        for key in keys.into_iter().filter(|k| k.ends_with("/manifest.json")) {
+            let Ok(k) = falaj_core::StoreKey::new(key.as_str()) else {
+                continue;
+            };
+            let Some(obj) = store.get(&k).await? else {
+                continue;
+            };
+            let etag = obj.etag.to_string();
+            if self.seen.get(&key) == Some(&etag) {
+                continue;
+            }
+            let event = object_created(&key, &etag);
+            let report = match ingest::handle_event(&self.registry, &event).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(key, error = %e, "ingest refused the event");
+                    continue;
+                }
+            };
+            let mut retry = false;
+            for outcome in report.results {
+                if let Outcome::Registered { model, version, .. } = &outcome {
+                    let (m, v) = (model.clone(), *version);
+                    events.push(WatchEvent::Ingest { outcome });
+                    self.after_registration(&m, v, &mut events).await;
+                } else {
+                    retry |= matches!(
+                        outcome,
+                        Outcome::Failed {
+                            retryable: true,
+                            ..
+                        }
+                    );
+                    events.push(WatchEvent::Ingest { outcome });
+                }
+            }
+            if !retry {
+                self.seen.insert(key, etag);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn after_registration(&self, model: &str, version: u64, events: &mut Vec<WatchEvent>) {
+        let key = layout::version(model, version);
+        let event = object_created(key.as_str(), "-");
+        let report = match pipeline::handle_event(&self.registry, &event).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(model, version, error = %e, "validate refused the event");
+                return;
+            }
+        };
+        for outcome in report.results {
+            let stage = matches!(
+                outcome,
+                ValidateOutcome::Validated {
+                    promote_to_staging: true,
+                    ..
+                }
+            );
+            events.push(WatchEvent::Validate { outcome });
+            if stage {
+                let req = PromoteRequest::Promote {
+                    model: model.into(),
+                    version,
+                    actor: VALIDATOR.into(),
+                    to: Stage::Staging,
+                    canary: None,
+                    blue_green: false,
+                    expect: ExpectAlias::Any,
+                };
+                let result = match self.promoter.apply(req).await {
+                    Ok(v) => v,
+                    Err(e) => json!({"error": e}),
+                };
+                events.push(WatchEvent::Staged {
+                    model: model.into(),
+                    version,
+                    result,
+                });
+            }
+        }
+    }
+}
+
+/// The EventBridge "Object Created" event S3 would send for `key`.
+pub fn object_created(key: &str, etag: &str) -> Value {
+    let now = crate::registry::now();
+    json!({
+        "version": "0",
+        "id": format!("local-{}", crate::webhook::new_request_id()),
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "000000000000",
+        "time": now,
+        "region": "local",
+        "resources": [format!("arn:aws:s3:::{LOCAL_BUCKET}")],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": LOCAL_BUCKET},
+            "object": {"key": encode_key(key), "etag": etag, "sequencer": now},
+            "reason": "PutObject"
+        }
+    })
+}
+
+/// Encodes a key as S3 does in events: `+` for space, `%XX` for reserved bytes.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Serves the webhook on `listener` until the process ends.
+pub async fn serve_http(listener: TcpListener, hook: Arc<Webhook>) {
+    let max = hook.auth().max_body_bytes;
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let hook = hook.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let hook = hook.clone();
+                    async move { Ok::<_, Infallible>(answer(&hook, req, peer, max).await) }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+    }
+}
+
+async fn answer(
+    hook: &Webhook,
+    req: hyper::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    max: usize,
+) -> hyper::Response<Full<Bytes>> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.to_string());
+    let mut r = HttpRequest::new(req.method().as_str(), &target);
+    for (name, value) in req.headers() {
+        if let Ok(v) = value.to_str() {
+            r = r.with_header(name.as_str(), v);
+        }
+    }
+    r.source_ip = Some(peer.ip().to_string());
+    // Read at most one byte past the limit: the webhook answers 413 for anything longer,
+    // and an oversized body is never held in memory whole.
+    let body = match Limited::new(req.into_body(), max + 1).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::from(vec![0u8; max + 1]),
+    };
+    let res = webhook::handle(hook, r.with_body(body)).await;
+    let mut out = hyper::Response::new(Full::new(res.body.clone()));
+    *out.status_mut() =
+        hyper::StatusCode::from_u16(res.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &res.headers {
+        if let (Ok(n), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(value),
+        ) {
+            out.headers_mut().append(n, v);
+        }
+    }
+    out
+}
+
+/// Runs the watcher every `every`, printing each step with `report`.
+pub async fn watch(mut watcher: Watcher, every: Duration, report: impl Fn(&WatchEvent)) {
+    loop {
+        match watcher.poll_once().await {
+            Ok(events) => events.iter().for_each(&report),
+            Err(e) => tracing::error!(error = %e, "watching incoming/ failed; retrying"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_as_s3_encodes_them_and_decode_back() {
+        for key in [
+            "incoming/bc/run 1 + été/manifest.json",
+            "incoming/a/b%c/manifest.json",
+        ] {
+            let enc = encode_key(key);
+            assert!(!enc.contains(' '), "{enc}");
+            assert_eq!(ingest::decode_key(&enc).unwrap(), key);
+        }
+        assert_eq!(encode_key("a b+c"), "a+b%2Bc");
+    }
+}

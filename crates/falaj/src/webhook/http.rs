@@ -1,0 +1,188 @@
+//! The transport-neutral request and response the webhook works on.
+//!
+//! Adapters build an [`HttpRequest`] from whatever carried it (an API Gateway or Function
+//! URL event in [`super::lambda`], a hyper request in `falaj serve`) and turn the
+//! [`HttpResponse`] back into the carrier's shape.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// An HTTP request, as the webhook sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// Method, upper-case (`GET`, `POST`).
+    pub method: String,
+    /// Path as sent (percent-encoded), without the query string.
+    pub path: String,
+    /// Query parameters, decoded, in order.
+    pub query: Vec<(String, String)>,
+    /// Headers with lower-cased names, in order; a repeated header appears once per value.
+    pub headers: Vec<(String, String)>,
+    /// The raw body: the exact bytes a signature covers.
+    pub body: Bytes,
+    /// The client's address, if the carrier knows it.
+    pub source_ip: Option<String>,
+    /// The carrier's request id (API Gateway's `requestContext.requestId`); one is made up
+    /// when absent.
+    pub request_id: Option<String>,
+}
+
+impl HttpRequest {
+    /// A request for `target`, a path with an optional `?query`.
+    pub fn new(method: &str, target: &str) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, parse_query(q)),
+            None => (target, Vec::new()),
+        };
+        Self {
+            method: method.to_ascii_uppercase(),
+            path: path.to_string(),
+            query,
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header (the name is lower-cased).
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of query parameter `name`.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP response; the body is always JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers with lower-cased names.
+    pub headers: Vec<(String, String)>,
+    /// JSON bytes.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// A JSON response.
+    pub fn json(status: u16, value: &Value) -> Self {
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        Self {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: Bytes::from(body),
+        }
+    }
+
+    /// The body parsed as JSON (`Value::Null` if it is not JSON, which `handle` never does).
+    pub fn json_body(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets header `name`, replacing any value it had.
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        let name = name.to_ascii_lowercase();
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value.into()));
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`); invalid escapes are
+/// kept as they are, invalid UTF-8 is replaced.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' if i + 2 < b.len()
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `a=1&b=x%20y` into decoded pairs; a parameter without `=` has an empty value.
+pub fn parse_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}
+
+/// Decodes standard base64 (with or without padding; whitespace ignored).
+pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    fn val(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let clean: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let data = match clean.iter().position(|&c| c == b'=') {
+        Some(p) => {
+            if clean[p..].iter().any(|&c| c != b'=') || clean.len() - p > 2 {
+                return Err("padding in the middle of the data".into());
+            }
+            &clean[..p]
+        }
+        None => &clean[..],
+    };
+    if data.len() % 4 == 1 {
+        return Err("truncated data".into());
+    }
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    for chunk in data.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = val(c).ok_or_else(|| format!("invalid character {:?}", c as char))?;
+            acc |= v << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Ok(out)
+}
