@@ -32,8 +32,12 @@ type Result<T, E = PromotionError> = std::result::Result<T, E>;
 /// The canary alias of production.
 pub const CHALLENGER: &str = "challenger";
 
-/// `deployments/<env>/<model>.json`.
+/// `deployments/<env>/<model>.json`; `production` is spelled `prod` there, as the fleet reads it.
 pub fn deployment_key(env: &str, model: &str) -> StoreKey {
+    let env: &str = match Stage::for_env(env) {
+        Some(stage) => stage.env(),
+        None => env,
+    };
     StoreKey::new(format!("deployments/{env}/{model}.json")).expect("validated env and model")
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
+use falaj::Registry;
 use falaj::deploy::DeployKey;
 use falaj::promotion;
 use falaj::store::{Precondition, list_all};
@@ -20,7 +21,6 @@ use falaj::webhook::{
     self, ExpectAlias, HttpRequest, HttpResponse, LocalPromoter, PromoteError, PromoteRequest,
     Promoter, Webhook, WebhookAuth, apply_promote_request, handle, invoke,
 };
-use falaj::{Registry, registry};
 use falaj_core::StoreKey;
 use falaj_core::promotion::{Role, Stage};
 use gates_fixtures::*;
@@ -875,6 +875,8 @@ async fn a_replayed_signature_is_refused_and_writes_nothing() {
     assert!(before.contains_key(&claim), "{claim}");
     let claimed: Value = serde_json::from_slice(&before[&claim]).unwrap();
     assert_eq!(claimed["identity"], CI);
+    assert_eq!(claimed["timestamp"], (NOW + 1).to_string());
+    assert!(claimed["request_id"].is_string(), "{claimed}");
     assert_eq!(claimed["path"], "/v1/models/bc/versions");
 
     let got = t.call(req.clone()).await;
@@ -1548,5 +1550,68 @@ fn the_handler_future_is_send() {
         assert_send(invoke(w, Value::Null));
     }
     let _ = check;
-    let _ = registry::now;
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn every_request_is_logged_with_its_id_route_identity_and_status() {
+    let t = setup().await;
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut req = bearer("GET", "/v1/models/bc/versions/1", "", "eve");
+    req.request_id = Some("req-42".into());
+    assert_eq!(t.call(req).await.0, 404);
+    let (s, _, r) = t
+        .call(signed_at(
+            "POST",
+            "/v1/models/bc/versions",
+            "{",
+            CI,
+            "wrong-secret-0123456789",
+            NOW,
+        ))
+        .await;
+    assert_eq!(s, 401);
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &Value| l["fields"]["message"] == "webhook request")
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let f = &lines[0]["fields"];
+    assert_eq!(f["request_id"], "req-42");
+    assert_eq!(f["route"], "/v1/models/{m}/versions/{v}");
+    assert_eq!(f["identity"], "eve");
+    assert_eq!(f["status"], 404);
+    assert_eq!(f["code"], "not_found");
+    let f = &lines[1]["fields"];
+    assert_eq!(f["request_id"].as_str(), r.header("x-request-id"));
+    assert_eq!(
+        (f["identity"].as_str(), f["status"].as_u64()),
+        (Some("-"), Some(401))
+    );
+    assert_eq!(f["code"], "signature_mismatch");
+    assert!(
+        !text.contains(CI_SECRET) && !text.contains(token("eve")),
+        "no secrets in logs"
+    );
 }

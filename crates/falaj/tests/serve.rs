@@ -1,0 +1,268 @@
+//! `falaj serve`, the embedded default: the real CLI binary, real HTTP on loopback. An upload
+//! into `incoming/` becomes a registered, validated, staged version with no other command;
+//! approvals and the production promotion then go through the webhook API over HTTP.
+
+mod gates_fixtures;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use falaj::store::Precondition;
+use falaj_core::StoreKey;
+use gates_fixtures::*;
+use serde_json::{Value, json};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; the status and the JSON body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn bearer(token: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("Authorization", format!("Bearer {token}")),
+        ("Content-Type", "application/json".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_is_registered_validated_and_staged_without_any_other_command() {
+    let e = env().await;
+    create(&e.reg, "bc").await;
+    let policy = std::fs::read_to_string(policy_fixture("breast_cancer.toml")).unwrap()
+        + "\n[holdout]\nkey = \"datasets/bc/holdout.csv\"\n";
+    let policy = policy.replace("[promotion]\n", "[promotion]\nauto_staging = true\n");
+    falaj::promotion::set_policy(&e.reg, "bc", "gates.toml", &policy, "mel")
+        .await
+        .unwrap();
+    let put = |k: &str, b: Vec<u8>| {
+        let reg = &e.reg;
+        let k = StoreKey::new(k).unwrap();
+        async move {
+            reg.store()
+                .put(&k, Bytes::from(b), Precondition::None)
+                .await
+                .unwrap()
+        }
+    };
+    put(
+        "datasets/bc/holdout.csv",
+        std::fs::read(dataset("breast_cancer.csv")).unwrap(),
+    )
+    .await;
+
+    let tokens = [
+        ("ann", "ann-token-0123456789"),
+        ("bob", "bob-token-0123456789"),
+        ("mel", "mel-token-0123456789"),
+    ];
+    let ci_secret = "ci-secret-0123456789abcdef";
+    let config = json!({
+        "ci": [{"identity": "mel", "secret": ci_secret}],
+        "tokens": tokens.iter().map(|(w, t)| json!({"identity": w, "sha256": falaj::webhook::token_digest(t)})).collect::<Vec<_>>(),
+    });
+    let cfg = e.dir.path().join("webhook.json");
+    std::fs::write(&cfg, config.to_string()).unwrap();
+    let store = format!("dir://{}", e.dir.path().join("store").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_falaj"))
+        .args([
+            "--store",
+            &store,
+            "--json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-ms",
+            "100",
+        ])
+        .arg("--webhook-config")
+        .arg(&cfg)
+        .env("FALAJ_SIGNING_KEY", e.dir.path().join("signing.key"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let server = Server(child);
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let addr = first["listening"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let (code, _) = http(&addr, "GET", "/v1/health", &[], b"");
+    assert_eq!(code, 200);
+
+    // The trainer's upload: model first, manifest last. Nothing else is run.
+    let fitted = breast_cancer();
+    let mut manifest = fitted.manifest.clone();
+    manifest.model = "bc".into();
+    put("incoming/bc/run 1/model.onnx", fitted.onnx.clone()).await;
+    put(
+        "incoming/bc/run 1/manifest.json",
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await;
+    let mut steps = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !steps.iter().any(|s: &Value| s["step"] == "staged") {
+        assert!(
+            Instant::now() < deadline,
+            "no staging after the upload; steps so far: {steps:?}"
+        );
+        let line = lines.next().expect("serve is running").unwrap();
+        steps.push(serde_json::from_str(&line).unwrap());
+    }
+    assert_eq!(steps[0]["step"], "ingest", "{steps:?}");
+    assert_eq!(steps[0]["outcome"], "registered", "{steps:?}");
+    assert_eq!(steps[1]["step"], "validate", "{steps:?}");
+    assert_eq!(steps[1]["passed"], true, "{steps:?}");
+    assert!(steps[2]["result"].get("error").is_none(), "{steps:?}");
+    let v = e.reg.version("bc", 1).await.unwrap();
+    assert_eq!(v.author, falaj::ingest::INGEST_ACTOR);
+    assert!(
+        falaj::gates::latest_report(&e.reg, "bc", 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .passed
+    );
+    assert_eq!(
+        e.reg
+            .alias("bc", "staging")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .version,
+        Some(1)
+    );
+
+    // Approvals and the production promotion through the webhook over HTTP.
+    let body = br#"{"to":"production"}"#;
+    let (code, err) = http(
+        &addr,
+        "POST",
+        "/v1/models/bc/versions/1/promote",
+        &bearer(tokens[2].1),
+        body,
+    );
+    assert_eq!(code, 422, "production needs two approvals first: {err}");
+    for (_, t) in &tokens[..2] {
+        let (code, b) = http(
+            &addr,
+            "POST",
+            "/v1/models/bc/versions/1/approvals",
+            &bearer(t),
+            body,
+        );
+        assert!(code == 200 || code == 201, "{code} {b}");
+    }
+    let (code, b) = http(
+        &addr,
+        "POST",
+        "/v1/models/bc/versions/1/promote",
+        &bearer(tokens[2].1),
+        body,
+    );
+    assert!(code == 200 || code == 201, "{code} {b}");
+    assert_eq!(
+        e.reg
+            .alias("bc", "production")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .version,
+        Some(1)
+    );
+
+    // A signed CI request (mel holds ml-engineer, not approver: 403), then the same bytes
+    // replayed: refused as a replay before anything else is looked at.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signed_body = br#"{"to":"production","nonce":"ci-run-42"}"#;
+    let signed = vec![
+        ("X-Falaj-Identity", "mel".to_string()),
+        ("X-Falaj-Timestamp", ts.to_string()),
+        (
+            "X-Hub-Signature-256",
+            falaj::webhook::sign(ci_secret, ts, signed_body),
+        ),
+        ("Content-Type", "application/json".to_string()),
+    ];
+    let (code, b) = http(
+        &addr,
+        "POST",
+        "/v1/models/bc/versions/1/approvals",
+        &signed,
+        signed_body,
+    );
+    assert_eq!(code, 403, "{b}");
+    let (code, b) = http(
+        &addr,
+        "POST",
+        "/v1/models/bc/versions/1/approvals",
+        &signed,
+        signed_body,
+    );
+    assert_eq!(code, 409, "a replayed signature is refused: {b}");
+    let mut forged = signed.clone();
+    forged[2].1 = falaj::webhook::sign("not-the-secret-0123456789", ts, signed_body);
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/v1/models/bc/versions/1/approvals",
+        &forged,
+        signed_body,
+    );
+    assert_eq!(code, 401);
+    // An oversized body is refused before it is read whole.
+    let big = vec![b'x'; 2 << 20];
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/v1/models/bc/versions/1/approvals",
+        &bearer(tokens[0].1),
+        &big,
+    );
+    assert_eq!(code, 413);
+    drop(server);
+    assert!(e.reg.verify_audit("bc").await.unwrap().is_empty());
+}
