@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every Lambda function as a `bootstrap` zip for the provided.al2023 runtime, into
-# dist/lambda/<verb>.zip, which terraform/modules/functions consumes (var.package_dir).
+# dist/lambda/<verb>.zip (x86_64) and dist/lambda/arm64/<verb>.zip, which
+# terraform/modules/functions consumes (var.lambda_dist_dir, var.architecture).
 #
 #   scripts/package-functions.sh            # x86_64 (static musl); arm64 too if a linker exists
 #   FALAJ_ARCHES="x86_64" scripts/package-functions.sh
@@ -38,13 +39,14 @@ for arch in $arches; do
   for v in $verbs; do pkgs+=(-p "falaj-fn-$v"); done
   echo "building ${verbs} for $target (release, static)"
   cargo build --release --locked --target "$target" "${pkgs[@]}"
-  suffix=""; [ "$arch" = aarch64 ] && suffix="-arm64"
+  dir=$out; [ "$arch" = aarch64 ] && dir=$out/arm64
+  mkdir -p "$dir"
   for v in $verbs; do
     bin=target/$target/release/falaj-fn-$v
     stage=$(mktemp -d)
     cp "$bin" "$stage/bootstrap"
     chmod 755 "$stage/bootstrap"
-    zipfile=$out/$v$suffix.zip
+    zipfile=$dir/$v.zip
     rm -f "$zipfile"
     if command -v zip >/dev/null; then
       (cd "$stage" && zip -q -X "$root/$zipfile" bootstrap)

@@ -48,9 +48,9 @@ variable "lambda_dist_dir" {
 }
 
 variable "architecture" {
-  description = "CPU architecture the zips were built for (cargo lambda build --arm64 or --x86-64)."
+  description = "CPU architecture the zips were built for: scripts/package-functions.sh writes x86_64 zips to dist/lambda/ and arm64 zips to dist/lambda/arm64/."
   type        = string
-  default     = "arm64"
+  default     = "x86_64"
 
   validation {
     condition     = contains(["arm64", "x86_64"], var.architecture)
