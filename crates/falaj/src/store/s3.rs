@@ -34,6 +34,27 @@ pub struct S3Store {
     uri: String,
     region: String,
     endpoint: String,
+    /// `FALAJ_AUDIT_RETENTION_DAYS`: audit events are written under Object Lock in
+    /// compliance mode for this many days (the registry bucket policy in Terraform refuses
+    /// audit writes without it).
+    audit_lock_days: Option<u32>,
+}
+
+/// Reads `FALAJ_AUDIT_RETENTION_DAYS` (unset or empty: no Object Lock headers).
+fn audit_lock_days() -> Result<Option<u32>, StoreError> {
+    match std::env::var("FALAJ_AUDIT_RETENTION_DAYS") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| *d > 0)
+            .map(Some)
+            .ok_or_else(|| StoreError::InvalidUri {
+                uri: format!("FALAJ_AUDIT_RETENTION_DAYS={v}"),
+                reason: "expected a whole number of days above 0".into(),
+            }),
+        _ => Ok(None),
+    }
 }
 
 fn status_of<E, R: HttpStatus>(e: &SdkError<E, R>) -> Option<u16> {
@@ -134,6 +155,7 @@ impl S3Store {
             uri,
             region: bucket_region,
             endpoint: endpoint_name,
+            audit_lock_days: audit_lock_days()?,
         };
         store.probe_conditional_writes().await?;
         Ok(store)
@@ -436,6 +458,17 @@ impl Store for S3Store {
             Precondition::IfAbsent => req.if_none_match("*"),
             Precondition::IfMatch(e) => req.if_match(e.0.clone()),
         };
+        if let Some(days) = self
+            .audit_lock_days
+            .filter(|_| key.as_str().starts_with("audit/"))
+        {
+            let until = std::time::SystemTime::now()
+                + std::time::Duration::from_secs(u64::from(days) * 86_400);
+            req = req
+                .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from(until))
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256);
+        }
         match req.send().await {
             Ok(r) => Ok(ETag(r.e_tag().unwrap_or_default().to_string())),
             Err(e) if matches!(status_of(&e), Some(412) | Some(409)) => {
