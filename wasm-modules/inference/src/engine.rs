@@ -1,0 +1,347 @@
+//! The model of one instance: read from the model directory, checked, optimised by tract once.
+//!
+//! The directory (`/model` unless `FALAJ_MODEL_DIR` says otherwise) holds:
+//!
+//! | file            | required | what                                                        |
+//! | --------------- | -------- | ----------------------------------------------------------- |
+//! | `model.onnx`    | yes      | the artifact; its sha256 is computed here at load           |
+//! | `manifest.json` | no       | `falaj_core::TrainingManifest`: features, task, classes,    |
+//! |                 |          | standardisation                                             |
+//! | `version.json`  | no       | `falaj_core::ModelVersion`, the registry's                  |
+//! |                 |          | `models/<name>/versions/<n>.json` as it is                   |
+//!
+//! With `version.json` present, the model's digest (and the manifest's, where the record has
+//! one) must match the record, or the instance refuses to serve: the edge host writes the
+//! record beside the artifacts it verified, and a mismatch means the directory was changed
+//! behind its back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use falaj_core::manifest::{Task, TrainingManifest};
+use falaj_core::onnx::{OnnxSummary, summarize};
+use falaj_core::version::ModelVersion;
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use crate::preprocess::Preprocess;
+
+/// Where the model directory is mounted unless `FALAJ_MODEL_DIR` is set.
+pub const DEFAULT_MODEL_DIR: &str = "/model";
+/// The artifact.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The training manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The registry's version record.
+pub const VERSION_FILE: &str = "version.json";
+/// Rows given to tract in one run: bounds the memory of one call whatever the batch size.
+pub const CHUNK_ROWS: usize = 512;
+/// What runs the model, as reported by `/metadata`.
+pub const RUNTIME: &str = "tract-onnx 0.23";
+
+/// The model directory this instance reads.
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("FALAJ_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR))
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// A model that could not be loaded: the instance answers 503 with this message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError(pub String);
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// How the instance got its model, for `/metadata` (proof that it loads once).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadInfo {
+    /// Wall-clock time the load finished, milliseconds since the Unix epoch.
+    pub loaded_at_unix_ms: u64,
+    /// Time spent reading, hashing, parsing and optimising, milliseconds.
+    pub load_ms: f64,
+}
+
+/// One loaded, optimised model.
+pub struct Engine {
+    plan: Arc<TypedRunnableModel>,
+    /// Features per row.
+    pub n_features: usize,
+    /// Values per output row.
+    pub n_outputs: usize,
+    /// `sha256:<hex>` of `model.onnx`.
+    pub digest: String,
+    /// Size of `model.onnx` in bytes.
+    pub size: u64,
+    /// `sha256:<hex>` of `manifest.json`, when there is one.
+    pub manifest_digest: Option<String>,
+    /// The training manifest, when there is one.
+    pub manifest: Option<TrainingManifest>,
+    /// The registry's version record, when there is one.
+    pub version: Option<ModelVersion>,
+    /// What the ONNX file declares (format, signature, operators).
+    pub summary: OnnxSummary,
+    /// Standardisation the component applies itself (none when the graph has it folded in).
+    pub preprocess: Preprocess,
+    /// Load timing.
+    pub info: LoadInfo,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.model_name())
+            .field("digest", &self.digest)
+            .field("n_features", &self.n_features)
+            .field("n_outputs", &self.n_outputs)
+            .finish()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|e| LoadError(format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, LoadError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LoadError(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+/// The fixed width of dimension `axis` of the first input, if the file declares one.
+fn declared_dim(summary: &OnnxSummary, input: bool, axis: usize) -> Option<usize> {
+    let specs = if input {
+        &summary.signature.inputs
+    } else {
+        &summary.signature.outputs
+    };
+    specs.first()?.shape.get(axis)?.parse().ok()
+}
+
+impl Engine {
+    /// Loads the model directory: reads and hashes the files, checks them against each other
+    /// and against `version.json`, then has tract parse, type and optimise the graph for
+    /// `[batch, n_features]` f32 input, and runs one row to be sure it can.
+    pub fn load(dir: &Path) -> Result<Self, LoadError> {
+        let started = Instant::now();
+        let bytes = read(&dir.join(MODEL_FILE))?;
+        let digest = sha256(&bytes);
+        let summary = summarize(&bytes)
+            .map_err(|e| LoadError(format!("{}: {e}", dir.join(MODEL_FILE).display())))?;
+
+        let manifest_bytes = read_optional(&dir.join(MANIFEST_FILE))?;
+        let manifest_digest = manifest_bytes.as_deref().map(sha256);
+        let manifest: Option<TrainingManifest> = manifest_bytes
+            .as_deref()
+            .map(serde_json::from_slice)
+            .transpose()
+            .map_err(|e| {
+                LoadError(format!(
+                    "{} is not a training manifest: {e}",
+                    dir.join(MANIFEST_FILE).display()
+                ))
+            })?;
+        let version: Option<ModelVersion> = read_optional(&dir.join(VERSION_FILE))?
+            .as_deref()
+            .map(serde_json::from_slice)
+            .transpose()
+            .map_err(|e| {
+                LoadError(format!(
+                    "{} is not a model version record: {e}",
+                    dir.join(VERSION_FILE).display()
+                ))
+            })?;
+
+        if let Some(v) = &version {
+            if v.digest != digest {
+                return Err(LoadError(format!(
+                    "model.onnx has digest {digest} but version.json (model {} version {}) \
+                     records {}; refusing to serve an artifact that is not the registered one",
+                    v.model, v.version, v.digest
+                )));
+            }
+            if let (Some(want), Some(got)) = (&v.manifest_digest, &manifest_digest)
+                && want != got
+            {
+                return Err(LoadError(format!(
+                    "manifest.json has digest {got} but version.json records {want}"
+                )));
+            }
+            if let Some(m) = &manifest
+                && !m.model.is_empty()
+                && m.model != v.model
+            {
+                return Err(LoadError(format!(
+                    "manifest.json is for model {:?} but version.json for {:?}",
+                    m.model, v.model
+                )));
+            }
+        }
+
+        let declared = declared_dim(&summary, true, 1);
+        let n_features = match (&manifest, declared) {
+            (Some(m), Some(d)) if !m.features.is_empty() && m.features.len() != d => {
+                return Err(LoadError(format!(
+                    "manifest.json lists {} features but the model's input takes {d}",
+                    m.features.len()
+                )));
+            }
+            (Some(m), _) if !m.features.is_empty() => m.features.len(),
+            (_, Some(d)) => d,
+            _ => {
+                return Err(LoadError(
+                    "cannot tell how many features a row has: the model's input has no fixed \
+                     second dimension and there is no manifest.json listing the features"
+                        .into(),
+                ));
+            }
+        };
+        if n_features == 0 {
+            return Err(LoadError("the model takes zero features".into()));
+        }
+        let preprocess = Preprocess::from_manifest(manifest.as_ref(), n_features)?;
+
+        let plan = (|| -> TractResult<Arc<TypedRunnableModel>> {
+            let model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+            let batch = model.symbols.sym("N");
+            model
+                .with_input_fact(0, f32::fact([batch.to_dim(), n_features.to_dim()]).into())?
+                .into_optimized()?
+                .into_runnable()
+        })()
+        .map_err(|e| LoadError(format!("tract cannot load the model: {e:#}")))?;
+
+        let mut engine = Self {
+            plan,
+            n_features,
+            n_outputs: 0,
+            digest,
+            size: bytes.len() as u64,
+            manifest_digest,
+            manifest,
+            version,
+            summary,
+            preprocess,
+            info: LoadInfo {
+                loaded_at_unix_ms: 0,
+                load_ms: 0.0,
+            },
+        };
+        // A model that loads but cannot run a row is just as unusable: find out now.
+        let out = engine
+            .run(&vec![0.0; n_features], 1)
+            .map_err(|e| LoadError(format!("the model cannot run one row of zeros: {e}")))?;
+        engine.n_outputs = out.len();
+        engine.info = LoadInfo {
+            loaded_at_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        };
+        Ok(engine)
+    }
+
+    /// Model name: from the version record, else the manifest, else `unregistered`.
+    pub fn model_name(&self) -> &str {
+        if let Some(v) = &self.version {
+            return &v.model;
+        }
+        match &self.manifest {
+            Some(m) if !m.model.is_empty() => &m.model,
+            _ => "unregistered",
+        }
+    }
+
+    /// Semantic version: from the version record, else the manifest.
+    pub fn semver(&self) -> Option<&str> {
+        self.version
+            .as_ref()
+            .map(|v| v.semver.as_str())
+            .or_else(|| self.manifest.as_ref().and_then(|m| m.semver.as_deref()))
+    }
+
+    /// The task, when the manifest says.
+    pub fn task(&self) -> Option<Task> {
+        self.manifest.as_ref().map(|m| m.task)
+    }
+
+    /// Feature names in input order (empty without a manifest).
+    pub fn features(&self) -> &[String] {
+        self.manifest
+            .as_ref()
+            .map_or(&[], |m| m.features.as_slice())
+    }
+
+    /// Class labels in output order (empty without a manifest).
+    pub fn classes(&self) -> &[String] {
+        self.manifest.as_ref().map_or(&[], |m| m.classes.as_slice())
+    }
+
+    /// Runs `rows` rows of raw features (row-major, already validated) through preprocessing
+    /// and the model; returns the outputs row-major, `n_outputs` per row.
+    pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, String> {
+        if x.len() != rows * self.n_features {
+            return Err(format!(
+                "{} values for {rows} rows of {} features",
+                x.len(),
+                self.n_features
+            ));
+        }
+        let out = if self.preprocess.is_identity() {
+            self.run(x, rows)?
+        } else {
+            self.run(&self.preprocess.apply(x), rows)?
+        };
+        if out.len() != rows * self.n_outputs {
+            return Err(format!(
+                "the model returned {} values for {rows} rows of {} outputs",
+                out.len(),
+                self.n_outputs
+            ));
+        }
+        Ok(out)
+    }
+
+    fn run(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, String> {
+        let n = self.n_features;
+        let mut out = Vec::new();
+        for start in (0..rows).step_by(CHUNK_ROWS) {
+            let k = CHUNK_ROWS.min(rows - start);
+            let chunk = &x[start * n..(start + k) * n];
+            let vals = (|| -> TractResult<Vec<f32>> {
+                let input = Tensor::from_shape(&[k, n], chunk)?;
+                let res = self.plan.run(tvec!(input.into()))?;
+                let view = res[0].to_plain_array_view::<f32>()?;
+                Ok(view.iter().copied().collect())
+            })()
+            .map_err(|e| format!("running the model failed: {e:#}"))?;
+            if vals.is_empty() || !vals.len().is_multiple_of(k) {
+                return Err(format!(
+                    "the model returned {} values for {k} rows",
+                    vals.len()
+                ));
+            }
+            out.extend(vals);
+        }
+        Ok(out)
+    }
+}
