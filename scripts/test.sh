@@ -42,8 +42,11 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "falaj-core builds for wasm32-wasip2"
 cargo build --quiet -p falaj-core --target wasm32-wasip2
 
+step "cargo build --workspace --bins (the function tests run the real binaries)"
+cargo build --quiet --workspace --bins
+
 step "cargo test --workspace"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 step "residency check of terraform/"
 cargo run --quiet -p falaj -- residency check terraform/

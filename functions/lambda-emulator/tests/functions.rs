@@ -26,7 +26,7 @@ fn binary(name: &str) -> PathBuf {
     let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is not built: run `cargo build -p {name}` (or `cargo test --workspace`, which builds every function first)",
+        "{} is not built: run `cargo build -p {name}` (`scripts/test.sh` builds every function binary before `cargo test --workspace`)",
         bin.display()
     );
     bin
