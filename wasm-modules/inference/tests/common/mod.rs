@@ -400,7 +400,8 @@ pub fn request(
 }
 
 /// Sends raw request bytes (for bodies that lie about their length or are chunked), ignoring
-/// write errors (the server may answer and close before it has read everything), then reads.
+/// write errors (the server may answer before it has read everything), then reads. It does not
+/// half-close: a FIN before the declared body is complete may end the request early.
 pub fn request_raw(port: u16, head: &str, chunks: &mut dyn Iterator<Item = Vec<u8>>) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
@@ -410,7 +411,6 @@ pub fn request_raw(port: u16, head: &str, chunks: &mut dyn Iterator<Item = Vec<u
             break;
         }
     }
-    let _ = s.shutdown(std::net::Shutdown::Write);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     parse_response(&raw)
