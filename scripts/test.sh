@@ -35,12 +35,16 @@ echo "moto_server at $FALAJ_TEST_S3_ENDPOINT"
 
 step "cargo fmt --check"
 cargo fmt --all --check
+(cd wasm-modules/inference && cargo fmt --check)
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "falaj-core builds for wasm32-wasip2"
 cargo build --quiet -p falaj-core --target wasm32-wasip2
+
+step "inference component (wasm32-wasip2, release, SIMD): falaj-edge's tests serve it"
+bash scripts/wasm-component.sh
 
 step "cargo build --workspace --bins (the function tests run the real binaries)"
 cargo build --quiet --workspace --bins

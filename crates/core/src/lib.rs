@@ -14,6 +14,7 @@ pub mod onnx;
 pub mod policy;
 pub mod promotion;
 pub mod residency;
+pub mod sketch;
 pub mod version;
 
 pub use audit::{AuditEvent, AuditProblem, verify_chain};

@@ -55,10 +55,42 @@ async fn read_body(req: Request) -> Result<Vec<u8>, Reply> {
     Ok(buf)
 }
 
+/// Sandbox drills for hosts that test their limits (falaj-edge's tests): only when the host
+/// sets `FALAJ_FAULTS=1` in the instance's environment, `POST /__fault/trap` panics (a trap),
+/// `/__fault/loop` never returns, and `/__fault/balloon` allocates until memory runs out. A
+/// host that does not set the variable gets a 404 for these paths like any unknown route.
+fn fault(path: &str) -> Option<Reply> {
+    let drill = path.strip_prefix("/__fault/")?;
+    if std::env::var("FALAJ_FAULTS").as_deref() != Ok("1") {
+        return None;
+    }
+    match drill {
+        "trap" => panic!("fault drill: trap requested"),
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "balloon" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                // Touch every page so the memory is really committed, 8 MiB at a time.
+                hoard.push(vec![1u8; 8 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        _ => None,
+    }
+}
+
 #[http_service]
 async fn handle(req: Request) -> impl IntoResponse {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
+    if let Some(reply) = fault(&path) {
+        return respond(reply);
+    }
     let content_type = req
         .headers()
         .get("content-type")

@@ -1,0 +1,280 @@
+//! `falaj-edge`: serve the models deployed to one environment, from the WASM component.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use falaj::store::{self, OpenOptions};
+use falaj_core::promotion::Stage;
+use falaj_edge::fleet::{Fleet, pull_loop};
+use falaj_edge::metrics::{Metrics, Sketches};
+use falaj_edge::runtime::{EdgeEngine, Limits};
+use falaj_edge::server::{Node, serve};
+
+/// Serves every model deployed to one environment, each version in a wasmtime sandbox.
+///
+/// The node pulls `deployments/<env>/<model>.json` from the store every --poll-ms, verifies
+/// the ed25519 signature and every artifact digest, stages the files in --cache, warms the
+/// new version up and swaps it in atomically; on any failure the last good version keeps
+/// serving. Models answer at POST /v1/models/<name>/predict (JSON rows or raw f32);
+/// GET /v1/models, /health and /metrics (Prometheus) describe the node. Input sketches go to
+/// telemetry/<env>/<node>/ every --sketch-secs for drift detection.
+///
+/// Example, on the embedded default store after `falaj promote` to staging:
+///
+///   scripts/wasm-component.sh
+///   falaj-edge --env staging --listen 127.0.0.1:8090
+///   curl -d '{"inputs": [[5.1, 3.5, 1.4, 0.2]]}' localhost:8090/v1/models/iris/predict
+#[derive(Debug, Parser)]
+#[command(name = "falaj-edge", version, verbatim_doc_comment)]
+struct Args {
+    /// Store to pull from: dir://PATH or s3://BUCKET[/PREFIX].
+    #[arg(long, env = "FALAJ_STORE", default_value = store::DEFAULT_STORE)]
+    store: String,
+    /// Environment to serve (`prod`/`production`, `staging`, or any name deployments use).
+    #[arg(long, env = "FALAJ_ENV", default_value = "prod")]
+    env: String,
+    /// Address to serve HTTP on (port 0 picks a free one; the startup line says which).
+    #[arg(long, env = "FALAJ_EDGE_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// The inference component (.wasm), built by scripts/wasm-component.sh.
+    #[arg(
+        long,
+        env = "FALAJ_EDGE_COMPONENT",
+        default_value = "target/wasm/falaj-inference.wasm"
+    )]
+    component: PathBuf,
+    /// Node cache: compiled component, staged versions, last good manifests.
+    #[arg(long, env = "FALAJ_EDGE_CACHE", default_value = ".falaj-edge")]
+    cache: PathBuf,
+    /// Where compiled components are kept (default: <cache>/components). Nodes on one
+    /// machine may share it: entries are named by component digest and engine hash.
+    #[arg(long, env = "FALAJ_EDGE_CODE_CACHE")]
+    code_cache: Option<PathBuf>,
+    /// This node's name in telemetry keys and metrics (default: the host name).
+    #[arg(long, env = "FALAJ_EDGE_NODE")]
+    node: Option<String>,
+    /// Trusted deployment public key, 64 hex digits. Without it (or --trust-key-file) the
+    /// node trusts keys/deploy.pub from the store at start-up and says so: pin the key in
+    /// production, so that write access to the store is not enough to deploy.
+    #[arg(long, env = "FALAJ_TRUST_KEY")]
+    trust_key: Option<String>,
+    /// File holding the trusted public key (64 hex digits, or keys/deploy.pub's JSON).
+    #[arg(long, env = "FALAJ_TRUST_KEY_FILE", conflicts_with = "trust_key")]
+    trust_key_file: Option<PathBuf>,
+    /// How often to look for changed deployments, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    poll_ms: u64,
+    /// How often to write input sketches, seconds.
+    #[arg(long, default_value_t = 60)]
+    sketch_secs: u64,
+    /// Linear-memory cap per instance, MiB.
+    #[arg(long, default_value_t = 512)]
+    memory_mb: usize,
+    /// Deadline per request inside the component, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    deadline_ms: u64,
+    /// Requests one model version runs at once.
+    #[arg(long, default_value_t = 4)]
+    max_concurrent: usize,
+    /// Instances on the node at once (pooling allocator slots).
+    #[arg(long, default_value_t = 64)]
+    max_instances: u32,
+    /// Give instances FALAJ_FAULTS=1 (the component's trap/loop/balloon drills). Tests only.
+    #[arg(long, hide = true)]
+    fault_drills: bool,
+    /// Compile the component into the code cache, print what was done as JSON, and exit
+    /// (no store needed): a node image can ship with its code cache warm.
+    #[arg(long)]
+    precompile: bool,
+    /// Logs as JSON lines (CloudWatch), else human-readable.
+    #[arg(long)]
+    json_logs: bool,
+}
+
+fn trusted_key(args: &Args) -> Result<Option<ed25519_dalek::VerifyingKey>> {
+    let text = match (&args.trust_key, &args.trust_key_file) {
+        (Some(k), _) => k.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the trusted key {}", path.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let hex = match serde_json::from_str::<falaj::deploy::PublishedKey>(&text) {
+        Ok(p) => p.public_key,
+        Err(_) => text.trim().to_owned(),
+    };
+    Ok(Some(
+        falaj_core::deployment::public_key_from_hex(&hex).context("the trusted key")?,
+    ))
+}
+
+fn limits(args: &Args) -> Limits {
+    Limits {
+        memory_bytes: args.memory_mb << 20,
+        deadline: Duration::from_millis(args.deadline_ms.max(1)),
+        max_concurrent: args.max_concurrent.max(1),
+        max_instances: args.max_instances.max(1),
+        fault_drills: args.fault_drills,
+        ..Limits::default()
+    }
+}
+
+fn code_cache(args: &Args) -> PathBuf {
+    args.code_cache
+        .clone()
+        .unwrap_or_else(|| args.cache.join("components"))
+}
+
+fn check_component(args: &Args) -> Result<()> {
+    if !args.component.exists() {
+        bail!(
+            "the inference component {} does not exist: build it with scripts/wasm-component.sh, or pass --component",
+            args.component.display()
+        );
+    }
+    Ok(())
+}
+
+fn precompile(args: &Args) -> Result<()> {
+    check_component(args)?;
+    let engine = EdgeEngine::new(limits(args))?;
+    let loaded = engine.load_component(&args.component, &code_cache(args))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "component": loaded.digest,
+            "from_cache": loaded.from_cache,
+            "ms": loaded.load_time.as_millis() as u64,
+            "code_cache": code_cache(args).display().to_string(),
+        })
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if args.json_logs {
+        falaj::function::init_json_logs();
+    } else {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("FALAJ_LOG")
+                    .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    if let Err(e) = run(args).await {
+        eprintln!("falaj-edge: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    if args.precompile {
+        return precompile(&args);
+    }
+    let env = Stage::for_env(&args.env).map_or(args.env.clone(), |s| s.env().to_owned());
+    if env.is_empty() || env.contains('/') {
+        bail!("--env {:?} is not an environment name", args.env);
+    }
+    let node_name = args
+        .node
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .unwrap_or_else(|| "edge".into());
+    let store = store::open(&args.store, &OpenOptions::default())
+        .await
+        .with_context(|| format!("opening the store {}", args.store))?;
+    let trusted = match trusted_key(&args)? {
+        Some(k) => k,
+        None => {
+            let reg = falaj::Registry::new(store.clone());
+            let k = falaj::deploy::trusted_key(&reg).await?.with_context(|| {
+                "no trusted key: pass --trust-key (or --trust-key-file), or publish one with a first `falaj promote` (keys/deploy.pub)"
+            })?;
+            tracing::warn!(
+                key_id = %falaj_core::deployment::key_id(&k),
+                "trusting the deployment key published in the store (keys/deploy.pub); pin it with --trust-key in production"
+            );
+            k
+        }
+    };
+    check_component(&args)?;
+    let engine = Arc::new(EdgeEngine::new(limits(&args))?);
+    let loaded = engine.load_component(&args.component, &code_cache(&args))?;
+    tracing::info!(
+        component = %args.component.display(),
+        digest = %loaded.digest,
+        from_cache = loaded.from_cache,
+        load_ms = loaded.load_time.as_millis() as u64,
+        "component ready"
+    );
+    let fleet = Arc::new(Fleet::new(
+        store.clone(),
+        &env,
+        trusted,
+        &args.cache,
+        engine,
+        loaded.component.clone(),
+    ));
+    let restored = fleet.restore().await;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let node = Arc::new(Node {
+        fleet: fleet.clone(),
+        metrics: Metrics::default(),
+        sketches: Sketches::new(&env, &node_name),
+        node: node_name.clone(),
+        fault_drills: args.fault_drills,
+    });
+    println!(
+        "{}",
+        serde_json::json!({
+            "listening": addr.to_string(),
+            "env": env,
+            "node": node_name,
+            "store": args.store,
+            "component": loaded.digest,
+            "component_from_cache": loaded.from_cache,
+            "restored": restored,
+        })
+    );
+    tokio::spawn(serve(listener, node.clone()));
+    tokio::spawn(pull_loop(
+        fleet.clone(),
+        Duration::from_millis(args.poll_ms.max(50)),
+    ));
+    let mut sketch_tick = tokio::time::interval(Duration::from_secs(args.sketch_secs.max(1)));
+    sketch_tick.tick().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = sketch_tick.tick() => {
+                let written = node.sketches.flush(store.as_ref()).await;
+                if !written.is_empty() {
+                    tracing::info!(count = written.len(), "feature sketches written");
+                }
+            }
+            _ = term.recv() => {
+                node.sketches.flush(store.as_ref()).await;
+                tracing::info!("stopping (SIGTERM)");
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                node.sketches.flush(store.as_ref()).await;
+                tracing::info!("stopping");
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! HTTP: routes, canary split, limits at the door, metrics.
+//!
+//! | route                                 | answer                                          |
+//! | ------------------------------------- | ----------------------------------------------- |
+//! | `POST /v1/models/<name>/predict`      | the component's prediction, from the version the canary split picks |
+//! | `GET /v1/models/<name>/metadata`      | the component's metadata of the champion (or `?slot=challenger`) |
+//! | `GET /v1/models`                      | every model: generation, versions, weight, last refusal |
+//! | `GET /health`                         | the node: environment, models served            |
+//! | `GET /metrics`                        | Prometheus text                                 |
+//!
+//! Every model answer carries `x-falaj-model`, `x-falaj-model-version`, `x-falaj-slot`
+//! (`champion` or `challenger`) and `x-falaj-generation`. The canary split is sticky: a
+//! request with `x-falaj-request-key` always lands on the same side for a given weight
+//! (sha256 of the key, mod 100, below the weight → challenger); without one it is random.
+//! Errors are JSON `{"status", "code", "error"}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::fleet::{Fleet, Route, Served};
+use crate::metrics::{Metrics, Sketches};
+
+/// Largest request body the node reads (the component's own cap is the same).
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// Header naming the key the canary split is sticky on.
+pub const REQUEST_KEY: &str = "x-falaj-request-key";
+
+/// Everything a request needs.
+pub struct Node {
+    /// Deployed models.
+    pub fleet: Arc<Fleet>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Input sketches.
+    pub sketches: Sketches,
+    /// Node name.
+    pub node: String,
+    /// Route `/v1/models/<name>/__fault/<drill>` to the component (tests of the sandbox).
+    pub fault_drills: bool,
+}
+
+type Resp = hyper::Response<Full<Bytes>>;
+
+fn json_response(status: u16, v: &serde_json::Value) -> Resp {
+    let mut body = serde_json::to_vec(v).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Resp {
+    json_response(
+        status,
+        &json!({"status": status, "code": code, "error": message.to_string()}),
+    )
+}
+
+/// Serves HTTP on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let node = node.clone();
+                    async move { Ok::<_, Infallible>(answer(&node, req).await) }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "connection closed");
+            }
+        });
+    }
+}
+
+/// Which side of the canary split a request goes to.
+pub fn pick<'a>(route: &'a Route, key: Option<&str>) -> (&'a Arc<Served>, &'static str) {
+    match &route.challenger {
+        Some((challenger, weight)) if *weight > 0 => {
+            let bucket = match key {
+                Some(k) => {
+                    let h = Sha256::digest(k.as_bytes());
+                    u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % 100
+                }
+                None => rand::random_range(0..100u64),
+            };
+            if bucket < u64::from(*weight) {
+                (challenger, "challenger")
+            } else {
+                (&route.champion, "champion")
+            }
+        }
+        _ => (&route.champion, "champion"),
+    }
+}
+
+async fn answer(node: &Node, req: hyper::Request<hyper::body::Incoming>) -> Resp {
+    let t0 = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["health"]) => json_response(
+            200,
+            &json!({
+                "status": "ok",
+                "node": node.node,
+                "env": node.fleet.env(),
+                "models": node.fleet.routes().len(),
+            }),
+        ),
+        ("GET", ["metrics"]) => {
+            let extra: Vec<(String, u64, u64)> = node
+                .fleet
+                .status()
+                .into_iter()
+                .map(|s| (s.model, s.generation.unwrap_or(0), s.refusals))
+                .collect();
+            let mut r = hyper::Response::new(Full::new(Bytes::from(node.metrics.render(&extra))));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        ("GET", ["v1", "models"]) => json_response(
+            200,
+            &json!({"env": node.fleet.env(), "node": node.node, "models": node.fleet.status()}),
+        ),
+        (_, ["v1", "models", model, action]) | (_, ["v1", "models", model, "__fault", action]) => {
+            let model = (*model).to_owned();
+            let action = if segments.len() == 5 {
+                if !node.fault_drills {
+                    return error(404, "not_found", format!("no route {method} {path}"));
+                }
+                format!("__fault/{action}")
+            } else {
+                (*action).to_owned()
+            };
+            let r = model_call(node, req, &model, &action, &query).await;
+            let version = r
+                .headers()
+                .get("x-falaj-model-version")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            if node.fleet.route(&model).is_some() {
+                node.metrics
+                    .observe(&model, &version, r.status().as_u16(), t0.elapsed());
+            }
+            r
+        }
+        _ => error(
+            404,
+            "not_found",
+            format!(
+                "no route {method} {path}: try POST /v1/models/<name>/predict, GET /v1/models, GET /health, GET /metrics"
+            ),
+        ),
+    }
+}
+
+async fn model_call(
+    node: &Node,
+    req: hyper::Request<hyper::body::Incoming>,
+    model: &str,
+    action: &str,
+    query: &str,
+) -> Resp {
+    let Some(route) = node.fleet.route(model) else {
+        let known: Vec<String> = node.fleet.routes().into_iter().map(|(m, _)| m).collect();
+        return error(
+            404,
+            "unknown_model",
+            format!(
+                "no model {model:?} is deployed in {} on this node (deployed: {})",
+                node.fleet.env(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
+    };
+    let expected = match action {
+        "predict" => "POST",
+        a if a.starts_with("__fault/") => "POST",
+        "metadata" | "health" => "GET",
+        _ => {
+            return error(
+                404,
+                "not_found",
+                format!("no route {action} for a model: use predict, metadata or health"),
+            );
+        }
+    };
+    if req.method().as_str() != expected {
+        return error(
+            405,
+            "method_not_allowed",
+            format!("{action} takes {expected}, not {}", req.method()),
+        );
+    }
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return error(
+            413,
+            "body_too_large",
+            format!(
+                "the body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                declared.unwrap_or(0)
+            ),
+        );
+    }
+    let key = req
+        .headers()
+        .get(REQUEST_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                413,
+                "body_too_large",
+                format!("the body is over the {MAX_BODY_BYTES}-byte limit"),
+            );
+        }
+    };
+    let (served, slot) = if action == "metadata" && query.contains("slot=challenger") {
+        match &route.challenger {
+            Some((c, _)) => (c, "challenger"),
+            None => {
+                return error(
+                    404,
+                    "no_challenger",
+                    format!("{model} has no canary challenger"),
+                );
+            }
+        }
+    } else {
+        pick(&route, key.as_deref())
+    };
+    let method = if expected == "POST" {
+        http::Method::POST
+    } else {
+        http::Method::GET
+    };
+    let result = served
+        .runtime
+        .call(
+            method,
+            &format!("/{action}"),
+            content_type.as_deref(),
+            body.clone(),
+        )
+        .await;
+    let mut r = match result {
+        Ok(a) => {
+            if action == "predict" && a.status.is_success() {
+                node.sketches
+                    .observe(served, content_type.as_deref(), &body);
+            }
+            let mut r = hyper::Response::new(Full::new(a.body));
+            *r.status_mut() = a.status;
+            for (name, value) in &a.headers {
+                let n = name.as_str();
+                if n == "content-type" || n.starts_with("x-falaj-") || n == "allow" {
+                    r.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            r
+        }
+        Err(e) => {
+            tracing::warn!(model, version = served.version, slot, code = e.code(), error = %e, "request failed");
+            error(e.status(), e.code(), &e)
+        }
+    };
+    let h = r.headers_mut();
+    for (name, value) in [
+        ("x-falaj-model", model.to_string()),
+        ("x-falaj-model-version", served.version.to_string()),
+        ("x-falaj-slot", slot.to_string()),
+        ("x-falaj-generation", route.generation.to_string()),
+    ] {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    r
+}
