@@ -83,6 +83,10 @@ struct Args {
     /// Instances on the node at once (pooling allocator slots).
     #[arg(long, default_value_t = 64)]
     max_instances: u32,
+    /// Requests one instance serves before it is replaced (1: a fresh instance, and a model
+    /// load, per request — what a WASI 0.2 host does; for measuring that cost).
+    #[arg(long, default_value_t = 100_000)]
+    instance_reuse: usize,
     /// Give instances FALAJ_FAULTS=1 (the component's trap/loop/balloon drills). Tests only.
     #[arg(long, hide = true)]
     fault_drills: bool,
@@ -118,6 +122,7 @@ fn limits(args: &Args) -> Limits {
         max_concurrent: args.max_concurrent.max(1),
         max_instances: args.max_instances.max(1),
         fault_drills: args.fault_drills,
+        instance_reuse: args.instance_reuse.max(1),
         ..Limits::default()
     }
 }

@@ -187,6 +187,7 @@ impl Instance {
             "registered": e.version.is_some(),
             "task": task,
             "n_features": e.n_features,
+            "item_shape": e.item_shape,
             "n_outputs": e.n_outputs,
             "features": e.features(),
             "classes": e.classes(),

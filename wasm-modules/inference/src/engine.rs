@@ -82,8 +82,11 @@ pub struct LoadInfo {
 /// One loaded, optimised model.
 pub struct Engine {
     plan: Arc<TypedRunnableModel>,
-    /// Features per row.
+    /// Features per row (for an image model: every value of one item, `C×H×W`).
     pub n_features: usize,
+    /// Shape of one row as the model takes it: `[n_features]` for tabular models, the fixed
+    /// non-batch input dimensions (`[3, 224, 224]`) for image models.
+    pub item_shape: Vec<usize>,
     /// Values per output row.
     pub n_outputs: usize,
     /// `sha256:<hex>` of `model.onnx`.
@@ -197,7 +200,20 @@ impl Engine {
             }
         }
 
-        let declared = declared_dim(&summary, true, 1);
+        // An input of rank 3 or more with fixed non-batch dimensions (a CNN's [N, C, H, W])
+        // takes rows of C×H×W values, reshaped; rank 2 is the tabular [N, features].
+        let rank = summary
+            .signature
+            .inputs
+            .first()
+            .map_or(0, |s| s.shape.len());
+        let image_dims: Option<Vec<usize>> = (rank > 2)
+            .then(|| (1..rank).map(|a| declared_dim(&summary, true, a)).collect())
+            .flatten();
+        let declared = match &image_dims {
+            Some(d) => Some(d.iter().product()),
+            None => declared_dim(&summary, true, 1),
+        };
         let n_features = match (&manifest, declared) {
             (Some(m), Some(d)) if !m.features.is_empty() && m.features.len() != d => {
                 return Err(LoadError(format!(
@@ -219,12 +235,15 @@ impl Engine {
             return Err(LoadError("the model takes zero features".into()));
         }
         let preprocess = Preprocess::from_manifest(manifest.as_ref(), n_features)?;
+        let item_shape = image_dims.unwrap_or_else(|| vec![n_features]);
 
         let plan = (|| -> TractResult<Arc<TypedRunnableModel>> {
             let model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
             let batch = model.symbols.sym("N");
+            let mut dims: TVec<TDim> = tvec![batch.to_dim()];
+            dims.extend(item_shape.iter().map(|d| d.to_dim()));
             model
-                .with_input_fact(0, f32::fact([batch.to_dim(), n_features.to_dim()]).into())?
+                .with_input_fact(0, f32::fact(dims).into())?
                 .into_optimized()?
                 .into_runnable()
         })()
@@ -233,6 +252,7 @@ impl Engine {
         let mut engine = Self {
             plan,
             n_features,
+            item_shape,
             n_outputs: 0,
             digest,
             size: bytes.len() as u64,
@@ -328,7 +348,9 @@ impl Engine {
             let k = CHUNK_ROWS.min(rows - start);
             let chunk = &x[start * n..(start + k) * n];
             let vals = (|| -> TractResult<Vec<f32>> {
-                let input = Tensor::from_shape(&[k, n], chunk)?;
+                let mut shape = vec![k];
+                shape.extend_from_slice(&self.item_shape);
+                let input = Tensor::from_shape(&shape, chunk)?;
                 let res = self.plan.run(tvec!(input.into()))?;
                 let view = res[0].to_plain_array_view::<f32>()?;
                 Ok(view.iter().copied().collect())

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Edge benchmark (docs/benchmarks.md): native tract vs the component in falaj-edge vs
+# onnxruntime on the same files — the trainer's MLP (breast cancer, 30-64-32-2) and two CNNs
+# with torchvision's layer shapes (MobileNetV2, ResNet-18; scripts/bench/make_cnns.py).
+# Needs target/py (scripts/test.sh makes it: onnx, onnxruntime). Dev profile on purpose:
+# wasmtime, cranelift and tract are dependencies, built at opt-level 2 there.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+models="$root/target/bench-edge/models"
+mkdir -p "$models"
+bash scripts/wasm-component.sh
+cargo build --quiet -p falaj-train -p falaj-edge
+out="$root/target/bench-edge/mlp"
+target/debug/falaj-train --data tests/fixtures/datasets/breast_cancer.csv --target diagnosis \
+  --model breast-cancer --hidden 64,32 --epochs 5 --seed 7 --out "$out" --no-upload >"$out.log" 2>&1 \
+  || { cat "$out.log" >&2; exit 1; }
+cp "$out/model.onnx" "$models/breast_cancer.onnx"
+cp "$out/manifest.json" "$models/breast_cancer.manifest.json"
+target/py/bin/python scripts/bench/make_cnns.py "$models"
+cargo bench --profile dev -p falaj-edge --bench edge
