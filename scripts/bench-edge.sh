@@ -10,7 +10,7 @@ cd "$root"
 models="$root/target/bench-edge/models"
 mkdir -p "$models"
 bash scripts/wasm-component.sh
-cargo build --quiet -p falaj-train -p falaj-edge
+cargo build --quiet --workspace --bins  # the workspace feature set, shared with the tests
 out="$root/target/bench-edge/mlp"
 target/debug/falaj-train --data tests/fixtures/datasets/breast_cancer.csv --target diagnosis \
   --model breast-cancer --hidden 64,32 --epochs 5 --seed 7 --out "$out" --no-upload >"$out.log" 2>&1 \
@@ -18,4 +18,4 @@ target/debug/falaj-train --data tests/fixtures/datasets/breast_cancer.csv --targ
 cp "$out/model.onnx" "$models/breast_cancer.onnx"
 cp "$out/manifest.json" "$models/breast_cancer.manifest.json"
 target/py/bin/python scripts/bench/make_cnns.py "$models"
-cargo bench --profile dev -p falaj-edge --bench edge
+cargo bench --profile dev --workspace --bench edge

@@ -11,7 +11,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-verbs=${FALAJ_FUNCTIONS:-"ingest validate promote webhook"}
+verbs=${FALAJ_FUNCTIONS:-"ingest validate promote webhook drift"}
 arches=${FALAJ_ARCHES:-"x86_64 aarch64"}
 out=dist/lambda
 mkdir -p "$out"

@@ -217,6 +217,29 @@ mod tests {
     }
 
     #[test]
+    fn float_details_survive_a_store_round_trip() {
+        // The hash is over the re-serialised fields, so reading an event back must give the
+        // very same floats: serde_json needs `float_roundtrip` for that (without it, values
+        // such as drift PSIs came back one ulp off and verified as edited).
+        let psi: Vec<f64> = (1..200)
+            .map(|i| (i as f64 * 0.7311).ln() / 7.0 + 1e-3 / i as f64)
+            .collect();
+        let e = AuditEvent::new(
+            1,
+            "m",
+            GENESIS,
+            "2026-01-01T00:00:00Z",
+            "falaj-drift",
+            "drift.retrain_requested",
+            "m@1",
+            serde_json::json!({"psi": psi}),
+        );
+        let back: AuditEvent = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(back.compute_hash(), e.hash);
+        assert!(verify_chain(&[("audit/m/000000000001.json".into(), 1, back)]).is_empty());
+    }
+
+    #[test]
     fn edit_is_named() {
         let mut c = chain(4);
         c[2].2.actor = "mallory".into();

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod deployment;
+pub mod drift;
 pub mod layout;
 pub mod manifest;
 pub mod names;

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 
 pub mod deploy;
+pub mod drift;
 pub mod error;
 pub mod function;
 pub mod gates;

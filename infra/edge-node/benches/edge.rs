@@ -141,7 +141,14 @@ fn start_node(store: &str, cache: &Path, key: &DeployKey, extra: &[&str]) -> Nod
         .arg("--component")
         .arg(&component)
         .args(["--trust-key", &hex::encode(key.public().as_bytes())])
-        .args(["--poll-ms", "20", "--memory-mb", "1024", "--deadline-ms", "30000"])
+        .args([
+            "--poll-ms",
+            "20",
+            "--memory-mb",
+            "1024",
+            "--deadline-ms",
+            "30000",
+        ])
         .args(["--max-concurrent", "2"])
         .args(extra)
         .env("FALAJ_LOG", "warn")
@@ -177,7 +184,11 @@ fn models(dir: &Path) -> Vec<Model> {
         .collect();
     entries.sort();
     for path in entries {
-        let name = path.file_stem().unwrap().to_string_lossy().replace('_', "-");
+        let name = path
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .replace('_', "-");
         let manifest = std::fs::read(path.with_extension("manifest.json")).ok();
         out.push(Model {
             name,
@@ -190,7 +201,13 @@ fn models(dir: &Path) -> Vec<Model> {
 }
 
 /// Registers `m`, deploys it signed, and returns ms from the manifest write to the first 200.
-async fn deploy(reg: &Registry, store: &Arc<dyn Store>, key: &DeployKey, node: &Node, m: &Model) -> f64 {
+async fn deploy(
+    reg: &Registry,
+    store: &Arc<dyn Store>,
+    key: &DeployKey,
+    node: &Node,
+    m: &Model,
+) -> f64 {
     reg.create_model(
         NewModel {
             name: m.name.clone(),
@@ -249,17 +266,31 @@ async fn deploy(reg: &Registry, store: &Arc<dyn Store>, key: &DeployKey, node: &
         .unwrap();
     let mut c = Conn::open(&node.addr);
     loop {
-        let r = c.send("GET", &format!("/v1/models/{}/health", m.name), "text/plain", b"");
+        let r = c.send(
+            "GET",
+            &format!("/v1/models/{}/health", m.name),
+            "text/plain",
+            b"",
+        );
         if r.status == 200 {
             return t0.elapsed().as_secs_f64() * 1000.0;
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "{} never served", m.name);
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "{} never served",
+            m.name
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
 fn item_shape(node: &Node, model: &str) -> Vec<usize> {
-    let r = Conn::open(&node.addr).send("GET", &format!("/v1/models/{model}/metadata"), "text/plain", b"");
+    let r = Conn::open(&node.addr).send(
+        "GET",
+        &format!("/v1/models/{model}/metadata"),
+        "text/plain",
+        b"",
+    );
     let v: Value = serde_json::from_slice(&r.body).unwrap();
     v["item_shape"]
         .as_array()
@@ -270,15 +301,29 @@ fn item_shape(node: &Node, model: &str) -> Vec<usize> {
 }
 
 fn input(n: usize) -> Vec<f32> {
-    (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect()
+    (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect()
 }
 
 /// Native tract, same optimisation as the component: returns (load ms, p50, p99, n).
-fn native(m: &Model, shape: &[usize], budget: Duration) -> (f64, f64, f64, usize) {
+/// `fixed_batch`: a concrete batch of 1 instead of the symbolic `N`.
+fn native(
+    m: &Model,
+    shape: &[usize],
+    budget: Duration,
+    fixed_batch: bool,
+) -> (f64, f64, f64, usize) {
     let t0 = Instant::now();
-    let model = tract_onnx::onnx().model_for_read(&mut &m.bytes[..]).unwrap();
-    let batch = model.symbols.sym("N");
-    let mut dims: TVec<TDim> = tvec![batch.to_dim()];
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut &m.bytes[..])
+        .unwrap();
+    let batch = if fixed_batch {
+        1.to_dim()
+    } else {
+        model.symbols.sym("N").to_dim()
+    };
+    let mut dims: TVec<TDim> = tvec![batch];
     dims.extend(shape.iter().map(|d| d.to_dim()));
     let plan = model
         .with_input_fact(0, f32::fact(dims).into())
@@ -328,7 +373,13 @@ fn ort(m: &Model, shape: &[usize], n: usize) -> Value {
 }
 
 /// Sequential single requests on one keep-alive connection: (HTTP p50, p99, infer p50, infer p99, n).
-fn http_latency(node: &Node, model: &str, ct: &str, body: &[u8], budget: Duration) -> (f64, f64, f64, f64, usize) {
+fn http_latency(
+    node: &Node,
+    model: &str,
+    ct: &str,
+    body: &[u8],
+    budget: Duration,
+) -> (f64, f64, f64, f64, usize) {
     let mut c = Conn::open(&node.addr);
     let path = format!("/v1/models/{model}/predict");
     for _ in 0..3 {
@@ -346,12 +397,25 @@ fn http_latency(node: &Node, model: &str, ct: &str, body: &[u8], budget: Duratio
         }
     }
     let (h, i) = (sorted(http), sorted(infer));
-    (pct(&h, 0.5), pct(&h, 0.99), pct(&i, 0.5), pct(&i, 0.99), h.len())
+    (
+        pct(&h, 0.5),
+        pct(&h, 0.99),
+        pct(&i, 0.5),
+        pct(&i, 0.99),
+        h.len(),
+    )
 }
 
 /// Open-loop load at `rate` req/s for `secs`, spread over `conns` connections; latency is
 /// from each request's scheduled time (so queueing counts). Returns (sent/s, p50, p99, errors).
-fn open_loop(node: &Node, model: &str, body: &[u8], rate: f64, secs: f64, conns: usize) -> (f64, f64, f64, usize) {
+fn open_loop(
+    node: &Node,
+    model: &str,
+    body: &[u8],
+    rate: f64,
+    secs: f64,
+    conns: usize,
+) -> (f64, f64, f64, usize) {
     let per_conn = rate / conns as f64;
     let interval = Duration::from_secs_f64(1.0 / per_conn);
     let total = (per_conn * secs) as usize;
@@ -416,18 +480,31 @@ async fn main() {
     let key = DeployKey::from_seed([3; 32]);
     falaj::deploy::publish_key(&reg, &key).await.unwrap();
     let node = start_node(&uri, &work.path().join("cache"), &key, &[]);
-    let fresh = start_node(&uri, &work.path().join("cache-fresh"), &key, &["--instance-reuse", "1"]);
-    println!("# falaj-edge benchmark ({} s per figure; times in ms)", budget.as_secs_f64());
+    let fresh = start_node(
+        &uri,
+        &work.path().join("cache-fresh"),
+        &key,
+        &["--instance-reuse", "1"],
+    );
+    println!(
+        "# falaj-edge benchmark ({} s per figure; times in ms)",
+        budget.as_secs_f64()
+    );
     for m in models(&dir) {
         let deploy_ms = deploy(&reg, &store, &key, &node, &m).await;
         let shape = item_shape(&node, &m.name);
         let n: usize = shape.iter().product();
         let x = input(n);
-        let (native_load, native_p50, native_p99, native_n) = native(&m, &shape, budget);
-        let ort_n = ((budget.as_secs_f64() * 1000.0 / native_p50.max(0.001)) as usize).clamp(20, 5000);
+        let (native_load, native_p50, native_p99, native_n) = native(&m, &shape, budget, false);
+        let (_, fixed_p50, fixed_p99, _) = native(&m, &shape, budget, true);
+        let ort_n =
+            ((budget.as_secs_f64() * 1000.0 / native_p50.max(0.001)) as usize).clamp(20, 5000);
         let o = ort(&m, &shape, ort_n);
         let (ct, body) = if m.manifest.is_some() {
-            ("application/json", serde_json::to_vec(&json!({ "inputs": [x] })).unwrap())
+            (
+                "application/json",
+                serde_json::to_vec(&json!({ "inputs": [x] })).unwrap(),
+            )
         } else {
             (
                 "application/octet-stream",
@@ -436,32 +513,55 @@ async fn main() {
         };
         let (h50, h99, i50, i99, hn) = http_latency(&node, &m.name, ct, &body, budget);
         let ort50 = o["p50_ms"].as_f64().unwrap();
+        // The component runs image models at a concrete batch of 1 (tabular ones with a
+        // symbolic batch): compare with native tract planned the same way.
+        let native_same = if shape.len() > 1 {
+            fixed_p50
+        } else {
+            native_p50
+        };
         let mut figures = json!({
             "model": m.name,
             "item_shape": shape,
             "bytes": m.bytes.len(),
             "deploy_to_first_response_ms": deploy_ms,
             "native_tract": {"load_ms": native_load, "p50_ms": native_p50, "p99_ms": native_p99, "n": native_n},
+            "native_tract_batch1": {"p50_ms": fixed_p50, "p99_ms": fixed_p99},
             "onnxruntime_1_thread": o,
             "edge_http": {"p50_ms": h50, "p99_ms": h99, "n": hn, "body": ct},
             "component_infer": {"p50_ms": i50, "p99_ms": i99},
-            "ratio_component_infer_vs_native": i50 / native_p50,
-            "ratio_edge_http_vs_native": h50 / native_p50,
+            "ratio_component_infer_vs_native": i50 / native_same,
+            "ratio_edge_http_vs_native": h50 / native_same,
             "ratio_component_infer_vs_onnxruntime": i50 / ort50,
         });
         if m.manifest.is_some() {
             // Fresh instance per request: the same model on the node that never reuses.
             let _ = deploy_fresh(&fresh, &m.name);
             let (f50, f99, _, _, _) = http_latency(&fresh, &m.name, ct, &body, budget);
-            let (sent, l50, l99, errors) = open_loop(&node, &m.name, &body, rate, budget.as_secs_f64().max(5.0), 8);
+            let (sent, l50, l99, errors) = open_loop(
+                &node,
+                &m.name,
+                &body,
+                rate,
+                budget.as_secs_f64().max(5.0),
+                8,
+            );
             figures["fresh_instance_http"] = json!({"p50_ms": f50, "p99_ms": f99});
             figures["instantiation_cost_ms"] = json!(f50 - h50);
             figures["open_loop"] = json!({"target_rps": rate, "achieved_rps": sent, "p50_ms": l50, "p99_ms": l99, "errors": errors, "connections": 8});
         }
         println!("{figures}");
         eprintln!(
-            "{:<14} native p50 {:>8.3} | component infer p50 {:>8.3} ({:.2}x native, {:.2}x ort) | edge HTTP p50 {:>8.3} p99 {:>8.3} | onnxruntime p50 {:>8.3} | deploy->first {:>7.0}",
-            m.name, native_p50, i50, i50 / native_p50, i50 / ort50, h50, h99, ort50, deploy_ms
+            "{:<14} native (same plan) p50 {:>8.3} | component infer p50 {:>8.3} ({:.2}x native, {:.2}x ort) | edge HTTP p50 {:>8.3} p99 {:>8.3} | onnxruntime p50 {:>8.3} | deploy->first {:>7.0}",
+            m.name,
+            native_same,
+            i50,
+            i50 / native_same,
+            i50 / ort50,
+            h50,
+            h99,
+            ort50,
+            deploy_ms
         );
     }
 }
@@ -471,7 +571,15 @@ fn deploy_fresh(node: &Node, model: &str) -> f64 {
     let t0 = Instant::now();
     let mut c = Conn::open(&node.addr);
     loop {
-        if c.send("GET", &format!("/v1/models/{model}/health"), "text/plain", b"").status == 200 {
+        if c.send(
+            "GET",
+            &format!("/v1/models/{model}/health"),
+            "text/plain",
+            b"",
+        )
+        .status
+            == 200
+        {
             return t0.elapsed().as_secs_f64() * 1000.0;
         }
         assert!(t0.elapsed() < Duration::from_secs(300));

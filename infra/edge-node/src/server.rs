@@ -300,7 +300,11 @@ async fn model_call(
             *r.status_mut() = a.status;
             for (name, value) in &a.headers {
                 let n = name.as_str();
-                if n == "content-type" || n.starts_with("x-falaj-") || n == "allow" || n == "server-timing" {
+                if n == "content-type"
+                    || n.starts_with("x-falaj-")
+                    || n == "allow"
+                    || n == "server-timing"
+                {
                     r.headers_mut().insert(name.clone(), value.clone());
                 }
             }

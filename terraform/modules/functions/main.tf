@@ -44,10 +44,12 @@ locals {
       write = ["blobs/sha256/*", "models/*/model.json", "models/*/versions/*", "audit/*", "idempotency/*", "tmp/*"]
       list  = ["models/*", "deployments/*", "audit/*", "blobs/*"]
     }
+    # Reads the edge's sketches, the verified deployment (keys/deploy.pub), the version and its
+    # training manifest; writes retraining requests (create-only) and their audit events.
     drift = {
-      read  = ["telemetry/*", "deployments/*", "models/*", "blobs/sha256/*", "audit/*", "idempotency/*"]
-      write = ["retrain/*", "audit/*", "idempotency/*"]
-      list  = ["telemetry/*", "deployments/*", "models/*", "audit/*"]
+      read  = ["telemetry/*", "deployments/*", "keys/*", "models/*", "blobs/sha256/*", "retrain/*", "audit/*"]
+      write = ["retrain/*", "audit/*"]
+      list  = ["telemetry/*", "deployments/*", "models/*", "retrain/*", "audit/*"]
     }
   }
 

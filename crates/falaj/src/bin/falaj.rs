@@ -204,6 +204,26 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Compare the edge's input sketches with the training distribution (PSI per feature,
+    /// binned KS); on drift, write a retraining request (retrain/<model>/<stamp>.json) and an
+    /// audit event. Reads the sketches falaj-edge writes to telemetry/<env>/ for the version
+    /// the environment serves, since the model's last retraining request.
+    Drift {
+        /// Model name.
+        model: String,
+        /// Environment: prod | staging.
+        #[arg(long, default_value = "prod")]
+        env: String,
+        /// PSI above which a feature drifts (0.1 moderate, 0.25 large).
+        #[arg(long, default_value_t = 0.25)]
+        psi: f64,
+        /// Binned Kolmogorov-Smirnov statistic above which a feature drifts (off by default).
+        #[arg(long)]
+        ks: Option<f64>,
+        /// Fewer rows than this decide nothing.
+        #[arg(long, default_value_t = 200)]
+        min_rows: u64,
+    },
     /// Attach a gate policy to a model.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -505,6 +525,53 @@ fn report_text(r: &falaj_core::policy::GateReport) -> String {
         );
     }
     s.trim_end().to_string()
+}
+
+fn drift_text(o: &falaj::drift::DriftOutcome) -> String {
+    use falaj::drift::DriftOutcome as O;
+    let table = |r: &falaj_core::drift::DriftReport| {
+        let mut s = format!(
+            "{} v{}: {} rows in {} windows (rule: PSI > {}{})\n",
+            r.model,
+            r.version,
+            r.rows,
+            r.windows,
+            r.rule.psi,
+            r.rule.ks.map_or(String::new(), |k| format!(" or KS > {k}"))
+        );
+        for f in &r.features {
+            s.push_str(&format!(
+                "  {} {:<24} PSI {:>7.4}  KS {:>6.4}  mean {:>10.4} (training {:.4})\n",
+                if f.drifted { "DRIFT" } else { "ok   " },
+                f.feature,
+                f.psi,
+                f.ks,
+                f.observed_mean.unwrap_or(f64::NAN),
+                f.training_mean
+            ));
+        }
+        s
+    };
+    match o {
+        O::NoData { reason } => format!("no verdict: {reason}"),
+        O::Stable { report } => format!(
+            "{}{}",
+            table(report),
+            if report.enough_rows {
+                "stable: no retraining needed"
+            } else {
+                "too few rows to decide"
+            }
+        ),
+        O::RetrainRequested { key, request } => format!(
+            "{}drift in {}: retraining requested at {key}",
+            table(&request.report),
+            request.drifted.join(", ")
+        ),
+        O::AlreadyRequested { key } => {
+            format!("drift; the retraining request {key} already exists")
+        }
+    }
 }
 
 impl From<store::StoreError> for Failure {
@@ -1269,6 +1336,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     "a deployment differs from its aliases; run `falaj deployments --repair`",
                 ));
             }
+        }
+        Command::Drift {
+            model,
+            env,
+            psi,
+            ks,
+            min_rows,
+        } => {
+            if psi.is_nan() || *psi <= 0.0 {
+                return Err(fail(
+                    "usage",
+                    2,
+                    format!("--psi must be positive, not {psi}"),
+                ));
+            }
+            let reg = registry(&cli, false).await?;
+            let rule = falaj_core::drift::DriftRule {
+                psi: *psi,
+                ks: *ks,
+                min_rows: *min_rows,
+            };
+            let outcome =
+                falaj::drift::check(&reg, env, model, rule)
+                    .await
+                    .map_err(|e| match e {
+                        falaj::drift::DriftCheckError::Registry(r) => Failure::from(r),
+                        falaj::drift::DriftCheckError::Deployment(p) => Failure::from(p),
+                        other => fail("drift", 1, other.to_string()),
+                    })?;
+            out.print(&outcome, || drift_text(&outcome));
         }
         Command::Policy(PolicyCmd::Set { model, file }) => {
             let src = std::fs::read_to_string(file).map_err(|e| {

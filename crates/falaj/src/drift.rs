@@ -1,0 +1,318 @@
+//! Drift checks over the store: the edge's sketches against the training distribution, and
+//! the retraining request when they differ (the side effects around `falaj_core::drift`).
+//!
+//! [`check`] reads the version the environment serves (the verified deployment manifest's
+//! champion), its training manifest (the blob named by the version record), and every sketch
+//! window of that version under `telemetry/<env>/` newer than the last retraining request of
+//! the model. When the rule says drift, it writes `retrain/<model>/<stamp>.json` create-only
+//! (the stamp is the newest window's, so a repeated check over the same windows finds the
+//! request already there and writes nothing) and appends `drift.retrain_requested` to the
+//! model's audit chain.
+
+use falaj_core::StoreKey;
+use falaj_core::drift::{self, DriftReport, DriftRule};
+use falaj_core::layout;
+use falaj_core::manifest::TrainingManifest;
+use falaj_core::promotion::Stage;
+use falaj_core::sketch::SketchWindow;
+use serde::{Deserialize, Serialize};
+
+use crate::RegistryError;
+use crate::deploy;
+use crate::promotion::PromotionError;
+use crate::registry::{Registry, now};
+use crate::store::{Precondition, list_all};
+
+/// Identity drift checks act as.
+pub const ACTOR: &str = "falaj-drift";
+
+/// A request to retrain, written to `retrain/<model>/<stamp>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrainRequest {
+    /// Schema version (1).
+    pub schema: u32,
+    /// Model to retrain.
+    pub model: String,
+    /// Version whose inputs drifted.
+    pub version: u64,
+    /// Environment the inputs came from.
+    pub env: String,
+    /// RFC 3339.
+    pub requested_at: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// Features that drifted.
+    pub drifted: Vec<String>,
+    /// The full verdict.
+    pub report: DriftReport,
+    /// Dataset the drifted version was trained on (from its lineage), the starting point.
+    pub dataset: Option<String>,
+    /// Target column and task of the last training, so the retrain can repeat it.
+    pub target: String,
+    /// The sketch windows the verdict used.
+    pub telemetry: Vec<String>,
+}
+
+/// What a check did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DriftOutcome {
+    /// Nothing deployed in the environment, or no new sketches.
+    NoData {
+        /// Why.
+        reason: String,
+    },
+    /// Measured; no drift (or too few rows).
+    Stable {
+        /// Verdict.
+        report: DriftReport,
+    },
+    /// Drift: a retraining request was written.
+    RetrainRequested {
+        /// Key written.
+        key: String,
+        /// The request.
+        request: Box<RetrainRequest>,
+    },
+    /// Drift, but this request was already written by an earlier check of the same windows.
+    AlreadyRequested {
+        /// Key found.
+        key: String,
+    },
+}
+
+/// Errors of a check.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftCheckError {
+    /// Store or registry.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Deployment manifest unreadable or unverifiable.
+    #[error(transparent)]
+    Deployment(#[from] PromotionError),
+    /// The rule cannot be applied.
+    #[error(transparent)]
+    Rule(#[from] drift::DriftError),
+    /// A sketch or manifest could not be read.
+    #[error("{key}: {reason}")]
+    Unreadable {
+        /// Key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `retrain/<model>/`.
+pub fn retrain_prefix(model: &str) -> String {
+    format!("retrain/{model}/")
+}
+
+fn stamp_of(key: &str) -> Option<(&str, u64)> {
+    let file = key.rsplit('/').next()?.strip_suffix(".json")?;
+    let (stamp, v) = file.rsplit_once("-v")?;
+    Some((stamp, v.parse().ok()?))
+}
+
+/// `prod` for `production` (as deployments and telemetry spell it); other names unchanged.
+pub fn env_name(env: &str) -> String {
+    Stage::for_env(env).map_or_else(|| env.to_owned(), |s| s.env().to_owned())
+}
+
+/// Checks `model` in `env` with `rule`.
+pub async fn check(
+    reg: &Registry,
+    env: &str,
+    model: &str,
+    rule: DriftRule,
+) -> Result<DriftOutcome, DriftCheckError> {
+    let env = &env_name(env);
+    reg.model(model).await?;
+    let Some((deployment, _)) = deploy::read(reg, env, model).await? else {
+        return Ok(DriftOutcome::NoData {
+            reason: format!("{model} is not deployed in {env}"),
+        });
+    };
+    let version = reg.version(model, deployment.champion.version).await?;
+    let Some(mdigest) = &version.manifest_digest else {
+        return Err(drift::DriftError::NoTrainingDistribution {
+            model: model.into(),
+        }
+        .into());
+    };
+    let mkey = layout::blob(mdigest.strip_prefix("sha256:").unwrap_or(mdigest));
+    let manifest: TrainingManifest =
+        match reg.store().get(&mkey).await.map_err(RegistryError::from)? {
+            Some(o) => {
+                serde_json::from_slice(&o.bytes).map_err(|e| DriftCheckError::Unreadable {
+                    key: mkey.to_string(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => {
+                return Err(DriftCheckError::Unreadable {
+                    key: mkey.to_string(),
+                    reason: "missing".into(),
+                });
+            }
+        };
+    // Windows newer than the last request: the request's key is the newest window's stamp.
+    let last_request = list_all(reg.store().as_ref(), &retrain_prefix(model))
+        .await
+        .map_err(RegistryError::from)?
+        .into_iter()
+        .filter_map(|k| {
+            k.rsplit('/')
+                .next()
+                .and_then(|f| f.strip_suffix(".json"))
+                .map(str::to_owned)
+        })
+        .max();
+    let mut keys: Vec<(String, String)> =
+        list_all(reg.store().as_ref(), &format!("telemetry/{env}/"))
+            .await
+            .map_err(RegistryError::from)?
+            .into_iter()
+            .filter(|k| k.split('/').nth(3) == Some(model))
+            .filter_map(|k| {
+                let (stamp, v) = stamp_of(&k)?;
+                (v == version.version && last_request.as_deref().is_none_or(|l| stamp > l))
+                    .then(|| (stamp.to_owned(), k.clone()))
+            })
+            .collect();
+    keys.sort();
+    let Some((newest, _)) = keys.last().cloned() else {
+        return Ok(DriftOutcome::NoData {
+            reason: format!(
+                "no sketches of {model} v{} in telemetry/{env}/ since the last retraining request",
+                version.version
+            ),
+        });
+    };
+    let mut windows = Vec::with_capacity(keys.len());
+    for (_, k) in &keys {
+        let key = StoreKey::new(k.clone())
+            .map_err(|e| RegistryError::from(crate::store::StoreError::from(e)))?;
+        let o = reg
+            .store()
+            .get(&key)
+            .await
+            .map_err(RegistryError::from)?
+            .ok_or_else(|| DriftCheckError::Unreadable {
+                key: k.clone(),
+                reason: "vanished".into(),
+            })?;
+        let w: SketchWindow =
+            serde_json::from_slice(&o.bytes).map_err(|e| DriftCheckError::Unreadable {
+                key: k.clone(),
+                reason: e.to_string(),
+            })?;
+        windows.push(w);
+    }
+    let report = drift::evaluate(&manifest, &windows, rule)?;
+    if !report.drifted() {
+        return Ok(DriftOutcome::Stable { report });
+    }
+    let request = RetrainRequest {
+        schema: 1,
+        model: model.into(),
+        version: version.version,
+        env: env.into(),
+        requested_at: now(),
+        requested_by: ACTOR.into(),
+        drifted: report.drifted.clone(),
+        dataset: manifest.lineage.datasets.first().map(|d| d.uri.clone()),
+        target: manifest.target.clone(),
+        telemetry: keys.iter().map(|(_, k)| k.clone()).collect(),
+        report,
+    };
+    let key = StoreKey::new(format!("{}{newest}.json", retrain_prefix(model)))
+        .map_err(|e| RegistryError::from(crate::store::StoreError::from(e)))?;
+    match reg.put_json(&key, &request, Precondition::IfAbsent).await {
+        Ok(_) => {}
+        Err(RegistryError::Store(e)) if e.is_conflict() => {
+            return Ok(DriftOutcome::AlreadyRequested {
+                key: key.to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    reg.append_audit(
+        model,
+        ACTOR,
+        "drift.retrain_requested",
+        &format!("{model}@{}", version.version),
+        serde_json::json!({
+            "env": env,
+            "request": key.to_string(),
+            "drifted": request.drifted,
+            "psi": request.report.features.iter().map(|f| (f.feature.clone(), f.psi)).collect::<std::collections::BTreeMap<_, _>>(),
+            "rows": request.report.rows,
+        }),
+    )
+    .await?;
+    Ok(DriftOutcome::RetrainRequested {
+        key: key.to_string(),
+        request: Box::new(request),
+    })
+}
+
+/// The drift function's handler: `{"env", "models", "psi", "ks", "min_rows"}`, all optional
+/// (an EventBridge scheduled event has none of them: every model deployed to `prod`, the
+/// default rule). Returns one outcome per model; a model that cannot be checked is reported
+/// in its entry and does not stop the others.
+pub async fn invoke(
+    reg: &Registry,
+    payload: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let env = payload
+        .get("env")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .or_else(|| std::env::var("FALAJ_DRIFT_ENV").ok())
+        .unwrap_or_else(|| "prod".into());
+    let env = env_name(&env);
+    let d = DriftRule::default();
+    let num = |k: &str| payload.get(k).and_then(|v| v.as_f64());
+    let rule = DriftRule {
+        psi: num("psi").unwrap_or(d.psi),
+        ks: num("ks").or(d.ks),
+        min_rows: num("min_rows").map_or(d.min_rows, |v| v as u64),
+    };
+    if rule.psi.is_nan() || rule.psi <= 0.0 {
+        return Err(format!("psi must be a positive number, not {}", rule.psi));
+    }
+    let models: Vec<String> = match payload.get("models").and_then(|v| v.as_array()) {
+        Some(list) => list
+            .iter()
+            .map(|m| {
+                m.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("models must be strings, not {m}"))
+            })
+            .collect::<Result<_, _>>()?,
+        None => list_all(reg.store().as_ref(), &format!("deployments/{env}/"))
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|k| {
+                k.rsplit('/')
+                    .next()?
+                    .strip_suffix(".json")
+                    .map(str::to_owned)
+            })
+            .collect(),
+    };
+    let mut results = Vec::new();
+    for model in models {
+        let r = match check(reg, &env, &model, rule).await {
+            Ok(o) => serde_json::json!({"model": model, "result": o}),
+            Err(e) => {
+                tracing::error!(model, error = %e, "drift check failed");
+                serde_json::json!({"model": model, "error": e.to_string()})
+            }
+        };
+        results.push(r);
+    }
+    Ok(serde_json::json!({"env": env, "rule": rule, "models": results}))
+}
