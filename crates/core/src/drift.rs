@@ -1,9 +1,10 @@
 //! The drift rule: edge sketches against the training distribution.
 //!
 //! For each feature, the expected share of each histogram bin comes from the training
-//! distribution the manifest records (mean and standard deviation per feature, taken as
-//! normal: the sketch edges are `mean ± k·std`, so under no drift the bins hold the normal
-//! shares 0.13%, 0.49%, 1.65%, ... 19.1%, ...). Against the shares the edge saw:
+//! distribution the manifest records: the trainer's histogram of the training split
+//! (`feature_stats[i].bin_edges` / `proportions`, which the edge also bins its sketches by),
+//! or, for a manifest without one, a normal with the recorded mean and standard deviation
+//! (sketch edges `mean ± k·std/2`). Against the shares the edge saw:
 //!
 //! - **PSI** (population stability index) `Σ (o − e) · ln(o / e)`, shares floored at 1e-4 so an
 //!   empty bin does not make it infinite. Rule of thumb: < 0.1 stable, 0.1–0.25 moderate,
@@ -17,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::TrainingManifest;
-use crate::sketch::{FeatureSketch, SketchWindow};
+use crate::sketch::{FeatureSketch, SketchWindow, feature_edges, training_histogram};
 
 /// Thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -200,12 +201,7 @@ pub fn evaluate(
         .features
         .iter()
         .enumerate()
-        .map(|(i, name)| {
-            FeatureSketch::new(
-                name.clone(),
-                FeatureSketch::training_edges(stats.mean[i], stats.std[i]),
-            )
-        })
+        .map(|(i, name)| FeatureSketch::new(name.clone(), feature_edges(manifest, i)))
         .collect();
     let (mut rows, mut version) = (0, 0);
     for w in windows {
@@ -228,7 +224,10 @@ pub fn evaluate(
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let expected = expected_shares(&f.edges, stats.mean[i], stats.std[i]);
+            let expected = match training_histogram(manifest, i) {
+                Some((_, shares)) if shares.len() == f.counts.len() => shares,
+                _ => expected_shares(&f.edges, stats.mean[i], stats.std[i]),
+            };
             let p = psi(&expected, &f.counts);
             let k = binned_ks(&expected, &f.counts);
             FeatureDrift {
@@ -330,6 +329,63 @@ mod tests {
             "a 1.5-sd shift moves ~50% of the mass"
         );
         assert!(shifted.features[0].psi < 0.1);
+    }
+
+    #[test]
+    fn the_trainers_recorded_histogram_is_the_reference_when_there_is_one() {
+        // A skewed training feature (exponential-like): a normal reference would call the
+        // training data itself drifted; the recorded histogram does not.
+        let skewed: Vec<f64> = normals(3000, 3).iter().map(|z| (z * 0.8).exp()).collect();
+        let (min, max) = skewed
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        let width = (max - min) / 10.0;
+        let edges: Vec<f64> = (0..=10).map(|i| min + width * i as f64).collect();
+        let mut counts = [0.0; 10];
+        for x in &skewed {
+            counts[(((x - min) / width) as usize).min(9)] += 1.0;
+        }
+        let shares: Vec<f64> = counts.iter().map(|c| c / skewed.len() as f64).collect();
+        let mean = skewed.iter().sum::<f64>() / skewed.len() as f64;
+        let std =
+            (skewed.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / skewed.len() as f64).sqrt();
+        let mut m = manifest();
+        m.features = vec!["s".into()];
+        m.standardization = Some(Standardization {
+            mean: vec![mean],
+            std: vec![std],
+            folded_into_graph: true,
+        });
+        let sketch_of = |m: &TrainingManifest, xs: &[f64]| {
+            let mut w = SketchWindow::for_model(Some(m), 1, ("prod", "n", "m", 1), "t".into());
+            for x in xs {
+                w.add_row(&[*x]);
+            }
+            w
+        };
+        let fresh: Vec<f64> = normals(1000, 77).iter().map(|z| (z * 0.8).exp()).collect();
+        let normal_ref = evaluate(&m, &[sketch_of(&m, &fresh)], DriftRule::default()).unwrap();
+        m.extra.insert(
+            "feature_stats".into(),
+            serde_json::json!([{"name": "s", "bin_edges": edges, "proportions": shares}]),
+        );
+        let w = sketch_of(&m, &fresh);
+        assert_eq!(
+            w.features[0].edges.len(),
+            9,
+            "the edge bins by the recorded histogram"
+        );
+        let recorded = evaluate(&m, &[w], DriftRule::default()).unwrap();
+        assert!(recorded.features[0].psi < 0.1, "{recorded:#?}");
+        assert!(
+            normal_ref.features[0].psi > recorded.features[0].psi * 3.0,
+            "normal {} vs recorded {}",
+            normal_ref.features[0].psi,
+            recorded.features[0].psi
+        );
+        let shifted: Vec<f64> = fresh.iter().map(|x| x * 1.6).collect();
+        let r = evaluate(&m, &[sketch_of(&m, &shifted)], DriftRule::default()).unwrap();
+        assert!(r.drifted(), "{r:#?}");
     }
 
     #[test]

@@ -148,15 +148,7 @@ impl SketchWindow {
                 let name = manifest
                     .and_then(|m| m.features.get(i).cloned())
                     .unwrap_or_else(|| format!("x{i}"));
-                let edges = manifest
-                    .and_then(|m| m.standardization.as_ref())
-                    .and_then(|s| {
-                        Some(FeatureSketch::training_edges(
-                            *s.mean.get(i)?,
-                            *s.std.get(i)?,
-                        ))
-                    })
-                    .unwrap_or_default();
+                let edges = manifest.map(|m| feature_edges(m, i)).unwrap_or_default();
                 FeatureSketch::new(name, edges)
             })
             .collect();
@@ -185,6 +177,45 @@ impl SketchWindow {
             f.add(*x);
         }
     }
+}
+
+/// The histogram of feature `i` the trainer recorded (`feature_stats[i]` in the manifest's
+/// extra fields: `bin_edges`, `bins + 1` ascending values whose first and last bins are
+/// open-ended, and `proportions`, the share of training rows per bin), as the interior edges
+/// a [`FeatureSketch`] takes and the shares.
+pub fn training_histogram(m: &TrainingManifest, i: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    let stats = m.extra.get("feature_stats")?.as_array()?.get(i)?;
+    let floats = |k: &str| -> Option<Vec<f64>> {
+        stats
+            .get(k)?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_f64())
+            .collect()
+    };
+    let edges = floats("bin_edges")?;
+    let shares = floats("proportions")?;
+    if edges.len() < 2 || shares.len() + 1 != edges.len() {
+        return None;
+    }
+    Some((edges[1..edges.len() - 1].to_vec(), shares))
+}
+
+/// The bin edges the edge sketches feature `i` with: the trainer's recorded histogram where
+/// the manifest has one, else mean ± 3 deviations from its standardisation, else none.
+pub fn feature_edges(m: &TrainingManifest, i: usize) -> Vec<f64> {
+    if let Some((edges, _)) = training_histogram(m, i) {
+        return edges;
+    }
+    m.standardization
+        .as_ref()
+        .and_then(|s| {
+            Some(FeatureSketch::training_edges(
+                *s.mean.get(i)?,
+                *s.std.get(i)?,
+            ))
+        })
+        .unwrap_or_default()
 }
 
 /// `telemetry/<env>/<node>/<model>/<stamp>-v<version>.json`.
