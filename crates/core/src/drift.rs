@@ -276,23 +276,7 @@ mod tests {
         m
     }
 
-    /// Deterministic standard-normal-ish values (sum of 12 uniforms − 6).
-    fn normals(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                (0..12)
-                    .map(|_| {
-                        s = s
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        (s >> 11) as f64 / (1u64 << 53) as f64
-                    })
-                    .sum::<f64>()
-                    - 6.0
-            })
-            .collect()
-    }
+    use crate::sketch::pseudo_normals as normals;
 
     fn window(shift_b: f64) -> SketchWindow {
         let m = manifest();

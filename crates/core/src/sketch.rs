@@ -223,6 +223,26 @@ pub fn telemetry_key(env: &str, node: &str, model: &str, stamp: &str, version: u
     format!("telemetry/{env}/{node}/{model}/{stamp}-v{version}.json")
 }
 
+/// `n` deterministic, roughly standard-normal values (the sum of 12 uniforms from a 64-bit
+/// LCG, minus 6): synthetic traffic for drift tests, benchmarks and demos, the same on every
+/// machine for a given `seed`.
+pub fn pseudo_normals(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            (0..12)
+                .map(|_| {
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (s >> 11) as f64 / (1u64 << 53) as f64
+                })
+                .sum::<f64>()
+                - 6.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use falaj::{Artifact, NewModel, Registration, Registry};
 use falaj_core::StoreKey;
 use falaj_core::deployment::{DeploymentManifest, SCHEMA, Slot, Strategy};
 use falaj_core::drift::DriftRule;
-use falaj_core::sketch::{SketchWindow, telemetry_key};
+use falaj_core::sketch::{SketchWindow, pseudo_normals as normals, telemetry_key};
 use serde_json::{Value, json};
 
 const MODEL: &str = "drifty";
@@ -24,23 +24,6 @@ fn manifest() -> Vec<u8> {
         "lineage": {"datasets": [{"uri": "file://data/drifty.csv", "digest": "sha256:00"}]},
     }))
     .unwrap()
-}
-
-/// Deterministic standard-normal-ish values (sum of 12 uniforms − 6).
-fn normals(n: usize, mut s: u64) -> Vec<f64> {
-    (0..n)
-        .map(|_| {
-            (0..12)
-                .map(|_| {
-                    s = s
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (s >> 11) as f64 / (1u64 << 53) as f64
-                })
-                .sum::<f64>()
-                - 6.0
-        })
-        .collect()
 }
 
 async fn sketch(reg: &Registry, stamp: &str, shift_b: f64, seed: u64) {
