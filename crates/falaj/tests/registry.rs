@@ -124,7 +124,48 @@ on_both_backends!(
     concurrent_writers_in_threads,
     concurrent_writers_in_processes,
     killed_upload_leaves_no_version_and_no_blob,
+    conditional_reads_skip_unchanged_objects,
 );
+
+/// `get_if_changed`: what falaj-edge polls deployment manifests with (a 304 on S3).
+async fn conditional_reads_skip_unchanged_objects(b: Backend) {
+    use falaj::store::Fetched;
+    let f = Fixture::new(b).await;
+    let store = f.store().await;
+    let key = StoreKey::new("deployments/prod/m.json").unwrap();
+    assert!(matches!(
+        store.get_if_changed(&key, None).await.unwrap(),
+        Fetched::Absent
+    ));
+    let e1 = store
+        .put(
+            &key,
+            Bytes::from_static(b"{\"g\":1}"),
+            Precondition::IfAbsent,
+        )
+        .await
+        .unwrap();
+    let Fetched::Changed(o) = store.get_if_changed(&key, None).await.unwrap() else {
+        panic!("a read without an ETag returns the object")
+    };
+    assert_eq!((&o.bytes[..], &o.etag), (&b"{\"g\":1}"[..], &e1));
+    assert!(matches!(
+        store.get_if_changed(&key, Some(&e1)).await.unwrap(),
+        Fetched::Unchanged
+    ));
+    let e2 = store
+        .put(
+            &key,
+            Bytes::from_static(b"{\"g\":2}"),
+            Precondition::IfMatch(e1.clone()),
+        )
+        .await
+        .unwrap();
+    let Fetched::Changed(o) = store.get_if_changed(&key, Some(&e1)).await.unwrap() else {
+        panic!("a changed object is returned")
+    };
+    assert_eq!((&o.bytes[..], o.etag), (&b"{\"g\":2}"[..], e2));
+}
 
 async fn register_resolve_and_dedup(b: Backend) {
     let f = Fixture::new(b).await;

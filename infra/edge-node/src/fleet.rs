@@ -1,6 +1,7 @@
 //! The pull loop: desired state from the store, verified, staged, warmed, swapped.
 //!
-//! For every `deployments/<env>/<model>.json` whose ETag changed since the last look:
+//! For every `deployments/<env>/<model>.json` whose ETag changed since the last look (a
+//! conditional GET: `If-None-Match` with the last ETag seen, a 304 when nothing changed):
 //!
 //! 1. verify the ed25519 signature against the key this node trusts, and that the manifest
 //!    is for this environment and model and not older than what runs;
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use ed25519_dalek::VerifyingKey;
-use falaj::store::{ETag, Store, list_all};
+use falaj::store::{ETag, Fetched, Store, list_all};
 use falaj_core::deployment::{self, DeploymentManifest, Slot};
 use falaj_core::layout;
 use falaj_core::manifest::TrainingManifest;
@@ -216,18 +217,16 @@ impl Fleet {
                 continue;
             };
             let store_key = falaj_core::StoreKey::new(key.clone())?;
-            let obj = match self.store.get(&store_key).await {
-                Ok(Some(o)) => o,
-                Ok(None) => continue,
+            let seen = self.seen.lock().expect("seen lock").get(&key).cloned();
+            // Conditional GET: an unchanged manifest costs a 304 on S3, no body.
+            let obj = match self.store.get_if_changed(&store_key, seen.as_ref()).await {
+                Ok(Fetched::Changed(o)) => o,
+                Ok(Fetched::Unchanged | Fetched::Absent) => continue,
                 Err(e) => {
                     self.failed(&model, &format!("reading {key}: {e}"));
                     continue;
                 }
             };
-            let unchanged = self.seen.lock().expect("seen lock").get(&key) == Some(&obj.etag);
-            if unchanged {
-                continue;
-            }
             match self.apply(&model, &obj.bytes, true).await {
                 Ok(_) => {
                     self.seen.lock().expect("seen lock").insert(key, obj.etag);

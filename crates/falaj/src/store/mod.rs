@@ -39,6 +39,17 @@ pub struct Object {
     pub etag: ETag,
 }
 
+/// What a conditional read found.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    /// No such object.
+    Absent,
+    /// Its ETag is still the one given: nothing was transferred.
+    Unchanged,
+    /// The object (changed, or read without an ETag).
+    Changed(Object),
+}
+
 /// Condition on a put.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precondition {
@@ -205,6 +216,19 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn region(&self) -> &str;
     /// Reads an object, `None` if absent.
     async fn get(&self, key: &StoreKey) -> Result<Option<Object>, StoreError>;
+    /// Reads an object unless its ETag is still `known` (`If-None-Match` on S3: an unchanged
+    /// object costs a 304 and no body). The default reads and compares.
+    async fn get_if_changed(
+        &self,
+        key: &StoreKey,
+        known: Option<&ETag>,
+    ) -> Result<Fetched, StoreError> {
+        Ok(match self.get(key).await? {
+            None => Fetched::Absent,
+            Some(o) if Some(&o.etag) == known => Fetched::Unchanged,
+            Some(o) => Fetched::Changed(o),
+        })
+    }
     /// Writes an object under a precondition; returns the new ETag.
     async fn put(
         &self,

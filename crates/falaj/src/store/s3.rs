@@ -19,7 +19,8 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 
 use super::{
-    BlobInfo, BlobSource, CHUNK, ETag, ListPage, Object, Precondition, Progress, Store, StoreError,
+    BlobInfo, BlobSource, CHUNK, ETag, Fetched, ListPage, Object, Precondition, Progress, Store,
+    StoreError,
 };
 
 /// Largest object a single server-side copy accepts.
@@ -410,15 +411,23 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &StoreKey) -> Result<Option<Object>, StoreError> {
+        Ok(match self.get_if_changed(key, None).await? {
+            Fetched::Changed(o) => Some(o),
+            Fetched::Absent | Fetched::Unchanged => None,
+        })
+    }
+
+    async fn get_if_changed(
+        &self,
+        key: &StoreKey,
+        known: Option<&ETag>,
+    ) -> Result<Fetched, StoreError> {
         let full = self.full(key.as_str());
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
+        let mut req = self.client.get_object().bucket(&self.bucket).key(&full);
+        if let Some(etag) = known {
+            req = req.if_none_match(etag.0.clone());
+        }
+        match req.send().await {
             Ok(resp) => {
                 let etag = ETag(resp.e_tag().unwrap_or_default().to_string());
                 let body = resp.body.collect().await.map_err(|e| StoreError::S3 {
@@ -426,12 +435,13 @@ impl Store for S3Store {
                     key: full.clone(),
                     message: e.to_string(),
                 })?;
-                Ok(Some(Object {
+                Ok(Fetched::Changed(Object {
                     bytes: body.into_bytes(),
                     etag,
                 }))
             }
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) if status_of(&e) == Some(304) => Ok(Fetched::Unchanged),
+            Err(e) if status_of(&e) == Some(404) => Ok(Fetched::Absent),
             Err(e) => Err(StoreError::S3 {
                 op: "GetObject",
                 key: full,
