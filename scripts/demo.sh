@@ -86,11 +86,19 @@ step "edge: the inference component (wasm32-wasip2 + SIMD; first build ~15 min o
 bash scripts/wasm-component.sh
 edge_log=target/demo/edge.log
 edge_cache=target/demo/edge-cache
+rm -f target/demo/edge.out  # a stale line from a previous run would be read as this one's
 $bin/falaj-edge --env prod --listen 127.0.0.1:0 --cache "$edge_cache" --node demo-node \
   --poll-ms 200 --sketch-secs 1 >target/demo/edge.out 2>"$edge_log" &
 edge_pid=$!
 trap 'kill $edge_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 600); do [ -s target/demo/edge.out ] && break; sleep 0.2; done
+# The first start compiles the component with cranelift (30-60 s on 2 cores), then caches it.
+for i in $(seq 1 3000); do
+  [ -s target/demo/edge.out ] && break
+  kill -0 $edge_pid 2>/dev/null || { cat "$edge_log" >&2; echo "falaj-edge exited" >&2; exit 1; }
+  [ $((i % 100)) = 0 ] && echo "  falaj-edge is compiling the component... ($((i / 5)) s)"
+  sleep 0.2
+done
+[ -s target/demo/edge.out ] || { cat "$edge_log" >&2; echo "falaj-edge did not start in 10 min" >&2; exit 1; }
 edge=$(python3 -c 'import json; print(json.loads(open("target/demo/edge.out").readline())["listening"])')
 echo "falaj-edge (pid $edge_pid) on http://$edge, log $edge_log"
 

@@ -55,7 +55,8 @@ cargo test --workspace --no-fail-fast
 step "the main job end to end (scripts/demo.sh on its own dir:// store), checked in the store"
 demo_store="$root/target/ci-demo/store"
 rm -rf "$root/target/ci-demo"
-FALAJ_STORE="dir://$demo_store" bash scripts/demo.sh >"$root/target/ci-demo.log" 2>&1 \
+FALAJ_STORE="dir://$demo_store" FALAJ_EDGE_CODE_CACHE="$root/target/edge-tests/code-cache" \
+  bash scripts/demo.sh >"$root/target/ci-demo.log" 2>&1 \
   || { tail -60 "$root/target/ci-demo.log"; exit 1; }
 python3 scripts/check-demo.py "$demo_store" breast-cancer
 
