@@ -431,3 +431,46 @@ async fn a_function_without_its_store_reports_an_init_error() {
         "it must not fetch events it cannot handle"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drift_function_answers_its_schedule_under_the_runtime_api() {
+    let e = fx::env().await;
+    fx::create(&e.reg, "bc").await;
+    let emu = Emulator::start().await.unwrap();
+    let uri = store_uri(&e);
+    let mut drift = emu
+        .spawn(&binary("falaj-fn-drift"), &[("FALAJ_STORE", uri.as_str())])
+        .unwrap();
+
+    // The schedule's event as EventBridge sends it: every model deployed to prod (none yet).
+    let scheduled = fixture("eventbridge-scheduled.json");
+    let r = emu.invoke(&scheduled, WAIT).await.expect("drift answered");
+    assert_eq!(response(&r.outcome)["env"], "prod", "{r:?}");
+    assert_eq!(response(&r.outcome)["models"], json!([]));
+
+    // A named model that is not deployed: a verdict of no data, not a failure.
+    let r = emu
+        .invoke(&json!({"env": "production", "models": ["bc"]}), WAIT)
+        .await
+        .expect("drift answered");
+    let result = &response(&r.outcome)["models"][0]["result"];
+    assert_eq!(result["outcome"], "no_data", "{r:?}");
+    assert!(result["reason"].as_str().unwrap().contains("not deployed"));
+
+    // A bad threshold fails the invocation with a named error type.
+    let r = emu
+        .invoke(&json!({"psi": -1}), WAIT)
+        .await
+        .expect("drift answered");
+    match &r.outcome {
+        Outcome::Error { body, .. } => {
+            assert_eq!(body["errorType"], "DriftCheckFailed", "{body}");
+            assert!(
+                body["errorMessage"].as_str().unwrap().contains("psi"),
+                "{body}"
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    drift.kill().await.unwrap();
+}
