@@ -13,20 +13,7 @@ async fn audit_events_are_locked_and_other_objects_are_not() {
     let endpoint = support::s3_endpoint();
     // SAFETY: the only test in this binary; set before any store reads it.
     unsafe { std::env::set_var("FALAJ_AUDIT_RETENTION_DAYS", "400") };
-    let conf = aws_sdk_s3::config::Builder::new()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("me-central-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "falaj-test",
-            "falaj-test",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(&endpoint)
-        .force_path_style(true)
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
+    let client = support::s3_client("me-central-1");
     let bucket = format!("falaj-lock-{:016x}", rand::random::<u64>());
     client
         .create_bucket()

@@ -49,8 +49,8 @@ pub fn s3_endpoint() -> String {
         .clone()
 }
 
-/// Creates a fresh bucket in `region` and returns its name.
-pub async fn s3_bucket(region: &str) -> String {
+/// An S3 client for the test server, signing for `region`.
+pub fn s3_client(region: &str) -> aws_sdk_s3::Client {
     let endpoint = s3_endpoint();
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -65,7 +65,12 @@ pub async fn s3_bucket(region: &str) -> String {
         .endpoint_url(&endpoint)
         .force_path_style(true)
         .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Creates a fresh bucket in `region` and returns its name.
+pub async fn s3_bucket(region: &str) -> String {
+    let client = s3_client(region);
     let name = format!("falaj-test-{:016x}", rand::random::<u64>());
     client
         .create_bucket()
