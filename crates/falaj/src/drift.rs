@@ -93,7 +93,7 @@ pub enum DriftCheckError {
     /// The rule cannot be applied.
     #[error(transparent)]
     Rule(#[from] drift::DriftError),
-    /// A sketch or manifest could not be read.
+    /// A sketch or manifest the check needs is missing.
     #[error("{key}: {reason}")]
     Unreadable {
         /// Key.
@@ -112,6 +112,24 @@ fn stamp_of(key: &str) -> Option<(&str, u64)> {
     let file = key.rsplit('/').next()?.strip_suffix(".json")?;
     let (stamp, v) = file.rsplit_once("-v")?;
     Some((stamp, v.parse().ok()?))
+}
+
+fn store_key(key: String) -> Result<StoreKey, DriftCheckError> {
+    StoreKey::new(key).map_err(|e| RegistryError::from(crate::store::StoreError::from(e)).into())
+}
+
+/// An object that must exist, decoded (a corrupt one is named by the registry's error).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    reg: &Registry,
+    key: StoreKey,
+) -> Result<T, DriftCheckError> {
+    match reg.get_json::<T>(&key).await? {
+        Some((v, _)) => Ok(v),
+        None => Err(DriftCheckError::Unreadable {
+            key: key.to_string(),
+            reason: "missing".into(),
+        }),
+    }
 }
 
 /// `prod` for `production` (as deployments and telemetry spell it); other names unchanged.
@@ -141,21 +159,7 @@ pub async fn check(
         .into());
     };
     let mkey = layout::blob(mdigest.strip_prefix("sha256:").unwrap_or(mdigest));
-    let manifest: TrainingManifest =
-        match reg.store().get(&mkey).await.map_err(RegistryError::from)? {
-            Some(o) => {
-                serde_json::from_slice(&o.bytes).map_err(|e| DriftCheckError::Unreadable {
-                    key: mkey.to_string(),
-                    reason: e.to_string(),
-                })?
-            }
-            None => {
-                return Err(DriftCheckError::Unreadable {
-                    key: mkey.to_string(),
-                    reason: "missing".into(),
-                });
-            }
-        };
+    let manifest: TrainingManifest = read_json(reg, mkey).await?;
     // Windows newer than the last request: the request's key is the newest window's stamp.
     let last_request = list_all(reg.store().as_ref(), &retrain_prefix(model))
         .await
@@ -191,23 +195,7 @@ pub async fn check(
     };
     let mut windows = Vec::with_capacity(keys.len());
     for (_, k) in &keys {
-        let key = StoreKey::new(k.clone())
-            .map_err(|e| RegistryError::from(crate::store::StoreError::from(e)))?;
-        let o = reg
-            .store()
-            .get(&key)
-            .await
-            .map_err(RegistryError::from)?
-            .ok_or_else(|| DriftCheckError::Unreadable {
-                key: k.clone(),
-                reason: "vanished".into(),
-            })?;
-        let w: SketchWindow =
-            serde_json::from_slice(&o.bytes).map_err(|e| DriftCheckError::Unreadable {
-                key: k.clone(),
-                reason: e.to_string(),
-            })?;
-        windows.push(w);
+        windows.push(read_json::<SketchWindow>(reg, store_key(k.clone())?).await?);
     }
     let report = drift::evaluate(&manifest, &windows, rule)?;
     if !report.drifted() {
@@ -226,8 +214,7 @@ pub async fn check(
         telemetry: keys.iter().map(|(_, k)| k.clone()).collect(),
         report,
     };
-    let key = StoreKey::new(format!("{}{newest}.json", retrain_prefix(model)))
-        .map_err(|e| RegistryError::from(crate::store::StoreError::from(e)))?;
+    let key = store_key(format!("{}{newest}.json", retrain_prefix(model)))?;
     match reg.put_json(&key, &request, Precondition::IfAbsent).await {
         Ok(_) => {}
         Err(RegistryError::Store(e)) if e.is_conflict() => {
