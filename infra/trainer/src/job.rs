@@ -73,6 +73,8 @@ pub struct JobSpec {
     pub trainer_image: Option<String>,
     /// ONNX opset to write.
     pub opset: i64,
+    /// The version this run retrains (recorded as the lineage's parent).
+    pub parent_version: Option<u64>,
 }
 
 impl JobSpec {
@@ -106,6 +108,7 @@ impl JobSpec {
             code_commit: None,
             trainer_image: None,
             opset: export::DEFAULT_OPSET,
+            parent_version: None,
         }
     }
 
@@ -596,7 +599,7 @@ pub async fn run(
                     .unwrap_or_else(|| format!("falaj-train {}", env!("CARGO_PKG_VERSION"))),
             ),
             hyperparameters: hyper,
-            parent_version: None,
+            parent_version: spec.parent_version,
         },
         seed: Some(spec.seed),
         backend: Some(spec.backend.name().into()),

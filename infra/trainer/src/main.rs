@@ -112,6 +112,10 @@ struct Args {
     /// Trainer image recorded in the lineage (set by the Batch job definition).
     #[arg(long, env = "FALAJ_TRAINER_IMAGE")]
     trainer_image: Option<String>,
+    /// The registered version this run retrains, recorded as the lineage's parent
+    /// (`falaj serve` sets it when a drift request starts a retrain).
+    #[arg(long, value_name = "N")]
+    parent_version: Option<u64>,
     /// ONNX opset to write (13-21).
     #[arg(long, default_value_t = falaj_train::export::DEFAULT_OPSET)]
     opset: i64,
@@ -213,6 +217,7 @@ async fn run() -> anyhow::Result<()> {
     spec.code_commit = args.code_commit.or_else(git_commit);
     spec.trainer_image = args.trainer_image;
     spec.opset = args.opset;
+    spec.parent_version = args.parent_version;
 
     let bar = terminal.then(|| {
         let bar = indicatif::ProgressBar::new(spec.epochs as u64);
