@@ -47,6 +47,10 @@ pub struct RetrainRequest {
     pub report: DriftReport,
     /// Dataset the drifted version was trained on (from its lineage), the starting point.
     pub dataset: Option<String>,
+    /// Labelled rows gathered since training (`datasets/<model>/labelled/*.csv` in the store,
+    /// same columns as the dataset): the retrain learns from them too.
+    #[serde(default)]
+    pub labelled: Vec<String>,
     /// Target column and task of the last training, so the retrain can repeat it.
     pub target: String,
     /// The sketch windows the verdict used.
@@ -106,6 +110,12 @@ pub enum DriftCheckError {
 /// `retrain/<model>/`.
 pub fn retrain_prefix(model: &str) -> String {
     format!("retrain/{model}/")
+}
+
+/// `datasets/<model>/labelled/`: labelled rows that arrived after training (ground truth for
+/// served inputs), which a retraining request names for the retrain to use.
+pub fn labelled_prefix(model: &str) -> String {
+    format!("datasets/{model}/labelled/")
 }
 
 fn stamp_of(key: &str) -> Option<(&str, u64)> {
@@ -210,6 +220,12 @@ pub async fn check(
         requested_by: ACTOR.into(),
         drifted: report.drifted.clone(),
         dataset: manifest.lineage.datasets.first().map(|d| d.uri.clone()),
+        labelled: list_all(reg.store().as_ref(), &labelled_prefix(model))
+            .await
+            .map_err(RegistryError::from)?
+            .into_iter()
+            .filter(|k| k.ends_with(".csv"))
+            .collect(),
         target: manifest.target.clone(),
         telemetry: keys.iter().map(|(_, k)| k.clone()).collect(),
         report,

@@ -6,7 +6,9 @@
 //!   EventBridge "Object Created" event AWS would deliver and hands it to the ingest handler;
 //!   each version it registers goes to the validate handler (the event for the version
 //!   record), and a passing version whose policy says `auto_staging` is promoted to staging
-//!   through the same [`Promoter`] the webhook uses. Nothing here decides anything.
+//!   through the same [`Promoter`] the webhook uses. Nothing here decides anything;
+//! - and, with a trainer, [`crate::retrain::Retrainer`] over `retrain/`: a drift check's request
+//!   runs `falaj-train`, whose upload the watcher then registers and validates.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -56,6 +58,91 @@ pub enum WatchEvent {
         /// The promoter's answer, or its error.
         result: Value,
     },
+    /// A retraining request handled by [`crate::retrain::Retrainer`].
+    Retrain {
+        /// What happened.
+        #[serde(flatten)]
+        event: crate::retrain::RetrainEvent,
+    },
+}
+
+impl WatchEvent {
+    /// One line for people: what happened, to which model and version.
+    pub fn line(&self) -> String {
+        use crate::pipeline::ValidateOutcome as V;
+        use crate::retrain::RetrainEvent as R;
+        use WatchEvent as W;
+        match self {
+            W::Ingest { outcome } => match outcome {
+                Outcome::Registered {
+                    key,
+                    model,
+                    version,
+                } => format!("ingest    {key}: registered {model}@{version}"),
+                Outcome::Duplicate {
+                    key,
+                    model,
+                    version,
+                } => format!("ingest    {key}: already {model}@{version}"),
+                Outcome::Ignored { key, reason } => format!("ingest    {key}: ignored ({reason})"),
+                Outcome::Failed { key, error, .. } => format!("ingest    {key}: FAILED: {error}"),
+            },
+            W::Validate { outcome } => match outcome {
+                V::Validated {
+                    model,
+                    version,
+                    passed: true,
+                    report,
+                    ..
+                } => format!("validate  {model}@{version}: every gate passed ({report})"),
+                V::Validated {
+                    model,
+                    version,
+                    failed,
+                    report,
+                    ..
+                } => format!(
+                    "validate  {model}@{version}: REJECTED, failed {} ({report})",
+                    failed.join(", ")
+                ),
+                V::Skipped {
+                    model,
+                    version,
+                    reason,
+                } => format!("validate  {model}@{version}: skipped: {reason}"),
+                V::Ignored { key } => format!("validate  {key}: ignored"),
+                V::Failed { subject, error, .. } => format!("validate  {subject}: FAILED: {error}"),
+            },
+            W::Staged {
+                model,
+                version,
+                result,
+            } => match result.get("error") {
+                Some(e) => format!("promote   {model}@{version} -> staging: FAILED: {e}"),
+                None => format!("promote   {model}@{version} -> staging"),
+            },
+            W::Retrain { event } => match event {
+                R::Started {
+                    model,
+                    parent_version,
+                    run_id,
+                    labelled_rows,
+                    ..
+                } => format!(
+                    "retrain   {model}@{parent_version}: falaj-train started (run {run_id}, +{labelled_rows} labelled rows)"
+                ),
+                R::Trained {
+                    model,
+                    run_id,
+                    seconds,
+                    ..
+                } => format!(
+                    "retrain   {model}: run {run_id} trained in {seconds:.1} s, uploaded to incoming/"
+                ),
+                R::Failed { model, error, .. } => format!("retrain   {model}: FAILED: {error}"),
+            },
+        }
+    }
 }
 
 /// Polls `incoming/` and drives uploads through ingest → validate → staging.
@@ -181,10 +268,27 @@ pub fn object_created(key: &str, etag: &str) -> Value {
         "detail": {
             "version": "0",
             "bucket": {"name": LOCAL_BUCKET},
-            "object": {"key": encode_key(key), "etag": etag, "sequencer": now},
+            // The same object gives the same sequencer, so a restarted watcher's event for an
+            // upload it handled before is a duplicate to the ingest handler, not a new upload.
+            "object": {"key": encode_key(key), "etag": etag, "sequencer": sequencer(etag, &now)},
             "reason": "PutObject"
         }
     })
+}
+
+/// S3's sequencer is a hex string that orders events of one key; here it is derived from the
+/// object's ETag (the time when there is none).
+fn sequencer(etag: &str, now: &str) -> String {
+    let hex: String = etag
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
+    if hex.is_empty() {
+        now.to_string()
+    } else {
+        hex.to_ascii_uppercase()
+    }
 }
 
 /// Encodes a key as S3 does in events: `+` for space, `%XX` for reserved bytes.
