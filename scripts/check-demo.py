@@ -1,12 +1,17 @@
-"""Checks what scripts/demo.sh must leave in its store, step by step (CI runs it after the demo).
+"""Checks what `falaj demo` must leave in its store, step by step (CI runs it after the demo).
 
-    check-demo.py STORE_DIR MODEL
+    check-demo.py STORE_DIR MODEL [RUNS]
+
+RUNS is how many demo runs the store has seen since it was made (default 1): each run trains
+one version and retrains one, so run k leaves versions 2k-1 (trained, promoted to production)
+and 2k (retrained from it after drift, staged).
 """
 import json
 import sys
 from pathlib import Path
 
 store, model = Path(sys.argv[1]), sys.argv[2]
+runs = int(sys.argv[3]) if len(sys.argv) > 3 else 1
 m = store / "models" / model
 failures = []
 
@@ -21,26 +26,56 @@ def load(p):
     return json.loads(p.read_text())
 
 
+trained, retrained = 2 * runs - 1, 2 * runs
 versions = sorted(int(p.stem) for p in (m / "versions").glob("*.json"))
-check("two versions registered (trained, then retrained)", versions[:2] == [1, 2])
-for n in versions[:2]:
+check(f"{2 * runs} versions registered ({runs} run(s): trained, then retrained)",
+      versions == list(range(1, 2 * runs + 1)))
+records = {n: load(m / "versions" / f"{n}.json") for n in versions}
+for n in versions:
+    check(f"v{n} came through incoming/ and the ingest handler",
+          f"/incoming/{model}/" in (records[n].get("source") or ""))
     reports = list((m / "versions" / str(n)).glob("gates*.json"))
     check(f"v{n} has a gate report that passed", any(load(r).get("passed") for r in reports))
-approvals = list((m / "approvals").rglob("*.json")) if (m / "approvals").exists() else []
-check("two approvals recorded", len(approvals) >= 2)
+approvals = list((m / "approvals" / str(trained)).glob("*.json")) if (m / "approvals").exists() else []
+check(f"two approvals of v{trained}", len(approvals) == 2)
 prod = m / "aliases" / "production.json"
-check("production alias points at v1", prod.exists() and load(prod).get("version") == 1)
+check(f"production alias points at v{trained}", prod.exists() and load(prod).get("version") == trained)
 dep = store / "deployments" / "prod" / f"{model}.json"
-check("signed deployment manifest", dep.exists() and load(dep).get("signature", "").startswith("ed25519:"))
+signed = load(dep) if dep.exists() else {}
+check("signed deployment manifest", signed.get("signature", "").startswith("ed25519:"))
+payload = json.loads(signed.get("payload", "{}"))
+# A later run goes out as a canary that is then rolled out: two more generations.
+check(f"deployment generation {2 * runs - 1}, champion v{trained}, no challenger left",
+      payload.get("generation") == 2 * runs - 1
+      and payload.get("champion", {}).get("version") == trained and not payload.get("challenger"))
 windows = list((store / "telemetry" / "prod").rglob("*.json"))
 rows = sum(load(w)["rows"] for w in windows)
-check(f"edge sketches in telemetry/prod/ ({len(windows)} windows, {rows} rows)", rows >= 400)
-requests = list((store / "retrain" / model).glob("*.json")) if (store / "retrain").exists() else []
-check("a retraining request naming drifted size features",
-      len(requests) == 1 and any("radius" in f for f in load(requests[0])["drifted"]))
+check(f"edge sketches in telemetry/prod/ ({len(windows)} windows, {rows} rows)", rows >= 400 * runs)
+requests = sorted((store / "retrain" / model).glob("*.json")) if (store / "retrain").exists() else []
+check(f"{runs} retraining request(s), the last naming drifted size features",
+      len(requests) == runs and any("radius" in f for f in load(requests[-1])["drifted"]))
+if requests:
+    req = load(requests[-1])
+    check("the request is about the served version and names the labelled rows that arrived since",
+          req.get("version") == trained
+          and any(k.startswith(f"datasets/{model}/labelled/") for k in req.get("labelled", [])))
+    for r in requests:
+        claim = store / "idempotency" / "retrain" / model / r.name
+        check(f"the retrainer claimed {r.name} once and finished it",
+              claim.exists() and load(claim).get("state") == "done")
+if retrained in records:
+    lineage = records[retrained].get("lineage", {})
+    datasets = [d.get("uri", "") for d in lineage.get("datasets", [])]
+    check(f"v{retrained} is the retrain: parent v{trained}, trained on datasets/<model>/retrain/*.csv",
+          lineage.get("parent_version") == trained
+          and any(f"/datasets/{model}/retrain/" in u for u in datasets)
+          and f"/incoming/{model}/retrain-" in (records[retrained].get("source") or ""))
+staging = m / "aliases" / "staging.json"
+check(f"the passing retrain v{retrained} was staged by the policy (auto_staging)",
+      staging.exists() and load(staging).get("version") == retrained)
 actions = [load(p)["action"] for p in sorted((store / "audit" / model).glob("*.json"))]
-for action in ["version.registered", "drift.retrain_requested"]:
-    check(f"audit has {action}", action in actions)
+for action, count in [("version.registered", 2 * runs), ("drift.retrain_requested", runs)]:
+    check(f"audit has {count} {action}", actions.count(action) == count)
 if failures:
     sys.exit(f"the demo left {len(failures)} wrong outcome(s) in {store}")
-print("every step of the demo left its outcome in the store")
+print(f"every step of the demo ({runs} run(s)) left its outcome in the store")

@@ -52,13 +52,22 @@ cargo build --quiet --workspace --bins
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
-step "the main job end to end (scripts/demo.sh on its own dir:// store), checked in the store"
+step "the main job end to end (falaj demo via scripts/demo.sh on its own dir:// store), checked in the store"
+# Three runs: a fresh store, a re-run (the new version goes out as a canary), and --clean.
 demo_store="$root/target/ci-demo/store"
 rm -rf "$root/target/ci-demo"
-FALAJ_STORE="dir://$demo_store" FALAJ_EDGE_CODE_CACHE="$root/target/edge-tests/code-cache" \
-  bash scripts/demo.sh >"$root/target/ci-demo.log" 2>&1 \
-  || { tail -60 "$root/target/ci-demo.log"; exit 1; }
-python3 scripts/check-demo.py "$demo_store" breast-cancer
+demo() {
+  FALAJ_STORE="dir://$demo_store" FALAJ_EDGE_CODE_CACHE="$root/target/edge-tests/code-cache" \
+    bash scripts/demo.sh --work-dir "$root/target/ci-demo/work" "$@" >"$root/target/ci-demo.log" 2>&1 \
+    || { tail -60 "$root/target/ci-demo.log"; exit 1; }
+  grep '^done in' "$root/target/ci-demo.log"
+}
+demo
+python3 scripts/check-demo.py "$demo_store" breast-cancer 1
+demo --epochs 20
+python3 scripts/check-demo.py "$demo_store" breast-cancer 2
+demo --clean
+python3 scripts/check-demo.py "$demo_store" breast-cancer 1
 
 step "residency check of terraform/"
 # The binary built above: `cargo run -p falaj` would resolve features for falaj alone and

@@ -4,6 +4,7 @@
 //! they turn their input into a call here and the result back.
 #![deny(missing_docs)]
 
+pub mod demo;
 pub mod deploy;
 pub mod drift;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod ingest;
 pub mod pipeline;
 pub mod promotion;
 pub mod registry;
+pub mod retrain;
 pub mod serve;
 pub mod store;
 pub mod terraform;

@@ -247,9 +247,65 @@ enum Command {
         /// How often to look for new uploads, in milliseconds.
         #[arg(long, default_value_t = 500)]
         poll_ms: u64,
-        /// Handle what is in incoming/ now, then exit (no HTTP).
+        /// Handle what is in incoming/ and retrain/ now, then exit (no HTTP).
         #[arg(long)]
         once: bool,
+        /// The falaj-train binary that retraining requests run [default: next to falaj].
+        #[arg(long, env = "FALAJ_TRAINER")]
+        trainer: Option<PathBuf>,
+        /// Where retraining runs write their outputs and logs.
+        #[arg(long, default_value = "target/retrain")]
+        retrain_dir: PathBuf,
+        /// Leave retraining requests to another consumer (in AWS: the Batch rule).
+        #[arg(long)]
+        no_retrain: bool,
+    },
+    /// Run the whole loop on this machine, printing each step: train → incoming/ → ingest →
+    /// gates → two approvals → production → falaj-edge serves the WASM component →
+    /// predictions → shifted traffic → drift → retraining request → retrain → gates.
+    ///
+    /// Needs falaj-train and falaj-edge (built beside falaj by `cargo build --workspace
+    /// --bins`) and the inference component (scripts/wasm-component.sh); `bash
+    /// scripts/demo.sh` builds all three and runs this. Re-running adds versions to the same
+    /// store (a canary then goes out); --clean starts from an empty store.
+    #[command(
+        after_help = "Examples:\n  falaj demo                       # on dir://.falaj\n  falaj demo --clean --epochs 15   # afresh, quicker\n  falaj --store dir:///tmp/d --json demo   # JSON lines, e.g. for CI"
+    )]
+    Demo {
+        /// Remove the store (dir:// only) and the demo's work directory first.
+        #[arg(long)]
+        clean: bool,
+        /// Training epochs (the retrain repeats them).
+        #[arg(long, default_value_t = 30, env = "FALAJ_DEMO_EPOCHS")]
+        epochs: usize,
+        /// Model name.
+        #[arg(long, default_value = "breast-cancer", env = "FALAJ_DEMO_MODEL")]
+        model: String,
+        /// Run outputs, logs and the edge's cache.
+        #[arg(long, default_value = "target/demo")]
+        work_dir: PathBuf,
+        /// The falaj-train binary [default: next to falaj].
+        #[arg(long, env = "FALAJ_TRAINER")]
+        trainer: Option<PathBuf>,
+        /// The falaj-edge binary [default: next to falaj].
+        #[arg(long, env = "FALAJ_EDGE")]
+        edge: Option<PathBuf>,
+        /// The inference component.
+        #[arg(
+            long,
+            env = "FALAJ_EDGE_COMPONENT",
+            default_value = "target/wasm/falaj-inference.wasm"
+        )]
+        component: PathBuf,
+        /// Compiled-component cache shared with other falaj-edge nodes on this machine.
+        #[arg(long, env = "FALAJ_EDGE_CODE_CACHE")]
+        code_cache: Option<PathBuf>,
+        /// Rows of shifted traffic to send.
+        #[arg(long, default_value_t = 400)]
+        shifted_rows: usize,
+        /// Factor on the size features of the shifted traffic.
+        #[arg(long, default_value_t = 1.6)]
+        shift: f64,
     },
 }
 
@@ -406,62 +462,6 @@ impl From<falaj::promotion::PromotionError> for Failure {
             exit: exit_for(e.code()),
             message: e.to_string(),
         }
-    }
-}
-
-fn watch_line(ev: &falaj::serve::WatchEvent) -> String {
-    use falaj::ingest::Outcome;
-    use falaj::pipeline::ValidateOutcome as V;
-    use falaj::serve::WatchEvent as W;
-    match ev {
-        W::Ingest { outcome } => match outcome {
-            Outcome::Registered {
-                key,
-                model,
-                version,
-            } => format!("ingest    {key}: registered {model}@{version}"),
-            Outcome::Duplicate {
-                key,
-                model,
-                version,
-            } => format!("ingest    {key}: already {model}@{version}"),
-            Outcome::Ignored { key, reason } => format!("ingest    {key}: ignored ({reason})"),
-            Outcome::Failed { key, error, .. } => format!("ingest    {key}: FAILED: {error}"),
-        },
-        W::Validate { outcome } => match outcome {
-            V::Validated {
-                model,
-                version,
-                passed: true,
-                report,
-                ..
-            } => format!("validate  {model}@{version}: every gate passed ({report})"),
-            V::Validated {
-                model,
-                version,
-                failed,
-                report,
-                ..
-            } => format!(
-                "validate  {model}@{version}: REJECTED, failed {} ({report})",
-                failed.join(", ")
-            ),
-            V::Skipped {
-                model,
-                version,
-                reason,
-            } => format!("validate  {model}@{version}: skipped: {reason}"),
-            V::Ignored { key } => format!("validate  {key}: ignored"),
-            V::Failed { subject, error, .. } => format!("validate  {subject}: FAILED: {error}"),
-        },
-        W::Staged {
-            model,
-            version,
-            result,
-        } => match result.get("error") {
-            Some(e) => format!("promote   {model}@{version} -> staging: FAILED: {e}"),
-            None => format!("promote   {model}@{version} -> staging"),
-        },
     }
 }
 
@@ -1243,6 +1243,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             webhook_config,
             poll_ms,
             once,
+            trainer,
+            retrain_dir,
+            no_retrain,
         } => {
             let reg = std::sync::Arc::new(registry(&cli, true).await?);
             let key = signing_key()?;
@@ -1253,13 +1256,36 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 if json {
                     println!("{}", serde_json::to_string(ev).unwrap_or_default());
                 } else {
-                    println!("{}", watch_line(ev));
+                    println!("{}", ev.line());
                 }
             };
             let mut watcher = falaj::serve::Watcher::new(reg.clone(), promoter.clone());
+            let retrainer = (!*no_retrain).then(|| {
+                let mut cfg = falaj::retrain::RetrainConfig::beside_current_exe();
+                if let Some(t) = trainer {
+                    cfg.trainer = t.clone();
+                }
+                cfg.work_dir = retrain_dir.clone();
+                falaj::retrain::Retrainer::new(reg.clone(), cfg)
+            });
+            let retrain_report = move |ev: &falaj::retrain::RetrainEvent| {
+                report(&falaj::serve::WatchEvent::Retrain { event: ev.clone() })
+            };
             if *once {
                 for ev in watcher.poll_once().await? {
                     report(&ev);
+                }
+                if let Some(mut r) = retrainer {
+                    let trained = r.poll_once(&retrain_report).await?;
+                    // A retrain uploaded to incoming/: register and validate it too.
+                    if trained
+                        .iter()
+                        .any(|e| matches!(e, falaj::retrain::RetrainEvent::Trained { .. }))
+                    {
+                        for ev in watcher.poll_once().await? {
+                            report(&ev);
+                        }
+                    }
                 }
                 return Ok(());
             }
@@ -1293,7 +1319,81 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
             tokio::spawn(falaj::serve::serve_http(listener, hook));
-            falaj::serve::watch(watcher, std::time::Duration::from_millis(*poll_ms), report).await;
+            let every = std::time::Duration::from_millis(*poll_ms);
+            if let Some(r) = retrainer {
+                tokio::spawn(falaj::retrain::watch(r, every, retrain_report));
+            }
+            falaj::serve::watch(watcher, every, report).await;
+        }
+        Command::Demo {
+            clean,
+            epochs,
+            model,
+            work_dir,
+            trainer,
+            edge,
+            component,
+            code_cache,
+            shifted_rows,
+            shift,
+        } => {
+            if *epochs == 0 {
+                return Err(fail("usage", 2, "--epochs must be at least 1"));
+            }
+            if !(shift.is_finite() && *shift > 0.0) {
+                return Err(fail(
+                    "usage",
+                    2,
+                    format!("--shift must be a positive factor, not {shift}"),
+                ));
+            }
+            if *clean {
+                let Some(dir) = cli.store.strip_prefix("dir://") else {
+                    return Err(fail(
+                        "usage",
+                        2,
+                        format!(
+                            "--clean removes a dir:// store only; {} is not one",
+                            cli.store
+                        ),
+                    ));
+                };
+                for d in [std::path::Path::new(dir), work_dir.as_path()] {
+                    match std::fs::remove_dir_all(d) {
+                        Ok(()) => eprintln!("cleaned {}", d.display()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(fail(
+                                "io_error",
+                                1,
+                                format!("cannot remove {}: {e}", d.display()),
+                            ));
+                        }
+                    }
+                }
+            }
+            let reg = std::sync::Arc::new(registry(&cli, true).await?);
+            let key = signing_key()?;
+            let cfg = falaj::demo::DemoConfig {
+                model: model.clone(),
+                epochs: *epochs,
+                work_dir: work_dir.clone(),
+                trainer: trainer
+                    .clone()
+                    .unwrap_or_else(|| falaj::retrain::sibling_binary("falaj-train")),
+                edge: edge
+                    .clone()
+                    .unwrap_or_else(|| falaj::retrain::sibling_binary("falaj-edge")),
+                component: component.clone(),
+                code_cache: code_cache.clone(),
+                shifted_rows: *shifted_rows,
+                shift: *shift,
+                json: out.json,
+            };
+            let summary = falaj::demo::run(reg, key, cfg)
+                .await
+                .map_err(|e| fail("demo_failed", 1, e.to_string()))?;
+            out.print(&summary, || falaj::demo::summary_text(&summary));
         }
         Command::Deployments { repair } => {
             let reg = registry(&cli, false).await?;
