@@ -199,6 +199,34 @@ pub async fn run(reg: Arc<Registry>, key: DeployKey, cfg: DemoConfig) -> R<DemoS
     let model = cfg.model.clone();
     let store_uri = reg.store().uri().to_string();
 
+    r.step = "check what the demo runs".into();
+    // Fail before any step rather than half-way: the three programs the demo starts.
+    for (what, path, how) in [
+        (
+            "falaj-train",
+            &cfg.trainer,
+            "cargo build --workspace --bins, or pass --trainer",
+        ),
+        (
+            "falaj-edge",
+            &cfg.edge,
+            "cargo build --workspace --bins, or pass --edge",
+        ),
+        (
+            "the inference component",
+            &cfg.component,
+            "scripts/wasm-component.sh, or pass --component",
+        ),
+    ] {
+        // A bare name is looked up on PATH when it is started.
+        if path.components().count() > 1 && !path.is_file() {
+            return r.fail(format!(
+                "{what} is not at {}: build it with {how}",
+                path.display()
+            ));
+        }
+    }
+
     r.say("roles: platform (admin), dana (data-scientist), mel (ml-engineer), ann and bob (approvers)");
     for (who, role) in [
         ("platform", Role::Admin),
@@ -786,12 +814,6 @@ struct Edge {
 impl Edge {
     async fn start(r: &mut Run) -> R<Edge> {
         let cfg = &r.cfg;
-        if !cfg.component.is_file() {
-            return r.fail(format!(
-                "no inference component at {}: build it with scripts/wasm-component.sh (or pass --component)",
-                cfg.component.display()
-            ));
-        }
         let log = cfg.work_dir.join("edge.log");
         let log_file = r.or_fail(std::fs::File::create(&log))?;
         let trust = hex::encode(r.key.public().to_bytes());
