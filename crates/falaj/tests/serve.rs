@@ -24,6 +24,18 @@ impl Drop for Server {
     }
 }
 
+/// Writes an object, unconditionally (a user's upload).
+async fn put_object(reg: &falaj::Registry, key: &str, bytes: Vec<u8>) {
+    reg.store()
+        .put(
+            &StoreKey::new(key).unwrap(),
+            Bytes::from(bytes),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+}
+
 /// One HTTP/1.1 request over a fresh connection; the status and the JSON body.
 fn http(
     addr: &str,
@@ -69,17 +81,8 @@ async fn an_upload_is_registered_validated_and_staged_without_any_other_command(
     falaj::promotion::set_policy(&e.reg, "bc", "gates.toml", &policy, "mel")
         .await
         .unwrap();
-    let put = |k: &str, b: Vec<u8>| {
-        let reg = &e.reg;
-        let k = StoreKey::new(k).unwrap();
-        async move {
-            reg.store()
-                .put(&k, Bytes::from(b), Precondition::None)
-                .await
-                .unwrap()
-        }
-    };
-    put(
+    put_object(
+        &e.reg,
         "datasets/bc/holdout.csv",
         std::fs::read(dataset("breast_cancer.csv")).unwrap(),
     )
@@ -131,8 +134,9 @@ async fn an_upload_is_registered_validated_and_staged_without_any_other_command(
     let fitted = breast_cancer();
     let mut manifest = fitted.manifest.clone();
     manifest.model = "bc".into();
-    put("incoming/bc/run 1/model.onnx", fitted.onnx.clone()).await;
-    put(
+    put_object(&e.reg, "incoming/bc/run 1/model.onnx", fitted.onnx.clone()).await;
+    put_object(
+        &e.reg,
         "incoming/bc/run 1/manifest.json",
         serde_json::to_vec(&manifest).unwrap(),
     )
@@ -265,4 +269,112 @@ async fn an_upload_is_registered_validated_and_staged_without_any_other_command(
     assert_eq!(code, 413);
     drop(server);
     assert!(e.reg.verify_audit("bc").await.unwrap().is_empty());
+}
+
+/// `falaj-train`, built beside `falaj` by `cargo build --workspace --bins` (scripts/test.sh).
+fn trainer() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_falaj")).with_file_name("falaj-train");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `falaj serve --once --json` and returns the steps it printed.
+fn serve_once(store: &str, dir: &std::path::Path) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_falaj"))
+        .args([
+            "--store",
+            store,
+            "--json",
+            "serve",
+            "--once",
+            "--retrain-dir",
+        ])
+        .arg(dir.join("retrain"))
+        .arg("--trainer")
+        .arg(trainer())
+        .env("FALAJ_SIGNING_KEY", dir.join("signing.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn serve_once_runs_a_retraining_request_and_registers_what_it_trained() {
+    let e = env().await;
+    let store = format!("dir://{}", e.dir.path().join("store").display());
+    let wine = std::fs::read(dataset("wine.csv")).unwrap();
+    put_object(&e.reg, "datasets/wine/train.csv", wine.clone()).await;
+    let data = format!("{store}/datasets/wine/train.csv");
+    let trained = Command::new(trainer())
+        .args(["--data", &data, "--target", "cultivar", "--model", "wine"])
+        .args(["--hidden", "8", "--epochs", "2", "--run-id", "first"])
+        .args(["--store", &store, "--out"])
+        .arg(e.dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(trained.status.success(), "{trained:?}");
+    let steps = serve_once(&store, e.dir.path());
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["step"] == "ingest" && s["outcome"] == "registered" && s["version"] == 1),
+        "{steps:?}"
+    );
+
+    let text = String::from_utf8(wine).unwrap();
+    let labelled: Vec<&str> = text.lines().take(11).collect();
+    put_object(
+        &e.reg,
+        "datasets/wine/labelled/l.csv",
+        (labelled.join("\n") + "\n").into_bytes(),
+    )
+    .await;
+    let request = json!({
+        "schema": 1, "model": "wine", "version": 1, "env": "prod",
+        "requested_at": "2026-12-01T00:00:00Z", "requested_by": "falaj-drift",
+        "drifted": ["alcohol"],
+        "report": {"model": "wine", "version": 1, "rows": 300, "windows": 1,
+                   "rule": {"psi": 0.25, "ks": null, "min_rows": 200}, "features": [],
+                   "enough_rows": true, "drifted": ["alcohol"]},
+        "dataset": data, "labelled": ["datasets/wine/labelled/l.csv"],
+        "target": "cultivar", "telemetry": []
+    });
+    put_object(
+        &e.reg,
+        "retrain/wine/20261201T000000Z-v1.json",
+        serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
+    let steps = serve_once(&store, e.dir.path());
+    let kinds: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{}:{}", s["step"], s["outcome"]).replace('"', ""))
+        .collect();
+    assert!(
+        kinds.ends_with(&[
+            "retrain:started".into(),
+            "retrain:trained".into(),
+            "ingest:registered".into(),
+            "validate:skipped".into(),
+        ]),
+        "{kinds:?}"
+    );
+    let v2 = e.reg.version("wine", 2).await.unwrap();
+    assert_eq!(v2.lineage.parent_version, Some(1));
+    // A second pass trains nothing: the request is claimed and done.
+    let again = serve_once(&store, e.dir.path());
+    assert!(again.iter().all(|s| s["step"] != "retrain"), "{again:?}");
 }

@@ -61,8 +61,8 @@ async fn registered(watcher: &mut Watcher) -> Vec<(String, u64)> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_child_version() {
+/// A fresh `dir://` store in a temporary directory: the directory, its URI, the registry.
+async fn new_store() -> (tempfile::TempDir, String, Arc<Registry>) {
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("dir://{}", dir.path().join("store").display());
     let opts = OpenOptions {
@@ -70,6 +70,12 @@ async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_chil
         ..OpenOptions::default()
     };
     let reg = Arc::new(Registry::new(store::open(&uri, &opts).await.unwrap()));
+    (dir, uri, reg)
+}
+
+#[tokio::test]
+async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_child_version() {
+    let (dir, uri, reg) = new_store().await;
     let wine = std::fs::read(fixture_path("wine.csv")).unwrap();
     let text = String::from_utf8(wine.clone()).unwrap();
     let header = text.lines().next().unwrap();
@@ -233,13 +239,7 @@ async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_chil
 
 #[tokio::test]
 async fn a_stale_started_claim_is_taken_over_and_a_fresh_one_is_left_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let uri = format!("dir://{}", dir.path().join("store").display());
-    let opts = OpenOptions {
-        create: true,
-        ..OpenOptions::default()
-    };
-    let reg = Arc::new(Registry::new(store::open(&uri, &opts).await.unwrap()));
+    let (dir, _, reg) = new_store().await;
     let key = "retrain/m/20261201T000000Z-v1.json";
     // The request names a version that does not exist: a taken-over claim ends `failed`.
     put(
