@@ -111,6 +111,15 @@ struct Run {
 
 type R<T> = Result<T, DemoError>;
 
+/// Prints a detail line of `step`.
+fn detail(json: bool, step: &str, text: &str) {
+    if json {
+        println!("{}", json!({"step": step, "detail": text}));
+    } else {
+        println!("  {text}");
+    }
+}
+
 impl Run {
     fn say(&mut self, step: &str) {
         self.step = step.to_string();
@@ -126,11 +135,7 @@ impl Run {
     }
 
     fn info(&self, text: &str) {
-        if self.cfg.json {
-            println!("{}", json!({"step": self.step, "detail": text}));
-        } else {
-            println!("  {text}");
-        }
+        detail(self.cfg.json, &self.step, text);
     }
 
     fn fail<T>(&self, message: impl Into<String>) -> R<T> {
@@ -653,31 +658,12 @@ fn compact_now() -> String {
 /// Runs falaj-train, printing a line every tenth of the epochs.
 async fn train(r: &mut Run, trainer: &Path, args: &[&str], out: &Path) -> R<()> {
     r.or_fail(std::fs::create_dir_all(out))?;
-    let log_path = out.join("train.log");
-    let mut child = r.or_fail(
-        tokio::process::Command::new(trainer)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start {}: {e} (build it with `cargo build --workspace --bins`, or pass --trainer)",
-                    trainer.display()
-                )
-            }),
-    )?;
-    let stderr = child.stderr.take().expect("piped");
-    let mut log = r.or_fail(std::fs::File::create(&log_path))?;
-    let mut lines = BufReader::new(stderr).lines();
-    let every = (r.cfg.epochs / 10).max(1);
-    while let Ok(Some(line)) = lines.next_line().await {
-        use std::io::Write;
-        let _ = writeln!(log, "{line}");
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
-            continue;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (json, step, epochs) = (r.cfg.json, r.step.clone(), r.cfg.epochs);
+    let every = (epochs / 10).max(1);
+    let mut progress = |line: &str| {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            return;
         };
         let f = &v["fields"];
         if f["message"] == "epoch"
@@ -685,27 +671,22 @@ async fn train(r: &mut Run, trainer: &Path, args: &[&str], out: &Path) -> R<()> 
                 .as_u64()
                 .is_some_and(|e| (e as usize).is_multiple_of(every))
         {
-            r.info(&format!(
-                "epoch {:>3}/{}  loss {:.4}  val loss {:.4}  val accuracy {:.3}",
-                f["epoch"],
-                r.cfg.epochs,
-                f["train_loss"].as_f64().unwrap_or(f64::NAN),
-                f["val_loss"].as_f64().unwrap_or(f64::NAN),
-                f["val_accuracy"].as_f64().unwrap_or(f64::NAN)
-            ));
+            detail(
+                json,
+                &step,
+                &format!(
+                    "epoch {:>3}/{epochs}  loss {:.4}  val loss {:.4}  val accuracy {:.3}",
+                    f["epoch"],
+                    f["train_loss"].as_f64().unwrap_or(f64::NAN),
+                    f["val_loss"].as_f64().unwrap_or(f64::NAN),
+                    f["val_accuracy"].as_f64().unwrap_or(f64::NAN)
+                ),
+            );
         }
-    }
-    let output = r.or_fail(child.wait_with_output().await)?;
-    if !output.status.success() {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        return r.fail(format!(
-            "falaj-train exited with {}: {} (log: {})",
-            output.status,
-            text.lines().last().unwrap_or_default(),
-            log_path.display()
-        ));
-    }
-    let summary: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    };
+    let summary = r.or_fail(
+        crate::retrain::run_trainer(trainer, &args, &out.join("train.log"), &mut progress).await,
+    )?;
     r.info(&format!(
         "trained: accuracy {:.3} on its validation split; uploaded {}",
         summary["metrics"]["accuracy"].as_f64().unwrap_or(f64::NAN),

@@ -322,7 +322,13 @@ impl Retrainer {
             labelled_rows,
         });
         let started = Instant::now();
-        let summary = run_trainer(&self.config.trainer, &args, &out.join("train.log")).await?;
+        let summary = run_trainer(
+            &self.config.trainer,
+            &args,
+            &out.join("train.log"),
+            &mut |_| {},
+        )
+        .await?;
         Ok(RetrainEvent::Trained {
             model: model.into(),
             request: request_key.into(),
@@ -522,39 +528,59 @@ pub fn trainer_args(
     a
 }
 
-/// Runs the trainer, its log in `log`; returns its JSON summary (stdout).
-async fn run_trainer(trainer: &Path, args: &[String], log: &Path) -> Result<Value, RetrainError> {
-    let log_file = std::fs::File::create(log)
-        .map_err(|e| RetrainError::Request(format!("cannot create {}: {e}", log.display())))?;
-    let child = tokio::process::Command::new(trainer)
+/// Runs `falaj-train` with `args`, writing its log (stderr) to `log` and handing each log
+/// line to `on_line` as it comes (progress); returns its JSON summary (stdout). A failure
+/// names the exit status, the trainer's last log lines and the log's path.
+pub async fn run_trainer(
+    trainer: &Path,
+    args: &[String],
+    log: &Path,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<Value, RetrainError> {
+    use tokio::io::AsyncBufReadExt;
+    let fail = |m: String| RetrainError::Request(m);
+    let mut log_file = std::fs::File::create(log)
+        .map_err(|e| fail(format!("cannot create {}: {e}", log.display())))?;
+    let mut child = tokio::process::Command::new(trainer)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(log_file)
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            RetrainError::Request(format!(
+            fail(format!(
                 "cannot start the trainer {}: {e} (build it with `cargo build --workspace --bins`, or pass --trainer)",
                 trainer.display()
             ))
         })?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut tail = std::collections::VecDeque::with_capacity(3);
+    while let Ok(Some(line)) = lines.next_line().await {
+        use std::io::Write;
+        let _ = writeln!(log_file, "{line}");
+        on_line(&line);
+        if tail.len() == 3 {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    // stdout is one small JSON summary printed at the end: it fits the pipe while stderr drains.
     let out = child
         .wait_with_output()
         .await
-        .map_err(|e| RetrainError::Request(format!("waiting for the trainer: {e}")))?;
+        .map_err(|e| fail(format!("waiting for the trainer: {e}")))?;
     if !out.status.success() {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(3).collect();
-        return Err(RetrainError::Request(format!(
+        return Err(fail(format!(
             "falaj-train exited with {}: {} (log: {})",
             out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            Vec::from(tail).join(" | "),
             log.display()
         )));
     }
     serde_json::from_slice(&out.stdout)
-        .map_err(|e| RetrainError::Request(format!("the trainer's summary is not JSON: {e}")))
+        .map_err(|e| fail(format!("the trainer's summary is not JSON: {e}")))
 }
 
 /// Runs the retrainer every `every`, reporting each step.
