@@ -46,6 +46,11 @@ cargo build --quiet -p falaj-core --target wasm32-wasip2
 step "inference component (wasm32-wasip2, release, SIMD): falaj-edge's tests serve it"
 bash scripts/wasm-component.sh
 
+step "wasmtime-cli 48 (the component's tests under a host we did not write)"
+FALAJ_WASMTIME=$(bash scripts/install-wasmtime.sh)
+FALAJ_INFERENCE_WASM=$(bash scripts/wasm-component.sh --path)
+export FALAJ_WASMTIME FALAJ_INFERENCE_WASM
+
 step "cargo build --workspace --bins (the function tests run the real binaries)"
 cargo build --quiet --workspace --bins
 

@@ -23,7 +23,7 @@ use tract_onnx::prelude::*;
 
 // ---------------------------------------------------------------- paths and tools
 
-/// The repository root (`wasm-modules/inference/../..`).
+/// The repository root (`infra/edge-node/../..`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -66,6 +66,38 @@ pub fn component() -> PathBuf {
         p.display()
     );
     p
+}
+
+/// Trains the breast-cancer MLP with this workspace's `falaj-train` (3 epochs, no upload)
+/// into `out` (`model.onnx`, `manifest.json`). The binary is looked up next to the test's
+/// own directory (`target/<profile>/`), where `cargo build --workspace --bins` puts it.
+pub fn train_with_falaj_train(out: &Path) {
+    let exe = std::env::current_exe().unwrap();
+    let train = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("falaj-train"))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no falaj-train next to {}: build it with `cargo build --workspace --bins`",
+                exe.display()
+            )
+        });
+    let out_ = Command::new(&train)
+        .args(["--data"])
+        .arg(repo_root().join("tests/fixtures/datasets/breast_cancer.csv"))
+        .args(["--target", "diagnosis", "--model", "breast-cancer", "--hidden", "16,8"])
+        .args(["--epochs", "3", "--seed", "7", "--no-upload", "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        out_.status.success(),
+        "{} failed: {}",
+        train.display(),
+        String::from_utf8_lossy(&out_.stderr)
+    );
 }
 
 /// A fresh directory under the system temp dir, removed on drop.

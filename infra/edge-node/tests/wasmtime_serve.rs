@@ -6,17 +6,17 @@
 //! input gets its 4xx and a clear message; the model is loaded once per instance and the
 //! instance is reused across requests; a directory whose model does not match its version
 //! record is refused. It fails, not skips, when wasmtime or the component is missing.
-//! `tests/wasm/run.sh` builds and installs both, then runs this.
+//! `tests/wasm/run.sh` builds and installs both, then runs this; `scripts/test.sh` runs it in CI.
 //!
-//! Figures (time to first response, per-request latency against native tract) are printed;
-//! run with `--nocapture` to see them, `FALAJ_BENCH_REQUESTS=N` for more samples.
+//! The figures (time to first response, latency against native tract) are in the
+//! `wasmtime_serve` bench of this crate, not here.
 
-mod common;
+mod component_support;
 
 use std::sync::Mutex;
 use std::time::Instant;
 
-use common::*;
+use component_support::*;
 use falaj_core::manifest::{Standardization, Task};
 use serde_json::{Value, json};
 
@@ -455,18 +455,11 @@ fn regression_model_without_version_record() {
 
 #[test]
 fn trained_model_from_falaj_train_matches_native_tract() {
-    // The real trainer's output (tests/wasm/run.sh trains one and sets this); skipped here
-    // when run on its own, since the fixture above already has the trainer's graph shape.
-    let Some(src) = std::env::var_os("FALAJ_TRAINED_MODEL_DIR") else {
-        eprintln!("FALAJ_TRAINED_MODEL_DIR not set: trained-model case not run");
-        return;
-    };
+    // The real trainer's output: falaj-train from this workspace (`cargo build --workspace
+    // --bins` puts it next to this test's directory), a few epochs on the bundled dataset.
     let _g = serial();
-    let src = std::path::PathBuf::from(src);
     let dir = TempDir::new("trained");
-    for f in ["model.onnx", "manifest.json"] {
-        std::fs::copy(src.join(f), dir.0.join(f)).unwrap();
-    }
+    train_with_falaj_train(&dir.0);
     let manifest: falaj_core::manifest::TrainingManifest =
         serde_json::from_slice(&std::fs::read(dir.0.join("manifest.json")).unwrap()).unwrap();
     let n = manifest.features.len();
@@ -546,110 +539,4 @@ fn a_model_that_is_not_the_registered_one_is_refused() {
     let p = post_json(server.port, &json!({ "inputs": [[0, 0, 0, 0, 0, 0]] }));
     assert_eq!(p.status, 503);
     assert_eq!(p.json()["code"], "model_unavailable");
-}
-
-/// Figures for docs/edge.md, not a check: `cargo test --test wasmtime_serve bench -- --ignored
-/// --nocapture` (tests/wasm/run.sh builds and installs what it needs first).
-///
-/// Time to first response with wasmtime's code cache cold and warm; one-row latency with
-/// instance reuse (WASI 0.3 default) and with a fresh instance per request (what a WASI 0.2
-/// component gets; forced here with `--max-instance-reuse-count 1`); native tract and the
-/// same API code run natively, for the ratios. Two model sizes.
-#[test]
-#[ignore = "benchmark: run by hand for docs/edge.md"]
-fn bench_reuse_cold_start_and_native_ratio() {
-    let _g = serial();
-    let samples: usize = std::env::var("FALAJ_BENCH_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120)
-        .min(120);
-    for (label, n, hidden) in [("mlp 6-16-3", N, 16), ("mlp 30-1024-3", 30, 1024)] {
-        let dir = TempDir::new("bench");
-        let (onnx, _, _) = mlp_classifier(n, hidden, CLASSES, 1);
-        let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        write_model_dir(
-            &dir.0,
-            "bench",
-            &onnx,
-            Task::Classification,
-            &feature_names(n),
-            &classes,
-            None,
-            Some(1),
-        );
-        let x = rows(3, samples, n);
-        let body = |r: usize| json!({ "inputs": [&x[r * n..(r + 1) * n]] });
-
-        // Native: plain tract, and the component's own API code compiled for the host.
-        let native = NativeTract::load(&dir.0.join("model.onnx"), n);
-        let local = falaj_inference::api::Instance::load(&dir.0);
-        let mut tract_ms = Vec::new();
-        let mut api_ms = Vec::new();
-        for i in 0..(samples * 5) {
-            let r = i % samples;
-            let t = Instant::now();
-            std::hint::black_box(native.run(&x[r * n..(r + 1) * n], 1));
-            tract_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            let b = serde_json::to_vec(&body(r)).unwrap();
-            let t = Instant::now();
-            let reply = local.handle("POST", "/predict", Some("application/json"), &b);
-            api_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            assert_eq!(reply.status, 200);
-        }
-
-        for (mode, extra) in [
-            (
-                "cold cache",
-                vec!["-C", "cache=n", "--idle-instance-timeout", "120s"],
-            ),
-            (
-                "reuse (p3 default)",
-                vec!["--idle-instance-timeout", "120s"],
-            ),
-            (
-                "fresh instance per request",
-                vec!["--max-instance-reuse-count", "1"],
-            ),
-        ] {
-            let server = Server::start(&dir.0, &extra);
-            let mut http_ms = Vec::new();
-            let mut infer_ms = Vec::new();
-            let mut ids = std::collections::BTreeSet::new();
-            let count = if mode == "cold cache" { 3 } else { samples };
-            for r in 0..count {
-                let t = Instant::now();
-                let resp = post_json(server.port, &body(r));
-                http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                assert_eq!(resp.status, 200);
-                let timing = resp.header("server-timing").unwrap();
-                infer_ms.push(
-                    timing
-                        .trim_start_matches("infer;dur=")
-                        .parse::<f64>()
-                        .unwrap(),
-                );
-                ids.insert(instance_of(&resp).0);
-            }
-            let load_ms = get(server.port, "/metadata").json()["instance"]["load_ms"]
-                .as_f64()
-                .unwrap();
-            eprintln!(
-                "[bench {label}] {mode}: first response {:.0} ms | {count} one-row POSTs: \
-                 HTTP p50 {:.3} ms p99 {:.3} ms, tract in component p50 {:.4} ms | instances \
-                 {} | model load in instance {load_ms:.1} ms",
-                server.first_response.as_secs_f64() * 1000.0,
-                percentile(http_ms.clone(), 0.5),
-                percentile(http_ms, 0.99),
-                percentile(infer_ms, 0.5),
-                ids.len(),
-            );
-        }
-        eprintln!(
-            "[bench {label}] native tract p50 {:.4} ms | component API natively (JSON in/out) \
-             p50 {:.4} ms",
-            percentile(tract_ms, 0.5),
-            percentile(api_ms, 0.5),
-        );
-    }
 }

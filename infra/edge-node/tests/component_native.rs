@@ -2,9 +2,9 @@
 //! component runs, checked against native tract. Fast, and needs no wasmtime; the proof under
 //! a real host is `wasmtime_serve.rs`.
 
-mod common;
+mod component_support;
 
-use common::*;
+use component_support::*;
 use falaj_core::manifest::{Standardization, Task};
 use falaj_inference::api::Instance;
 use serde_json::{Value, json};
