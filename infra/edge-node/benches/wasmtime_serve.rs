@@ -25,7 +25,9 @@ fn instance_of(r: &Response) -> String {
     let h = r
         .header("x-falaj-instance")
         .unwrap_or_else(|| panic!("no x-falaj-instance header: {:?}", r.headers));
-    h.split_once('/').map(|(id, _)| id.to_string()).unwrap_or_default()
+    h.split_once('/')
+        .map(|(id, _)| id.to_string())
+        .unwrap_or_default()
 }
 
 fn main() {

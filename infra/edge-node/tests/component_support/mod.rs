@@ -87,7 +87,14 @@ pub fn train_with_falaj_train(out: &Path) {
     let out_ = Command::new(&train)
         .args(["--data"])
         .arg(repo_root().join("tests/fixtures/datasets/breast_cancer.csv"))
-        .args(["--target", "diagnosis", "--model", "breast-cancer", "--hidden", "16,8"])
+        .args([
+            "--target",
+            "diagnosis",
+            "--model",
+            "breast-cancer",
+            "--hidden",
+            "16,8",
+        ])
         .args(["--epochs", "3", "--seed", "7", "--no-upload", "--out"])
         .arg(out)
         .output()
