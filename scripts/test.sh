@@ -40,6 +40,12 @@ cargo fmt --all --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "falaj as the Lambda functions link it (no features; gates + lambda-invoke): lints clean"
+# The packages build each function with only the falaj features it needs
+# (scripts/package-functions.sh); the workspace build above has them all.
+cargo clippy -p falaj --lib --no-default-features --quiet -- -D warnings
+cargo clippy -p falaj --lib --no-default-features --features gates,lambda-invoke --quiet -- -D warnings
+
 step "falaj-core builds for wasm32-wasip2"
 cargo build --quiet -p falaj-core --target wasm32-wasip2
 

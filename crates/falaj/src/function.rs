@@ -7,7 +7,9 @@ use falaj_core::AllowedRegions;
 use crate::Registry;
 use crate::deploy::DeployKey;
 use crate::store::{self, OpenOptions};
-use crate::webhook::{PromoteError, PromoteRequest, Promoter};
+use crate::webhook::PromoteError;
+#[cfg(feature = "lambda-invoke")]
+use crate::webhook::{PromoteRequest, Promoter};
 
 /// JSON log lines on stderr (one object per line, `level`, `fields`, `target`, timestamp),
 /// filtered by `FALAJ_LOG` or `RUST_LOG` (default `info`).
@@ -80,6 +82,7 @@ pub async fn signing_key_from_env() -> Result<DeployKey, String> {
     DeployKey::from_hex(&text).map_err(|e| format!("the signing key: {e}"))
 }
 
+#[cfg(feature = "lambda-invoke")]
 /// The webhook's promoter in AWS: invokes the promote function (`FALAJ_PROMOTE_FUNCTION`),
 /// the only holder of the signing key, and returns its answer or its [`PromoteError`].
 pub struct LambdaPromoter {
@@ -87,6 +90,7 @@ pub struct LambdaPromoter {
     function: String,
 }
 
+#[cfg(feature = "lambda-invoke")]
 impl LambdaPromoter {
     /// A promoter invoking `function` (name or ARN) with the default AWS configuration;
     /// `AWS_ENDPOINT_URL_LAMBDA` points it elsewhere (tests).
@@ -99,6 +103,7 @@ impl LambdaPromoter {
     }
 }
 
+#[cfg(feature = "lambda-invoke")]
 #[async_trait::async_trait]
 impl Promoter for LambdaPromoter {
     async fn apply(&self, req: PromoteRequest) -> Result<serde_json::Value, PromoteError> {

@@ -8,23 +8,29 @@
 //! loader's message.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use falaj_core::layout;
 use falaj_core::manifest::Task;
-use falaj_core::policy::{
-    Bound, GatePolicy, GateReport, GateResult, HoldoutRef, Metric, PolicyError,
-};
-use falaj_core::promotion::Action;
+use falaj_core::policy::{GateReport, PolicyError};
 use falaj_core::{ModelVersion, StoreKey, TrainingManifest};
-use sha2::{Digest, Sha256};
-use tract_onnx::prelude::*;
 
 use crate::error::RegistryError;
-use crate::registry::{Registry, now};
-use crate::store::{Precondition, list_all};
+use crate::registry::Registry;
+use crate::store::list_all;
+
+// Running a model and judging the gates: only with the `gates` feature (tract).
+#[cfg(feature = "gates")]
+use {
+    crate::registry::now,
+    crate::store::Precondition,
+    falaj_core::policy::{Bound, GatePolicy, GateResult, HoldoutRef, Metric},
+    falaj_core::promotion::Action,
+    sha2::{Digest, Sha256},
+    std::sync::Arc,
+    std::time::Instant,
+    tract_onnx::prelude::*,
+};
 
 pub mod metrics;
 
@@ -37,6 +43,7 @@ pub const EVALUATOR: &str = concat!(
 
 /// Rows per inference batch: large enough to amortise tract's per-call cost, small enough
 /// to keep memory flat on a 100k-row holdout.
+#[cfg(feature = "gates")]
 const BATCH: usize = 8192;
 
 /// Validation failed before any gate could be judged.
@@ -165,6 +172,7 @@ impl Holdout {
         }
     }
 
+    #[cfg(feature = "gates")]
     fn name(&self) -> String {
         match self {
             Self::Path(p) => p.display().to_string(),
@@ -173,6 +181,7 @@ impl Holdout {
         }
     }
 
+    #[cfg(feature = "gates")]
     async fn read(&self, reg: &Registry) -> Result<Bytes, GateError> {
         let name = self.name();
         match self {
@@ -369,18 +378,21 @@ pub enum HoldoutParseError {
 }
 
 /// A model loaded in tract, ready to run batches of rows.
+#[cfg(feature = "gates")]
 #[derive(Clone)]
 pub struct LoadedModel {
     plan: Arc<TypedRunnableModel>,
     n_features: usize,
 }
 
+#[cfg(feature = "gates")]
 impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "LoadedModel({} features)", self.n_features)
     }
 }
 
+#[cfg(feature = "gates")]
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -388,6 +400,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic without a message".into())
 }
 
+#[cfg(feature = "gates")]
 impl LoadedModel {
     /// Loads and optimises `onnx` for inputs of `n_features`; the error is tract's message.
     pub fn load(onnx: &[u8], n_features: usize) -> Result<Self, String> {
@@ -454,6 +467,7 @@ impl LoadedModel {
 }
 
 /// What one model scored on a holdout.
+#[cfg(feature = "gates")]
 #[derive(Debug, Clone)]
 pub struct Scored {
     /// Metric values (those defined for the task).
@@ -465,6 +479,7 @@ pub struct Scored {
 }
 
 /// Runs the model on the holdout and computes every metric of the task.
+#[cfg(feature = "gates")]
 pub fn score(
     model: &LoadedModel,
     data: &HoldoutData,
@@ -520,6 +535,7 @@ pub fn score(
 }
 
 /// Everything the gates need besides the store.
+#[cfg(feature = "gates")]
 #[derive(Debug, Clone)]
 pub struct GateInputs<'a> {
     /// The version.
@@ -536,6 +552,7 @@ pub struct GateInputs<'a> {
     pub baseline: Option<(u64, &'a [u8], &'a TrainingManifest)>,
 }
 
+#[cfg(feature = "gates")]
 fn positive_class(manifest: &TrainingManifest, policy: &GatePolicy) -> usize {
     let n = manifest.classes.len();
     policy
@@ -548,6 +565,7 @@ fn positive_class(manifest: &TrainingManifest, policy: &GatePolicy) -> usize {
 
 /// Measures every gate: the pure part of validation (no store access), run off the async
 /// runtime. `Err` carries the loader's message: the version is then rejected.
+#[cfg(feature = "gates")]
 pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
     let v = inp.version;
     let m = inp.manifest;
@@ -720,6 +738,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
 }
 
 /// Every lineage dataset, and the version itself, must be in an allowed region.
+#[cfg(feature = "gates")]
 fn residency_gate(v: &ModelVersion, allowed: &[String]) -> GateResult {
     let mut problems = Vec::new();
     let ok = |r: &str| allowed.iter().any(|a| a == r);
@@ -809,6 +828,7 @@ pub async fn latest_report(
     Ok(reports(reg, model, version).await?.pop())
 }
 
+#[cfg(feature = "gates")]
 async fn write_report(reg: &Registry, mut report: GateReport) -> Result<GateReport, RegistryError> {
     let existing = reports(reg, &report.model, report.version).await?;
     let mut run = existing.last().map_or(1, |r| r.run + 1);
@@ -873,6 +893,7 @@ pub async fn artifact_of(reg: &Registry, v: &ModelVersion) -> Result<Bytes, Regi
 ///
 /// Returns the report; `report.passed` is false when the version is rejected (including a
 /// model tract cannot load, whose message is in `report.error`).
+#[cfg(feature = "gates")]
 pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, GateError> {
     let subject = format!("{}@{}", req.model, req.version);
     crate::promotion::authorize(reg, &req.model, &req.actor, Action::Validate, &subject).await?;

@@ -1,9 +1,12 @@
 //! falaj: the store backends, the model registry and its audit log.
 //!
 //! The `falaj` CLI, the Lambda functions and the edge host are thin shells over this crate:
-//! they turn their input into a call here and the result back.
+//! they turn their input into a call here and the result back. Cargo features choose how much
+//! of it a binary links (see `Cargo.toml`): without `gates` nothing runs a model, without
+//! `cli` there is no `serve`, `demo`, `retrain` or `terraform`.
 #![deny(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod demo;
 pub mod deploy;
 pub mod drift;
@@ -14,9 +17,12 @@ pub mod ingest;
 pub mod pipeline;
 pub mod promotion;
 pub mod registry;
+#[cfg(feature = "cli")]
 pub mod retrain;
+#[cfg(feature = "cli")]
 pub mod serve;
 pub mod store;
+#[cfg(feature = "cli")]
 pub mod terraform;
 pub mod webhook;
 

@@ -13,15 +13,20 @@
 //! numbered, so the result is a second immutable report, never a lost or mixed one.
 
 use falaj_core::layout;
-use falaj_core::policy::GatePolicy;
 use falaj_core::promotion::{Stage, VALIDATOR};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::gates::{self, GateError, Holdout, Validation};
-use crate::ingest::{self, EventError, InvocationError};
+use crate::ingest::{self, EventError};
 use crate::registry::Registry;
+// Validating: only with the `gates` feature (tract).
 use crate::webhook::{ExpectAlias, PromoteError, PromoteRequest, apply_promote_request};
+#[cfg(feature = "gates")]
+use {
+    crate::gates::{self, GateError, Holdout, Validation},
+    crate::ingest::InvocationError,
+    falaj_core::policy::GatePolicy,
+};
 
 /// A request to validate one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +136,7 @@ pub fn parse_event(
 }
 
 /// Validates one version per its model's policy.
+#[cfg(feature = "gates")]
 pub async fn validate_version(reg: &Registry, req: &ValidateRequest) -> ValidateOutcome {
     let skipped = |reason: String| ValidateOutcome::Skipped {
         model: req.model.clone(),
@@ -208,6 +214,7 @@ pub struct ValidateReport {
 }
 
 /// Handles every request of an event.
+#[cfg(feature = "gates")]
 pub async fn handle_event(reg: &Registry, event: &Value) -> Result<ValidateReport, EventError> {
     let mut report = ValidateReport::default();
     for r in parse_event(event)? {
@@ -233,6 +240,7 @@ pub async fn handle_event(reg: &Registry, event: &Value) -> Result<ValidateRepor
 
 /// One Lambda invocation: a failed request fails the invocation so Lambda retries it and,
 /// past its retries, sends it to the dead-letter queue.
+#[cfg(feature = "gates")]
 pub async fn invoke(reg: &Registry, event: &Value) -> Result<ValidateReport, InvocationError> {
     let report = handle_event(reg, event)
         .await

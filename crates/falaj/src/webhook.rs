@@ -36,7 +36,9 @@ use sha2::{Digest, Sha256};
 
 use crate::deploy;
 use crate::error::RegistryError;
-use crate::gates::{self, Holdout, Validation};
+use crate::gates;
+#[cfg(feature = "gates")]
+use crate::gates::{Holdout, Validation};
 use crate::promotion::{self, PromotionError};
 use crate::registry::{Artifact, NewModel, Registration, Registry, VersionFilter, now};
 use crate::store::{Precondition, no_progress};
@@ -475,6 +477,8 @@ enum Write {
         manifest: StoreKey,
         semver: Option<String>,
     },
+    // A build without `gates` answers 501 without reading them.
+    #[cfg_attr(not(feature = "gates"), allow(dead_code))]
     Validate {
         model: String,
         version: u64,
@@ -619,6 +623,13 @@ async fn execute(ctx: &Webhook, write: Write, actor: &str) -> Result<HttpRespons
             manifest,
             semver,
         } => register(reg, &model, &artifact, &manifest, semver, actor).await,
+        #[cfg(not(feature = "gates"))]
+        Write::Validate { .. } => Err(ApiError::new(
+            501,
+            "no_evaluator",
+            "this build of falaj has no model evaluator (built without the `gates` feature): it cannot run validation gates",
+        )),
+        #[cfg(feature = "gates")]
         Write::Validate {
             model,
             version,
