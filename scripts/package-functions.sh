@@ -8,6 +8,7 @@
 #
 # Needs: rustup (adds the musl targets), a C compiler for the musl target (Debian: musl-tools,
 # for aws-lc-sys), zip or python3. Prints each zip's size and the stripped binary size.
+# Profile `lambda` (root Cargo.toml): size-optimised, tract's kernels at opt-level 3.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -35,14 +36,18 @@ for arch in $arches; do
     *) echo "package-functions: unknown arch $arch" >&2; exit 2 ;;
   esac
   rustup target add "$target" >/dev/null
-  pkgs=()
-  for v in $verbs; do pkgs+=(-p "falaj-fn-$v"); done
-  echo "building ${verbs} for $target (release, static)"
-  cargo build --release --locked --target "$target" "${pkgs[@]}"
+  # One cargo invocation per function: cargo unifies the features of the packages it builds
+  # together, and each function must get only the falaj features it names (ingest, promote
+  # and drift none; validate `gates`; webhook `gates` + `lambda-invoke`). Dependencies built
+  # with the same features are shared between the invocations.
+  for v in $verbs; do
+    echo "building falaj-fn-$v for $target (profile lambda: opt-level s, fat LTO, static)"
+    cargo build --profile lambda --locked --target "$target" -p "falaj-fn-$v"
+  done
   dir=$out; [ "$arch" = aarch64 ] && dir=$out/arm64
   mkdir -p "$dir"
   for v in $verbs; do
-    bin=target/$target/release/falaj-fn-$v
+    bin=${CARGO_TARGET_DIR:-target}/$target/lambda/falaj-fn-$v
     stage=$(mktemp -d)
     cp "$bin" "$stage/bootstrap"
     chmod 755 "$stage/bootstrap"

@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench -p falaj-lambda-emulator --bench functions` (release binaries are built
 //! by cargo for this bench's profile; `FALAJ_BENCH_INVOCATIONS`, default 200;
-//! `FALAJ_BENCH_COLD`, default 10).
+//! `FALAJ_BENCH_COLD`, default 10; `FALAJ_BENCH_FUNCTIONS_DIR` measures other binaries, e.g.
+//! the packaged ones in `target/x86_64-unknown-linux-musl/lambda`).
 
 #[path = "../../../crates/falaj/tests/gates_fixtures/mod.rs"]
 mod fx;
@@ -27,13 +28,21 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The function binary: from `FALAJ_BENCH_FUNCTIONS_DIR` when set (e.g. the shipped ones,
+/// `target/x86_64-unknown-linux-musl/lambda` after `scripts/package-functions.sh`), else
+/// the ones cargo built next to this bench.
 fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let dir = match std::env::var_os("FALAJ_BENCH_FUNCTIONS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+        }
+    };
     let bin = dir.join(name);
     assert!(
         bin.exists(),
-        "{} is not built: run `cargo build --release -p {name}`",
+        "{} is not built: run `cargo build --workspace --bins` or scripts/package-functions.sh",
         bin.display()
     );
     bin
