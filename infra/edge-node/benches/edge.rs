@@ -10,7 +10,8 @@
 //!
 //! Env: FALAJ_BENCH_MODELS (directory of `*.onnx`, with `<name>.manifest.json` beside those
 //! that have one), FALAJ_BENCH_SECONDS (time per measurement, default 3), FALAJ_BENCH_RATE
-//! (open-loop rate, default 1000/s), FALAJ_BENCH_PYTHON (with onnxruntime).
+//! (open-loop rate, default 1000/s), FALAJ_BENCH_PYTHON (with onnxruntime),
+//! FALAJ_INFERENCE_WASM (the component to serve; default target/wasm/falaj-inference.wasm).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -127,10 +128,14 @@ impl Drop for Node {
 }
 
 fn start_node(store: &str, cache: &Path, key: &DeployKey, extra: &[&str]) -> Node {
-    let component = root().join("target/wasm/falaj-inference.wasm");
+    // FALAJ_INFERENCE_WASM: another build of the component (e.g. with other target features).
+    let component = std::env::var_os("FALAJ_INFERENCE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/wasm/falaj-inference.wasm"));
     assert!(
         component.exists(),
-        "build the component first: scripts/wasm-component.sh"
+        "{} is missing: build the component first (scripts/wasm-component.sh)",
+        component.display()
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_falaj-edge"))
         .args(["--store", store, "--env", "prod", "--listen", "127.0.0.1:0"])
