@@ -95,13 +95,7 @@ fn main() {
                 let resp = post_json(server.port, &body(r));
                 http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 assert_eq!(resp.status, 200);
-                let timing = resp.header("server-timing").unwrap();
-                infer_ms.push(
-                    timing
-                        .trim_start_matches("infer;dur=")
-                        .parse::<f64>()
-                        .unwrap(),
-                );
+                infer_ms.push(resp.infer_ms());
                 ids.insert(instance_of(&resp));
             }
             let load_ms = get(server.port, "/metadata").json()["instance"]["load_ms"]

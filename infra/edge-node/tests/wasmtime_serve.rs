@@ -204,13 +204,7 @@ fn classifier_matches_native_tract_and_loads_once() {
         let resp = post_json(port, &json!({ "inputs": [row] }));
         http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         check_predictions(&resp, &native.run(row, 1), 1, "single row");
-        let timing = resp.header("server-timing").unwrap();
-        infer_ms.push(
-            timing
-                .trim_start_matches("infer;dur=")
-                .parse::<f64>()
-                .unwrap(),
-        );
+        infer_ms.push(resp.infer_ms());
         // Same instance, one more request each time: the instance is reused, not rebuilt.
         let (id, served) = instance_of(&resp);
         assert_eq!(id, instance, "request {r} went to another instance");

@@ -362,6 +362,17 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
+
+    /// tract's time inside the component, from its `server-timing: infer;dur=<ms>` header.
+    pub fn infer_ms(&self) -> f64 {
+        let timing = self
+            .header("server-timing")
+            .unwrap_or_else(|| panic!("no server-timing header: {:?}", self.headers));
+        timing
+            .trim_start_matches("infer;dur=")
+            .parse()
+            .unwrap_or_else(|e| panic!("server-timing {timing:?}: {e}"))
+    }
 }
 
 fn parse_response(raw: &[u8]) -> Response {
