@@ -38,7 +38,7 @@ for arch in $arches; do
   rustup target add "$target" >/dev/null
   # One cargo invocation per function: cargo unifies the features of the packages it builds
   # together, and each function must get only the falaj features it names (ingest, promote
-  # and drift none; validate `gates`; webhook `gates` + `lambda-invoke`). Dependencies built
+  # and drift none; validate `gates`; webhook `lambda-invoke`). Dependencies built
   # with the same features are shared between the invocations.
   for v in $verbs; do
     echo "building falaj-fn-$v for $target (profile lambda: opt-level s, fat LTO, static)"

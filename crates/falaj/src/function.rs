@@ -9,7 +9,10 @@ use crate::deploy::DeployKey;
 use crate::store::{self, OpenOptions};
 use crate::webhook::PromoteError;
 #[cfg(feature = "lambda-invoke")]
-use crate::webhook::{PromoteRequest, Promoter};
+use {
+    crate::webhook::{PromoteRequest, Promoter, ValidateCall, Validator},
+    falaj_core::policy::GateReport,
+};
 
 /// JSON log lines on stderr (one object per line, `level`, `fields`, `target`, timestamp),
 /// filtered by `FALAJ_LOG` or `RUST_LOG` (default `info`).
@@ -82,9 +85,56 @@ pub async fn signing_key_from_env() -> Result<DeployKey, String> {
     DeployKey::from_hex(&text).map_err(|e| format!("the signing key: {e}"))
 }
 
+/// Invokes the function `function` (RequestResponse) with `payload`: its JSON answer, or the
+/// [`PromoteError`] it reported (as JSON in `errorMessage`, see [`promote_error_message`]);
+/// `what` names the function in the messages ("promote", "validate").
 #[cfg(feature = "lambda-invoke")]
+async fn invoke_function(
+    client: &aws_sdk_lambda::Client,
+    function: &str,
+    what: &str,
+    payload: &serde_json::Value,
+) -> Result<serde_json::Value, PromoteError> {
+    let payload = serde_json::to_vec(payload)
+        .map_err(|e| PromoteError::new("internal", 500, e.to_string()))?;
+    let out = client
+        .invoke()
+        .function_name(function)
+        .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+        .send()
+        .await
+        .map_err(|e| {
+            PromoteError::new(
+                format!("{what}_unavailable"),
+                503,
+                format!(
+                    "cannot invoke the {what} function {function}: {}",
+                    aws_sdk_lambda::error::DisplayErrorContext(&e)
+                ),
+            )
+        })?;
+    let body: serde_json::Value = out
+        .payload
+        .map(|b| serde_json::from_slice(b.as_ref()).unwrap_or(serde_json::Value::Null))
+        .unwrap_or(serde_json::Value::Null);
+    if out.function_error.is_none() {
+        return Ok(body);
+    }
+    Err(body["errorMessage"]
+        .as_str()
+        .and_then(|m| serde_json::from_str::<PromoteError>(m).ok())
+        .unwrap_or_else(|| {
+            PromoteError::new(
+                format!("{what}_failed"),
+                502,
+                format!("the {what} function failed: {body}"),
+            )
+        }))
+}
+
 /// The webhook's promoter in AWS: invokes the promote function (`FALAJ_PROMOTE_FUNCTION`),
 /// the only holder of the signing key, and returns its answer or its [`PromoteError`].
+#[cfg(feature = "lambda-invoke")]
 pub struct LambdaPromoter {
     client: aws_sdk_lambda::Client,
     function: String,
@@ -107,44 +157,51 @@ impl LambdaPromoter {
 #[async_trait::async_trait]
 impl Promoter for LambdaPromoter {
     async fn apply(&self, req: PromoteRequest) -> Result<serde_json::Value, PromoteError> {
-        let payload = serde_json::to_vec(&req)
+        let payload = serde_json::to_value(&req)
             .map_err(|e| PromoteError::new("internal", 500, e.to_string()))?;
-        let out = self
-            .client
-            .invoke()
-            .function_name(&self.function)
-            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
-            .send()
-            .await
-            .map_err(|e| {
-                PromoteError::new(
-                    "promote_unavailable",
-                    503,
-                    format!(
-                        "cannot invoke the promote function {}: {}",
-                        self.function,
-                        aws_sdk_lambda::error::DisplayErrorContext(&e)
-                    ),
-                )
-            })?;
-        let body: serde_json::Value = out
-            .payload
-            .map(|b| serde_json::from_slice(b.as_ref()).unwrap_or(serde_json::Value::Null))
-            .unwrap_or(serde_json::Value::Null);
-        if out.function_error.is_none() {
-            return Ok(body);
+        invoke_function(&self.client, &self.function, "promote", &payload).await
+    }
+}
+
+/// The webhook's validator in AWS: invokes the validate function (`FALAJ_VALIDATE_FUNCTION`),
+/// which links tract, with `{"webhook_validate": call}`; the webhook itself does not.
+#[cfg(feature = "lambda-invoke")]
+pub struct LambdaValidator {
+    client: aws_sdk_lambda::Client,
+    function: String,
+}
+
+#[cfg(feature = "lambda-invoke")]
+impl LambdaValidator {
+    /// A validator invoking `function` (name or ARN), configured like [`LambdaPromoter`].
+    pub async fn new(function: String) -> Self {
+        let conf = aws_config::load_from_env().await;
+        Self {
+            client: aws_sdk_lambda::Client::new(&conf),
+            function,
         }
-        // The promote function reports a PromoteError as JSON in errorMessage.
-        Err(body["errorMessage"]
-            .as_str()
-            .and_then(|m| serde_json::from_str::<PromoteError>(m).ok())
-            .unwrap_or_else(|| {
-                PromoteError::new(
-                    "promote_failed",
-                    502,
-                    format!("the promote function failed: {body}"),
-                )
-            }))
+    }
+}
+
+#[cfg(feature = "lambda-invoke")]
+#[async_trait::async_trait]
+impl Validator for LambdaValidator {
+    async fn validate(
+        &self,
+        _reg: &crate::Registry,
+        call: ValidateCall,
+    ) -> Result<GateReport, PromoteError> {
+        let payload = serde_json::json!({ "webhook_validate": call });
+        let v = invoke_function(&self.client, &self.function, "validate", &payload).await?;
+        serde_json::from_value(v.clone()).map_err(|e| {
+            PromoteError::new(
+                "validate_failed",
+                502,
+                format!(
+                    "the validate function answered something that is not a gate report ({e}): {v}"
+                ),
+            )
+        })
     }
 }
 

@@ -323,6 +323,31 @@ pub async fn promote_invoke(
     apply_promote_request(reg, key, req).await
 }
 
+/// The validate function's handler for every event it gets: a call from the webhook
+/// (`{"webhook_validate": ValidateCall}`, answered with the gate report or a [`PromoteError`]
+/// as JSON in the error message, which `LambdaValidator` reads back), else an upload or
+/// direct event for [`invoke`]. `Err` is (error type, message) for Lambda.
+#[cfg(feature = "gates")]
+pub async fn validate_function(reg: &Registry, event: &Value) -> Result<Value, (String, String)> {
+    use crate::webhook::{LocalValidator, ValidateCall, Validator};
+    if let Some(call) = event.get("webhook_validate") {
+        let remote = |e: PromoteError| crate::function::promote_error_message(&e);
+        let call: ValidateCall = serde_json::from_value(call.clone()).map_err(|e| {
+            remote(PromoteError::new(
+                "invalid_request",
+                400,
+                format!("webhook_validate: {e}"),
+            ))
+        })?;
+        let report = LocalValidator.validate(reg, call).await.map_err(remote)?;
+        return Ok(serde_json::to_value(report).unwrap_or_default());
+    }
+    invoke(reg, event)
+        .await
+        .map(|report| serde_json::to_value(report).unwrap_or_default())
+        .map_err(|e| (e.error_type.into(), e.message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,8 +37,6 @@ use sha2::{Digest, Sha256};
 use crate::deploy;
 use crate::error::RegistryError;
 use crate::gates;
-#[cfg(feature = "gates")]
-use crate::gates::{Holdout, Validation};
 use crate::promotion::{self, PromotionError};
 use crate::registry::{Artifact, NewModel, Registration, Registry, VersionFilter, now};
 use crate::store::{Precondition, no_progress};
@@ -48,6 +46,7 @@ mod errors;
 pub mod http;
 pub mod lambda;
 mod promote;
+mod validator;
 
 pub use auth::{Caller, Credential, WebhookAuth, WebhookConfigError, sign, token_digest};
 pub use errors::{ApiError, gate_status, promotion_status, registry_status};
@@ -56,6 +55,9 @@ pub use lambda::invoke;
 pub use promote::{
     ExpectAlias, LocalPromoter, PromoteError, PromoteRequest, Promoter, apply_promote_request,
 };
+#[cfg(feature = "gates")]
+pub use validator::LocalValidator;
+pub use validator::{ValidateCall, Validator};
 
 /// The current unix time in seconds; injectable so tests can sign at a fixed time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -71,6 +73,7 @@ pub fn system_clock() -> Clock {
 pub struct Webhook {
     registry: Arc<Registry>,
     promoter: Arc<dyn Promoter>,
+    validator: Option<Arc<dyn Validator>>,
     auth: WebhookAuth,
     clock: Clock,
 }
@@ -90,9 +93,17 @@ impl Webhook {
         Self {
             registry,
             promoter,
+            validator: validator::default_validator(),
             auth,
             clock: system_clock(),
         }
+    }
+
+    /// Runs `POST …/validate` through `validator` instead of the default (in process with
+    /// the `gates` feature, else none: 501).
+    pub fn with_validator(mut self, validator: Arc<dyn Validator>) -> Self {
+        self.validator = Some(validator);
+        self
     }
 
     /// Replaces the clock (unix seconds).
@@ -477,8 +488,6 @@ enum Write {
         manifest: StoreKey,
         semver: Option<String>,
     },
-    // A build without `gates` answers 501 without reading them.
-    #[cfg_attr(not(feature = "gates"), allow(dead_code))]
     Validate {
         model: String,
         version: u64,
@@ -623,30 +632,27 @@ async fn execute(ctx: &Webhook, write: Write, actor: &str) -> Result<HttpRespons
             manifest,
             semver,
         } => register(reg, &model, &artifact, &manifest, semver, actor).await,
-        #[cfg(not(feature = "gates"))]
-        Write::Validate { .. } => Err(ApiError::new(
-            501,
-            "no_evaluator",
-            "this build of falaj has no model evaluator (built without the `gates` feature): it cannot run validation gates",
-        )),
-        #[cfg(feature = "gates")]
         Write::Validate {
             model,
             version,
             holdout,
             policy,
         } => {
-            let report = gates::validate(
-                reg,
-                Validation {
-                    model: model.clone(),
-                    version,
-                    holdout: Holdout::Store(holdout),
-                    policy: policy.map(|p| ("request body \"policy\"".to_string(), p)),
-                    actor: actor.into(),
-                },
-            )
-            .await?;
+            let Some(validator) = ctx.validator.as_ref() else {
+                return Err(ApiError::new(
+                    501,
+                    "no_evaluator",
+                    "this webhook has no validator: it was built without the `gates` feature (tract) and given no validate function to call",
+                ));
+            };
+            let call = ValidateCall {
+                model: model.clone(),
+                version,
+                holdout: holdout.to_string(),
+                policy,
+                actor: actor.into(),
+            };
+            let report = validator.validate(reg, call).await?;
             if report.passed {
                 return ok(json!({ "report": report }));
             }

@@ -50,8 +50,13 @@ pub struct Invocation {
     pub answered_at: std::time::Instant,
 }
 
+/// One emulator's queue, as the Invoke API of another reaches it.
+type Queue = (Arc<Mutex<State>>, Arc<Notify>, Arc<Notify>);
+
 #[derive(Default)]
 struct State {
+    /// Invoke API calls for these function names go to another emulator's queue.
+    forward: HashMap<String, Queue>,
     queue: VecDeque<(String, Bytes)>,
     fetched: HashMap<String, std::time::Instant>,
     done: Vec<Invocation>,
@@ -112,6 +117,21 @@ impl Emulator {
             answered,
             task,
         })
+    }
+
+    /// Sends Invoke API calls for `function` (`POST /2015-03-31/functions/<function>/
+    /// invocations` on this endpoint) to the function polling `to`; calls for other names stay
+    /// here. One `AWS_ENDPOINT_URL_LAMBDA` then reaches several functions, as in AWS.
+    pub fn forward_invocations(&self, function: &str, to: &Emulator) {
+        self.state.lock().unwrap().forward.insert(
+            function.to_string(),
+            (to.state.clone(), to.queued.clone(), to.answered.clone()),
+        );
+    }
+
+    /// Every invocation answered so far, oldest first.
+    pub fn invocations(&self) -> Vec<Invocation> {
+        self.state.lock().unwrap().done.clone()
     }
 
     /// `host:port`, the value of `AWS_LAMBDA_RUNTIME_API`.
@@ -206,6 +226,14 @@ async fn invoke_api(
     queued: Arc<Notify>,
     answered: Arc<Notify>,
 ) -> Response<Full<Bytes>> {
+    let function = req
+        .uri()
+        .path()
+        .trim_start_matches("/2015-03-31/functions/")
+        .trim_end_matches("/invocations")
+        .to_string();
+    let forwarded = state.lock().unwrap().forward.get(&function).cloned();
+    let (state, queued, answered) = forwarded.unwrap_or((state, queued, answered));
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return reply(StatusCode::BAD_REQUEST, "unreadable body"),

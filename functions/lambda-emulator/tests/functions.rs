@@ -271,11 +271,19 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
     let config_file = e.dir.path().join("webhook.json");
     std::fs::write(&config_file, config.to_string()).unwrap();
     let config_path = config_file.display().to_string();
+    // One Lambda endpoint for the webhook's client, as in AWS: promote polls it, and calls
+    // for the validate function go to a validate process of their own.
     let lambda_endpoint = format!("http://{}", promote_emu.endpoint());
+    let validate_emu = Emulator::start().await.unwrap();
+    let mut validate = validate_emu
+        .spawn(&binary("falaj-fn-validate"), &env)
+        .unwrap();
+    promote_emu.forward_invocations("falaj-fn-validate", &validate_emu);
     let hook_env = [
         ("FALAJ_STORE", uri.as_str()),
         ("FALAJ_WEBHOOK_CONFIG", config_path.as_str()),
         ("FALAJ_PROMOTE_FUNCTION", "falaj-fn-promote"),
+        ("FALAJ_VALIDATE_FUNCTION", "falaj-fn-validate"),
         ("AWS_ENDPOINT_URL_LAMBDA", lambda_endpoint.as_str()),
         ("AWS_ACCESS_KEY_ID", "emulated"),
         ("AWS_SECRET_ACCESS_KEY", "emulated"),
@@ -333,8 +341,55 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
     .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["version"]["version"], 1, "{body}");
+
+    // POST …/validate: the webhook (no tract in it) hands the run to the validate function,
+    // which writes the second gate report; its errors come back with their status and code.
+    let (code, body) = status(call(
+        "POST",
+        "/v1/models/bc/versions/1/validate",
+        Some("sam"),
+        json!({"holdout": "datasets/bc/holdout.csv"}),
+    ))
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["report"]["run"], 2, "{body}");
+    assert_eq!(body["report"]["passed"], true, "{body}");
+    let reports = falaj::gates::reports(&e.reg, "bc", 1).await.unwrap();
+    assert_eq!(reports.len(), 2, "the validate function wrote run 2");
+    let (code, body) = status(call(
+        "POST",
+        "/v1/models/bc/versions/1/validate",
+        Some("sam"),
+        json!({"holdout": "datasets/bc/missing.csv"}),
+    ))
+    .await;
+    assert!(
+        (400..500).contains(&code),
+        "a missing holdout is the caller's error: {code} {body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("missing.csv"),
+        "{body}"
+    );
+    assert_eq!(
+        falaj::gates::reports(&e.reg, "bc", 1).await.unwrap().len(),
+        2
+    );
+    // Both runs were the validate function's, not the webhook's own.
+    let runs = validate_emu.invocations();
+    assert_eq!(runs.len(), 2, "validate was invoked twice: {runs:?}");
+    assert!(matches!(&runs[0].outcome, Outcome::Response(r) if r["run"] == 2));
+    assert!(
+        matches!(&runs[1].outcome, Outcome::Error { body, .. } if body["errorType"] == "invalid_holdout"),
+        "{:?}",
+        runs[1].outcome
+    );
     hook.kill().await.unwrap();
     promote.kill().await.unwrap();
+    validate.kill().await.unwrap();
 
     let (alias, _) = e
         .reg

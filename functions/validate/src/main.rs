@@ -1,7 +1,8 @@
 //! `falaj-fn-validate`: runs a model's gates when a version is registered.
 //!
 //! Triggered by the creation of `models/<m>/versions/<n>.json` (S3 / EventBridge), or invoked
-//! with `{"model": ..., "version": ...}`. Scores the version on the holdout its gate policy
+//! with `{"model": ..., "version": ...}`, or by the webhook with `{"webhook_validate": ...}`
+//! (`POST …/validate`: the webhook does not link tract). Scores the version on the holdout its gate policy
 //! names and writes the immutable gate report; all logic lives in `falaj::pipeline`. When the
 //! gates pass and the policy says `auto_staging`, the response asks for a promotion to staging,
 //! which a Lambda destination or the caller hands to the promote function (the only holder of
@@ -16,12 +17,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     function::init_json_logs();
     let registry = &*Box::leak(Box::new(function::registry_from_env().await?));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
-        falaj::pipeline::invoke(registry, &ev.payload)
+        falaj::pipeline::validate_function(registry, &ev.payload)
             .await
-            .map(|report| serde_json::to_value(report).unwrap_or_default())
-            .map_err(|e| Diagnostic {
-                error_type: e.error_type.into(),
-                error_message: e.message,
+            .map_err(|(error_type, error_message)| Diagnostic {
+                error_type,
+                error_message,
             })
     }))
     .await

@@ -3,7 +3,8 @@
 //! Behind an API Gateway HTTP API (payload v2) or a Lambda Function URL. Reads its
 //! configuration (CI secrets, token digests, limits) from the SSM parameter named by
 //! `FALAJ_WEBHOOK_SECRET_PARAM` (or the file `FALAJ_WEBHOOK_CONFIG`), and hands approvals and
-//! promotions to the promote function `FALAJ_PROMOTE_FUNCTION`. All logic lives in
+//! promotions to the promote function `FALAJ_PROMOTE_FUNCTION`, and validations to the
+//! validate function `FALAJ_VALIDATE_FUNCTION` (so it links no tract). All logic lives in
 //! `falaj::webhook`.
 
 use std::sync::Arc;
@@ -23,7 +24,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let promote =
         std::env::var("FALAJ_PROMOTE_FUNCTION").map_err(|_| "FALAJ_PROMOTE_FUNCTION is not set")?;
     let promoter = Arc::new(function::LambdaPromoter::new(promote).await);
-    let hook = &*Box::leak(Box::new(Webhook::new(registry, promoter, auth)));
+    let validate = std::env::var("FALAJ_VALIDATE_FUNCTION")
+        .map_err(|_| "FALAJ_VALIDATE_FUNCTION is not set")?;
+    let validator = Arc::new(function::LambdaValidator::new(validate).await);
+    let hook = &*Box::leak(Box::new(
+        Webhook::new(registry, promoter, auth).with_validator(validator),
+    ));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
         Ok::<Value, lambda_runtime::Error>(falaj::webhook::invoke(hook, ev.payload).await)
     }))

@@ -66,6 +66,7 @@ locals {
     promote  = { FALAJ_SIGNING_KEY_PARAM = var.secret_parameters.signing_key }
     webhook = {
       FALAJ_PROMOTE_FUNCTION     = local.names["promote"]
+      FALAJ_VALIDATE_FUNCTION    = local.names["validate"]
       FALAJ_WEBHOOK_SECRET_PARAM = var.secret_parameters.webhook_secret
     }
     drift = {}
@@ -158,8 +159,9 @@ data "aws_iam_policy_document" "fn" {
   }
 
   dynamic "statement" {
-    # validate reaches promote as its on-success destination; webhook invokes it directly.
-    for_each = contains(["validate", "webhook"], each.key) ? ["promote"] : []
+    # validate reaches promote as its on-success destination; webhook invokes promote for
+    # approvals and promotions, and validate for POST .../validate (it links no tract).
+    for_each = each.key == "validate" ? ["promote"] : each.key == "webhook" ? ["promote", "validate"] : []
     content {
       sid       = "Invoke${title(statement.value)}"
       actions   = ["lambda:InvokeFunction"]
