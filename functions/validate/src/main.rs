@@ -1,12 +1,12 @@
 //! `falaj-fn-validate`: runs a model's gates when a version is registered.
 //!
-//! Triggered by the creation of `models/<m>/versions/<n>.json` (S3 / EventBridge), or invoked
-//! with `{"model": ..., "version": ...}`, or by the webhook with `{"webhook_validate": ...}`
-//! (`POST …/validate`: the webhook does not link tract). Scores the version on the holdout its gate policy
-//! names and writes the immutable gate report; all logic lives in `falaj::pipeline`. When the
-//! gates pass and the policy says `auto_staging`, the response asks for a promotion to staging,
-//! which a Lambda destination or the caller hands to the promote function (the only holder of
-//! the signing key).
+//! Triggered by the creation of `models/<m>/versions/<n>.json` (S3 / EventBridge), invoked
+//! with `{"model": ..., "version": ...}`, or invoked by the webhook with
+//! `{"webhook_validate": ...}` for `POST …/validate` (the webhook links no tract). Scores the
+//! version on the holdout its gate policy names and writes the immutable gate report; all
+//! logic lives in `falaj::pipeline`. When the gates pass and the policy says `auto_staging`,
+//! the response asks for a promotion to staging, which a Lambda destination or the caller
+//! hands to the promote function (the only holder of the signing key).
 
 use falaj::function;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
