@@ -234,6 +234,7 @@ async fn main() {
     wenv.extend([
         ("FALAJ_WEBHOOK_CONFIG".into(), cfg.display().to_string()),
         ("FALAJ_PROMOTE_FUNCTION".into(), "unused".into()),
+        ("FALAJ_VALIDATE_FUNCTION".into(), "unused".into()),
         ("AWS_ACCESS_KEY_ID".into(), "x".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "x".into()),
     ]);
