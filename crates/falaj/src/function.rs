@@ -132,17 +132,19 @@ async fn invoke_function(
         }))
 }
 
-/// The webhook's promoter in AWS: invokes the promote function (`FALAJ_PROMOTE_FUNCTION`),
-/// the only holder of the signing key, and returns its answer or its [`PromoteError`].
+/// Another function, invoked over Lambda's Invoke API: the webhook's [`Promoter`] (the
+/// promote function, `FALAJ_PROMOTE_FUNCTION`, the only holder of the signing key) and its
+/// [`Validator`] (the validate function, `FALAJ_VALIDATE_FUNCTION`, which links tract: sent
+/// `{"webhook_validate": call}`). Answers come back as JSON, failures as [`PromoteError`].
 #[cfg(feature = "lambda-invoke")]
-pub struct LambdaPromoter {
+pub struct LambdaFunction {
     client: aws_sdk_lambda::Client,
     function: String,
 }
 
 #[cfg(feature = "lambda-invoke")]
-impl LambdaPromoter {
-    /// A promoter invoking `function` (name or ARN) with the default AWS configuration;
+impl LambdaFunction {
+    /// Invokes `function` (name or ARN) with the default AWS configuration;
     /// `AWS_ENDPOINT_URL_LAMBDA` points it elsewhere (tests).
     pub async fn new(function: String) -> Self {
         let conf = aws_config::load_from_env().await;
@@ -155,7 +157,7 @@ impl LambdaPromoter {
 
 #[cfg(feature = "lambda-invoke")]
 #[async_trait::async_trait]
-impl Promoter for LambdaPromoter {
+impl Promoter for LambdaFunction {
     async fn apply(&self, req: PromoteRequest) -> Result<serde_json::Value, PromoteError> {
         let payload = serde_json::to_value(&req)
             .map_err(|e| PromoteError::new("internal", 500, e.to_string()))?;
@@ -163,29 +165,9 @@ impl Promoter for LambdaPromoter {
     }
 }
 
-/// The webhook's validator in AWS: invokes the validate function (`FALAJ_VALIDATE_FUNCTION`),
-/// which links tract, with `{"webhook_validate": call}`; the webhook itself does not.
-#[cfg(feature = "lambda-invoke")]
-pub struct LambdaValidator {
-    client: aws_sdk_lambda::Client,
-    function: String,
-}
-
-#[cfg(feature = "lambda-invoke")]
-impl LambdaValidator {
-    /// A validator invoking `function` (name or ARN), configured like [`LambdaPromoter`].
-    pub async fn new(function: String) -> Self {
-        let conf = aws_config::load_from_env().await;
-        Self {
-            client: aws_sdk_lambda::Client::new(&conf),
-            function,
-        }
-    }
-}
-
 #[cfg(feature = "lambda-invoke")]
 #[async_trait::async_trait]
-impl Validator for LambdaValidator {
+impl Validator for LambdaFunction {
     async fn validate(
         &self,
         _reg: &crate::Registry,
@@ -206,7 +188,7 @@ impl Validator for LambdaValidator {
 }
 
 /// How the promote function reports a [`PromoteError`] to Lambda: the error's code as the
-/// error type, the whole error as JSON in the message, so [`LambdaPromoter`] gets it back.
+/// error type, the whole error as JSON in the message, so [`LambdaFunction`] gets it back.
 pub fn promote_error_message(e: &PromoteError) -> (String, String) {
     (
         e.code.clone(),

@@ -325,7 +325,7 @@ pub async fn promote_invoke(
 
 /// The validate function's handler for every event it gets: a call from the webhook
 /// (`{"webhook_validate": ValidateCall}`, answered with the gate report or a [`PromoteError`]
-/// as JSON in the error message, which `LambdaValidator` reads back), else an upload or
+/// as JSON in the error message, which `LambdaFunction` reads back), else an upload or
 /// direct event for [`invoke`]. `Err` is (error type, message) for Lambda.
 #[cfg(feature = "gates")]
 pub async fn validate_function(reg: &Registry, event: &Value) -> Result<Value, (String, String)> {

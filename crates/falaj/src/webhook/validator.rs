@@ -2,7 +2,7 @@
 //!
 //! Running a model takes tract, and tract is most of a binary that links it (its op registry
 //! is kept whole by the linker). So the webhook function does not link it: in AWS it hands a
-//! [`ValidateCall`] to the validate function over Lambda's Invoke API (`LambdaValidator` in
+//! [`ValidateCall`] to the validate function over Lambda's Invoke API (`LambdaFunction` in
 //! [`crate::function`]), the way it hands promotions to the promote function. In process
 //! (`falaj serve`, tests) [`LocalValidator`] runs the gates itself. Errors cross the wire as a
 //! [`PromoteError`]: a stable code, the HTTP status and the message.
