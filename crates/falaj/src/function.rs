@@ -153,6 +153,15 @@ impl LambdaFunction {
             function,
         }
     }
+
+    /// Another function through the same client: the AWS configuration is loaded once per
+    /// cold start, not once per function.
+    pub fn sibling(&self, function: String) -> Self {
+        Self {
+            client: self.client.clone(),
+            function,
+        }
+    }
 }
 
 #[cfg(feature = "lambda-invoke")]

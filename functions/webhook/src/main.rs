@@ -23,10 +23,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let auth = WebhookAuth::parse(&text, "webhook configuration")?;
     let promote =
         std::env::var("FALAJ_PROMOTE_FUNCTION").map_err(|_| "FALAJ_PROMOTE_FUNCTION is not set")?;
-    let promoter = Arc::new(function::LambdaFunction::new(promote).await);
     let validate = std::env::var("FALAJ_VALIDATE_FUNCTION")
         .map_err(|_| "FALAJ_VALIDATE_FUNCTION is not set")?;
-    let validator = Arc::new(function::LambdaFunction::new(validate).await);
+    let promoter = function::LambdaFunction::new(promote).await;
+    let validator = Arc::new(promoter.sibling(validate));
+    let promoter = Arc::new(promoter);
     let hook = &*Box::leak(Box::new(
         Webhook::new(registry, promoter, auth).with_validator(validator),
     ));

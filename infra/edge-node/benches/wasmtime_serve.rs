@@ -21,15 +21,6 @@ use serde_json::json;
 
 const CLASSES: usize = 3;
 
-fn instance_of(r: &Response) -> String {
-    let h = r
-        .header("x-falaj-instance")
-        .unwrap_or_else(|| panic!("no x-falaj-instance header: {:?}", r.headers));
-    h.split_once('/')
-        .map(|(id, _)| id.to_string())
-        .unwrap_or_default()
-}
-
 fn main() {
     let samples: usize = std::env::var("FALAJ_BENCH_REQUESTS")
         .ok()
@@ -96,7 +87,7 @@ fn main() {
                 http_ms.push(t.elapsed().as_secs_f64() * 1000.0);
                 assert_eq!(resp.status, 200);
                 infer_ms.push(resp.infer_ms());
-                ids.insert(instance_of(&resp));
+                ids.insert(resp.instance().0);
             }
             let load_ms = get(server.port, "/metadata").json()["instance"]["load_ms"]
                 .as_f64()

@@ -60,14 +60,6 @@ fn classifier_dir(tag: &str) -> (TempDir, Vec<u8>, String) {
     (dir, onnx, digest)
 }
 
-fn instance_of(r: &Response) -> (String, u64) {
-    let h = r
-        .header("x-falaj-instance")
-        .unwrap_or_else(|| panic!("no x-falaj-instance header: {:?}", r.headers));
-    let (id, n) = h.split_once('/').unwrap();
-    (id.to_string(), n.parse().unwrap())
-}
-
 fn check_predictions(resp: &Response, native: &[f32], rows: usize, what: &str) {
     assert_eq!(
         resp.status,
@@ -142,7 +134,7 @@ fn classifier_matches_native_tract_and_loads_once() {
         "[wasmtime serve] model load inside the instance: {:.1} ms",
         meta["instance"]["load_ms"].as_f64().unwrap()
     );
-    let (instance, served0) = instance_of(&m0);
+    let (instance, served0) = m0.instance();
     assert_eq!(m0.header("x-falaj-version"), Some("3"));
     assert_eq!(m0.header("x-falaj-digest"), Some(digest.as_str()));
 
@@ -206,7 +198,7 @@ fn classifier_matches_native_tract_and_loads_once() {
         check_predictions(&resp, &native.run(row, 1), 1, "single row");
         infer_ms.push(resp.infer_ms());
         // Same instance, one more request each time: the instance is reused, not rebuilt.
-        let (id, served) = instance_of(&resp);
+        let (id, served) = resp.instance();
         assert_eq!(id, instance, "request {r} went to another instance");
         assert!(served > last_served, "request counter went backwards");
         last_served = served;
@@ -244,7 +236,7 @@ fn classifier_matches_native_tract_and_loads_once() {
     // Still the first and only load of this instance.
     let m1 = get(port, "/metadata");
     let after = m1.json();
-    assert_eq!(instance_of(&m1).0, instance);
+    assert_eq!(m1.instance().0, instance);
     assert_eq!(after["instance"]["loads"], 1);
     assert_eq!(
         after["instance"]["loaded_at_unix_ms"],
@@ -262,7 +254,7 @@ fn bad_input_gets_a_clear_4xx_and_the_instance_keeps_serving() {
     let (dir, _onnx, _) = classifier_dir("errors");
     let server = Server::start(&dir.0, &["--idle-instance-timeout", "120s"]);
     let port = server.port;
-    let (instance, _) = instance_of(&get(port, "/metadata"));
+    let (instance, _) = get(port, "/metadata").instance();
     let ok_row = vec![0.5f32; N];
 
     let post = |ct: Option<&str>, body: &[u8]| request(port, "POST", "/predict", ct, body).unwrap();
@@ -401,7 +393,7 @@ fn bad_input_gets_a_clear_4xx_and_the_instance_keeps_serving() {
     let ok = post_json(port, &json!({ "inputs": [ok_row] }));
     assert_eq!(ok.status, 200);
     let meta = get(port, "/metadata");
-    assert_eq!(instance_of(&meta).0, instance);
+    assert_eq!(meta.instance().0, instance);
     assert_eq!(meta.json()["instance"]["loads"], 1);
 }
 

@@ -363,6 +363,16 @@ impl Response {
         self.headers.get(name).map(String::as_str)
     }
 
+    /// The instance that answered and how many requests it has served, from the component's
+    /// `x-falaj-instance: <id>/<n>` header.
+    pub fn instance(&self) -> (String, u64) {
+        let h = self
+            .header("x-falaj-instance")
+            .unwrap_or_else(|| panic!("no x-falaj-instance header: {:?}", self.headers));
+        let (id, n) = h.split_once('/').unwrap();
+        (id.to_string(), n.parse().unwrap())
+    }
+
     /// tract's time inside the component, from its `server-timing: infer;dur=<ms>` header.
     pub fn infer_ms(&self) -> f64 {
         let timing = self
