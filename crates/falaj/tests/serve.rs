@@ -9,9 +9,6 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use falaj::store::Precondition;
-use falaj_core::StoreKey;
 use gates_fixtures::*;
 use serde_json::{Value, json};
 
@@ -22,18 +19,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Writes an object, unconditionally (a user's upload).
-async fn put_object(reg: &falaj::Registry, key: &str, bytes: Vec<u8>) {
-    reg.store()
-        .put(
-            &StoreKey::new(key).unwrap(),
-            Bytes::from(bytes),
-            Precondition::None,
-        )
-        .await
-        .unwrap();
 }
 
 /// One HTTP/1.1 request over a fresh connection; the status and the JSON body.

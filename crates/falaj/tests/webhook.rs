@@ -15,7 +15,7 @@ use bytes::Bytes;
 use falaj::Registry;
 use falaj::deploy::DeployKey;
 use falaj::promotion;
-use falaj::store::{Precondition, list_all};
+use falaj::store::list_all;
 use falaj::webhook::lambda::{self, EventShape};
 use falaj::webhook::{
     self, ExpectAlias, HttpRequest, HttpResponse, LocalPromoter, PromoteError, PromoteRequest,
@@ -195,29 +195,18 @@ async fn setup() -> T {
     setup_with(1 << 20).await
 }
 
-async fn put(reg: &Registry, key: &str, bytes: Vec<u8>) {
-    reg.store()
-        .put(
-            &StoreKey::new(key).unwrap(),
-            Bytes::from(bytes),
-            Precondition::None,
-        )
-        .await
-        .unwrap();
-}
-
 /// Uploads `incoming/bc/<run>/model.onnx` and `manifest.json`, as the trainer does.
 async fn upload_run(reg: &Registry, run: &str, f: &Fitted) {
     let mut m = f.manifest.clone();
     m.model = MODEL.into();
     m.run_id = run.into();
-    put(
+    put_object(
         reg,
         &format!("incoming/{MODEL}/{run}/model.onnx"),
         f.onnx.clone(),
     )
     .await;
-    put(
+    put_object(
         reg,
         &format!("incoming/{MODEL}/{run}/manifest.json"),
         serde_json::to_vec(&m).unwrap(),
@@ -226,7 +215,7 @@ async fn upload_run(reg: &Registry, run: &str, f: &Fitted) {
 }
 
 async fn upload_holdout(reg: &Registry) {
-    put(
+    put_object(
         reg,
         "holdout/bc.csv",
         std::fs::read(dataset("breast_cancer.csv")).unwrap(),
@@ -827,13 +816,13 @@ async fn rejected_requests_get_the_right_status_and_write_nothing() {
     assert_error(&t.call(again.clone()).await, 400, "malformed_json", &[]);
     assert_error(&t.call(again).await, 400, "malformed_json", &[]);
     // An invalid manifest for a model that does not exist yet creates no model.
-    put(
+    put_object(
         &t.reg,
         "incoming/new/run-1/model.onnx",
         breast_cancer().onnx,
     )
     .await;
-    put(
+    put_object(
         &t.reg,
         "incoming/new/run-1/manifest.json",
         b"{not json".to_vec(),

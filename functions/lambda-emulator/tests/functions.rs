@@ -11,10 +11,7 @@ mod fx;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytes::Bytes;
 use falaj::VersionFilter;
-use falaj::store::Precondition;
-use falaj_core::StoreKey;
 use falaj_lambda_emulator::{Emulator, Outcome};
 use serde_json::{Value, json};
 
@@ -41,18 +38,6 @@ fn fixture(name: &str) -> Value {
 
 fn store_uri(e: &fx::Env) -> String {
     format!("dir://{}", e.dir.path().join("store").display())
-}
-
-async fn put(e: &fx::Env, key: &str, bytes: Vec<u8>) {
-    e.reg
-        .store()
-        .put(
-            &StoreKey::new(key).unwrap(),
-            Bytes::from(bytes),
-            Precondition::None,
-        )
-        .await
-        .unwrap();
 }
 
 /// An S3 notification for one object, as S3 sends it (key URL-encoded).
@@ -88,8 +73,8 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
     falaj::promotion::set_policy(&e.reg, "bc", "gates.toml", &policy, "mel")
         .await
         .unwrap();
-    put(
-        &e,
+    fx::put_object(
+        &e.reg,
         "datasets/bc/holdout.csv",
         std::fs::read(fx::dataset("breast_cancer.csv")).unwrap(),
     )
@@ -98,9 +83,9 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
     // The trainer's upload: model first, manifest last.
     let mut manifest = fitted.manifest.clone();
     manifest.model = "bc".into();
-    put(&e, "incoming/bc/run 7/model.onnx", fitted.onnx.clone()).await;
-    put(
-        &e,
+    fx::put_object(&e.reg, "incoming/bc/run 7/model.onnx", fitted.onnx.clone()).await;
+    fx::put_object(
+        &e.reg,
         "incoming/bc/run 7/manifest.json",
         serde_json::to_vec(&manifest).unwrap(),
     )
@@ -133,9 +118,9 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
     // naming the record; record 0 is registered, record 2 (outside incoming/) ignored.
     let mut wine = manifest.clone();
     wine.model = "wine".into();
-    put(&e, "incoming/wine/run2/model.onnx", fitted.onnx.clone()).await;
-    put(
-        &e,
+    fx::put_object(&e.reg, "incoming/wine/run2/model.onnx", fitted.onnx.clone()).await;
+    fx::put_object(
+        &e.reg,
         "incoming/wine/run2/manifest.json",
         serde_json::to_vec(&wine).unwrap(),
     )

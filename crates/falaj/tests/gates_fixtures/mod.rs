@@ -307,6 +307,18 @@ pub async fn register(reg: &Registry, model: &str, f: &Fitted, author: &str) -> 
     r.version.version
 }
 
+/// Writes an object unconditionally, as a user's upload does (`aws s3 cp`, the trainer).
+pub async fn put_object(reg: &Registry, key: &str, bytes: Vec<u8>) {
+    reg.store()
+        .put(
+            &falaj_core::StoreKey::new(key).unwrap(),
+            Bytes::from(bytes),
+            falaj::store::Precondition::None,
+        )
+        .await
+        .unwrap();
+}
+
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
