@@ -2,8 +2,9 @@
 # Edge benchmark (docs/benchmarks.md): native tract vs the component in falaj-edge vs
 # onnxruntime on the same files — the trainer's MLP (breast cancer, 30-64-32-2) and two CNNs
 # with torchvision's layer shapes (MobileNetV2, ResNet-18; scripts/bench/make_cnns.py).
-# Needs target/py (scripts/test.sh makes it: onnx, onnxruntime). Dev profile on purpose:
-# wasmtime, cranelift and tract are dependencies, built at opt-level 2 there.
+# Needs target/py (scripts/test.sh makes it: onnx, onnxruntime). Dev profile on purpose: it
+# shares the test build, and the root Cargo.toml builds dependencies there without debug
+# assertions, with tract at opt-level 3 as in the component, so native tract is a fair baseline.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
