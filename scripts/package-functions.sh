@@ -7,7 +7,8 @@
 #   FALAJ_ARCHES="x86_64" scripts/package-functions.sh
 #
 # Needs: rustup (adds the musl targets), a C compiler for the musl target (Debian: musl-tools,
-# for aws-lc-sys), zip or python3. Prints each zip's size and the stripped binary size.
+# for aws-lc-sys), zip or python3; for arm64 an aarch64 C compiler and linker (Debian:
+# gcc-aarch64-linux-gnu). Prints each zip's size and the stripped binary size.
 # Profile `lambda` (root Cargo.toml): size-optimised, tract's kernels at opt-level 3.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
