@@ -31,19 +31,21 @@ native="$CARGO_TARGET_DIR/release/falaj-wasm-ab"
 wasm="$CARGO_TARGET_DIR/wasm32-wasip1/release/falaj-wasm-ab.wasm"
 
 cap=$((512 << 20))
+# How each wasm setting is compiled; `wasmtime run` must repeat these flags to load the code.
 declare -A compile_flags=(
   [defaults]="-W simd=y"
   [epoch]="-W simd=y -W epoch-interruption=y"
   [bounds]="-W simd=y -O memory-reservation=$cap -O memory-guard-size=65536"
 )
-declare -A run_flags=(
-  [defaults]="-W simd=y"
-  [epoch]="-W simd=y -W epoch-interruption=y -W timeout=600s"
-  [epoch-pooling]="-W simd=y -W epoch-interruption=y -W timeout=600s -O pooling-allocator=y -W max-memory-size=$cap"
-  [bounds]="-W simd=y -O memory-reservation=$cap -O memory-guard-size=65536"
-)
+# Each run setting: the compiled code it runs, and what it adds at run time only.
 declare -A code=([defaults]=defaults [epoch]=epoch [epoch-pooling]=epoch [bounds]=bounds)
-for c in defaults epoch bounds; do
+declare -A run_extra=(
+  [defaults]=""
+  [epoch]="-W timeout=600s"
+  [epoch-pooling]="-W timeout=600s -O pooling-allocator=y -W max-memory-size=$cap"
+  [bounds]=""
+)
+for c in "${!compile_flags[@]}"; do
   # shellcheck disable=SC2086
   "$wasmtime" compile ${compile_flags[$c]} "$wasm" -o "$CARGO_TARGET_DIR/$c.cwasm"
   printf '{"compiled":"%s","bytes":%d}\n' "$c" "$(stat -c %s "$CARGO_TARGET_DIR/$c.cwasm")"
@@ -56,7 +58,7 @@ for round in $(seq 1 "$rounds"); do
     for s in defaults epoch epoch-pooling bounds; do
       printf '{"round":%d,"setting":"%s"}\t' "$round" "$s"
       # shellcheck disable=SC2086
-      "$wasmtime" run --allow-precompiled ${run_flags[$s]} --dir "$models::/m" \
+      "$wasmtime" run --allow-precompiled ${compile_flags[${code[$s]}]} ${run_extra[$s]} --dir "$models::/m" \
         "$CARGO_TARGET_DIR/${code[$s]}.cwasm" "/m/$m.onnx" "$runs"
     done
   done
