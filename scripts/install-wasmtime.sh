@@ -4,10 +4,11 @@
 # tests/wasm/wasmtime-features (about 1,340 CPU-s on 2 cores; see docs/edge.md). Prints the
 # path of the binary on its last line.
 #
-# Env: FALAJ_WASMTIME (a wasmtime 48 to use instead), WASMTIME_FULL=1 (default features).
+# Env: FALAJ_WASMTIME (a wasmtime 48 to use instead), WASMTIME_FULL=1 (default features),
+# FALAJ_TOOLS_DIR (where to install, default target/tools).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-tools="$root/target/tools"
+tools="${FALAJ_TOOLS_DIR:-$root/target/tools}"
 wasmtime=${FALAJ_WASMTIME:-$tools/bin/wasmtime}
 if ! "$wasmtime" --version 2>/dev/null | grep -q '^wasmtime 48\.'; then
   if [ -n "${FALAJ_WASMTIME:-}" ]; then

@@ -13,8 +13,9 @@ if [ "${1:-}" = "--path" ]; then echo "$out"; exit 0; fi
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 # The component has its own target directory, whatever CARGO_TARGET_DIR the caller uses for
-# the main workspace, so the two never invalidate each other.
-export CARGO_TARGET_DIR="$crate/target"
+# the main workspace, so the two never invalidate each other (FALAJ_WASM_TARGET_DIR moves it,
+# e.g. outside a CI clone).
+export CARGO_TARGET_DIR="${FALAJ_WASM_TARGET_DIR:-$crate/target}"
 # SIMD for tract's kernels. Set here as well as in .cargo/config.toml (read only from that
 # directory); RUSTFLAGS would override both, so it is cleared for this build.
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS

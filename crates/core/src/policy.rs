@@ -847,6 +847,108 @@ pub struct GateReport {
     pub error: Option<String>,
     /// The gates, in policy order.
     pub gates: Vec<GateResult>,
+    /// Made with a policy other than the model's attached one (`falaj validate --policy`):
+    /// recorded for the person who asked, never counted for the version's state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub advisory: bool,
+}
+
+/// `sha256:<hex>` of a policy's TOML source, as reports and `policy.set` events record it.
+pub fn policy_digest(src: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(src.as_bytes()))
+    )
+}
+
+/// What a version's gate reports say, judged against the model's attached policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evidence {
+    /// No report counts: never validated with the attached policy.
+    None,
+    /// Reports exist, but none was made with the attached policy on the holdout it names.
+    Stale {
+        /// Why the latest report does not count, and what to run.
+        reason: String,
+    },
+    /// Every counting report passed; the latest one.
+    Passed(Box<GateReport>),
+    /// A counting report failed; the first failing one.
+    Failed(Box<GateReport>),
+}
+
+impl Evidence {
+    /// `Some(passed)` when a report counts.
+    pub fn passed(&self) -> Option<bool> {
+        match self {
+            Self::Passed(_) => Some(true),
+            Self::Failed(_) => Some(false),
+            Self::None | Self::Stale { .. } => None,
+        }
+    }
+}
+
+/// Judges a version's reports (oldest first): a report counts when it is not advisory, was
+/// made on the version's artifact `digest` with the attached policy (`policy_digest`), and,
+/// when that policy names a holdout (`holdout_key`), on that store object. Among the reports
+/// that count, one failure decides: two concurrent validations on the same inputs can finish
+/// in either order, and the version's state must not depend on which run number won.
+pub fn judge_reports(
+    reports: &[GateReport],
+    digest: &str,
+    policy_digest: Option<&str>,
+    holdout_key: Option<&str>,
+) -> Evidence {
+    let official: Vec<&GateReport> = reports
+        .iter()
+        .filter(|r| !r.advisory && r.digest == digest)
+        .collect();
+    let Some(latest) = official.last() else {
+        return Evidence::None;
+    };
+    let Some(policy_digest) = policy_digest else {
+        return Evidence::Stale {
+            reason: "the model has no attached policy; attach one with `falaj policy set` and validate again".into(),
+        };
+    };
+    let on_holdout = |r: &GateReport| match holdout_key {
+        None => true,
+        Some(k) => r
+            .holdout
+            .as_ref()
+            .is_some_and(|h| h.uri == format!("store:{k}")),
+    };
+    let counting: Vec<&GateReport> = official
+        .iter()
+        .copied()
+        .filter(|r| r.policy_digest == policy_digest && on_holdout(r))
+        .collect();
+    if counting.is_empty() {
+        let why = if latest.policy_digest != policy_digest {
+            format!(
+                "its latest report (run {}) was made with policy {}, but the attached policy is {}",
+                latest.run, latest.policy_digest, policy_digest
+            )
+        } else {
+            format!(
+                "its latest report (run {}) scored {}, not the holdout the policy names (store:{})",
+                latest.run,
+                latest
+                    .holdout
+                    .as_ref()
+                    .map_or("no holdout", |h| h.uri.as_str()),
+                holdout_key.unwrap_or_default()
+            )
+        };
+        return Evidence::Stale {
+            reason: format!("{why}; validate it again with the attached policy"),
+        };
+    }
+    match counting.iter().find(|r| !r.passed) {
+        Some(failed) => Evidence::Failed(Box::new((*failed).clone())),
+        None => Evidence::Passed(Box::new((*counting.last().expect("non-empty")).clone())),
+    }
 }
 
 impl GateReport {
@@ -1011,5 +1113,79 @@ approvals = 3
             Bound::Min(0.9),
         )];
         assert!(!GateReport::decide(&None, &g2));
+    }
+}
+
+#[cfg(test)]
+mod judge_tests {
+    use super::*;
+
+    fn report(run: u32, policy: &str, holdout: &str, passed: bool, advisory: bool) -> GateReport {
+        GateReport {
+            model: "m".into(),
+            version: 1,
+            digest: "sha256:a".into(),
+            run,
+            policy_digest: policy.into(),
+            holdout: Some(HoldoutRef {
+                uri: holdout.into(),
+                digest: "sha256:h".into(),
+                rows: 10,
+            }),
+            evaluator: "t".into(),
+            evaluated_at: "2026-01-01T00:00:00Z".into(),
+            evaluated_by: "sam".into(),
+            passed,
+            error: None,
+            gates: Vec::new(),
+            advisory,
+        }
+    }
+
+    #[test]
+    fn judge_counts_only_the_attached_policys_reports() {
+        let rs = [
+            report(1, "p", "x.csv", false, false),
+            report(2, "lax", "x.csv", true, true),
+        ];
+        assert_eq!(
+            judge_reports(&rs, "sha256:a", Some("p"), None).passed(),
+            Some(false)
+        );
+        let rs = [report(1, "lax", "x.csv", true, false)];
+        assert!(matches!(
+            judge_reports(&rs, "sha256:a", Some("p"), None),
+            Evidence::Stale { .. }
+        ));
+        assert_eq!(
+            judge_reports(&[], "sha256:a", Some("p"), None),
+            Evidence::None
+        );
+    }
+
+    #[test]
+    fn judge_a_failure_on_the_same_inputs_decides_whatever_the_run_order() {
+        let a = report(1, "p", "x.csv", true, false);
+        let b = report(2, "p", "x.csv", false, false);
+        for rs in [[a.clone(), b.clone()], [b.clone(), a.clone()]] {
+            assert_eq!(
+                judge_reports(&rs, "sha256:a", Some("p"), None).passed(),
+                Some(false)
+            );
+        }
+    }
+
+    #[test]
+    fn judge_wants_the_holdout_the_policy_names() {
+        let rs = [report(1, "p", "/tmp/easy.csv", true, false)];
+        assert!(matches!(
+            judge_reports(&rs, "sha256:a", Some("p"), Some("datasets/m/h.csv")),
+            Evidence::Stale { .. }
+        ));
+        let rs = [report(1, "p", "store:datasets/m/h.csv", true, false)];
+        assert_eq!(
+            judge_reports(&rs, "sha256:a", Some("p"), Some("datasets/m/h.csv")).passed(),
+            Some(true)
+        );
     }
 }

@@ -212,6 +212,8 @@ pub enum Action {
     Rollback,
     /// Grant roles.
     GrantRoles,
+    /// Re-sign a deployment that lags its aliases (`falaj deployments --repair`).
+    Repair,
 }
 
 impl Action {
@@ -225,7 +227,7 @@ impl Action {
             Self::Approve => &[Approver, Admin],
             Self::PromoteStaging => &[MlEngineer, Admin],
             Self::PromoteProduction | Self::Rollout | Self::Rollback => &[MlEngineer, Admin],
-            Self::GrantRoles => &[Admin],
+            Self::GrantRoles | Self::Repair => &[Admin],
         }
     }
 
@@ -241,6 +243,7 @@ impl Action {
             Self::Rollout => "roll out",
             Self::Rollback => "roll back",
             Self::GrantRoles => "grant roles",
+            Self::Repair => "repair deployments",
         }
     }
 }
@@ -390,6 +393,30 @@ pub enum Refusal {
         need: u32,
         /// Version author.
         author: String,
+    },
+    /// The gate evidence does not count for the version (advisory, another policy, another
+    /// holdout, or a holdout changed since).
+    #[error("{subject} cannot go to {to}: {reason}")]
+    Evidence {
+        /// `model@n`.
+        subject: String,
+        /// Target.
+        to: String,
+        /// Why, and what to run.
+        reason: String,
+    },
+    /// A state object that no audited move explains (a hand edit, or a forged write): nothing
+    /// is signed from it.
+    #[error(
+        "{key}: {reason}; no audited move explains it, so nothing is signed from it. Run `falaj audit {model} --verify`, and restore the object from its last audited value"
+    )]
+    Unexplained {
+        /// Model.
+        model: String,
+        /// Store key of the object.
+        key: String,
+        /// What disagrees.
+        reason: String,
     },
 }
 

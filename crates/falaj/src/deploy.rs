@@ -23,6 +23,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RegistryError;
+use crate::gatekeeper;
 use crate::promotion::{PromotionError, authorize, mark_archived};
 use crate::registry::{Expect, Registry, now};
 use crate::store::{ETag, Precondition, list_all};
@@ -101,6 +102,17 @@ impl DeployKey {
             path: path.display().to_string(),
             reason,
         };
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "it is readable or writable by group or others (mode {mode:o}); whoever can read it can sign deployments. Run `chmod 600 {}`",
+                    path.display()
+                )));
+            }
+        }
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_hex(&text).map_err(|e| {
                 err(format!(
@@ -338,9 +350,25 @@ pub async fn list(reg: &Registry) -> Result<Vec<DeploymentStatus>> {
     Ok(out)
 }
 
+/// `falaj deployments --repair`: an admin re-signs every deployment that lags its aliases.
+pub async fn repair_as_admin(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    actor: &str,
+) -> Result<Option<String>> {
+    authorize(reg, model, actor, Action::Repair, &format!("{env}/{model}")).await?;
+    repair(reg, key, model, env, actor).await
+}
+
 /// If the manifest lags its aliases (a change interrupted between the alias move and the
 /// manifest write), rebuilds it from the aliases, signs, writes and audits it. Returns the
 /// divergence repaired, `None` if there was none.
+///
+/// Repair signs only what the audit chain explains: each alias must hold what its last
+/// audited move set (a hand-edited alias is refused, [`falaj_core::promotion::Refusal::Unexplained`]), and each
+/// version it names must be admitted by the gatekeeper ([`gatekeeper::admit_slot`]).
 pub async fn repair(
     reg: &Registry,
     key: &DeployKey,
@@ -352,6 +380,19 @@ pub async fn repair(
     let Some(reason) = st.divergence else {
         return Ok(None);
     };
+    let stage = check_env(env)?;
+    let (champ, chall) = aliases_for(stage);
+    let events = reg.audit_events(model).await?;
+    gatekeeper::check_alias_explained(reg, &events, model, champ, actor).await?;
+    if let Some(a) = chall {
+        gatekeeper::check_alias_explained(reg, &events, model, a, actor).await?;
+    }
+    for n in [st.champion_alias, st.challenger_alias]
+        .into_iter()
+        .flatten()
+    {
+        gatekeeper::admit_slot(reg, model, n, stage, st.manifest.as_ref(), actor).await?;
+    }
     let champion = match st.champion_alias {
         Some(n) => Some(slot(&reg.version(model, n).await?)),
         None => None,

@@ -24,7 +24,7 @@ use crate::store::list_all;
 use {
     crate::registry::now,
     crate::store::Precondition,
-    falaj_core::policy::{Bound, GatePolicy, GateResult, HoldoutRef, Metric},
+    falaj_core::policy::{Bound, GatePolicy, GateResult, HoldoutRef, Metric, policy_digest},
     falaj_core::promotion::Action,
     sha2::{Digest, Sha256},
     std::sync::Arc,
@@ -45,6 +45,20 @@ pub const EVALUATOR: &str = concat!(
 /// to keep memory flat on a 100k-row holdout.
 #[cfg(feature = "gates")]
 const BATCH: usize = 8192;
+
+/// Largest holdout the gates read (`FALAJ_MAX_HOLDOUT_BYTES` overrides): it is held in
+/// memory whole, so a bigger one is refused before a byte is read.
+pub const MAX_HOLDOUT_BYTES: u64 = 512 << 20;
+/// Largest artifact the gates load into tract (`FALAJ_MAX_ARTIFACT_BYTES` overrides).
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+#[cfg(feature = "gates")]
+fn limit(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// Validation failed before any gate could be judged.
 #[derive(Debug, thiserror::Error)]
@@ -184,8 +198,20 @@ impl Holdout {
     #[cfg(feature = "gates")]
     async fn read(&self, reg: &Registry) -> Result<Bytes, GateError> {
         let name = self.name();
+        let max = limit("FALAJ_MAX_HOLDOUT_BYTES", MAX_HOLDOUT_BYTES);
+        let too_big = |len: u64| GateError::Holdout {
+            source_name: name.clone(),
+            reason: format!(
+                "it is {len} bytes; the gates read holdouts of at most {max} bytes (FALAJ_MAX_HOLDOUT_BYTES): sample it down"
+            ),
+        };
         match self {
             Self::Path(p) => {
+                if let Ok(m) = tokio::fs::metadata(p).await
+                    && m.len() > max
+                {
+                    return Err(too_big(m.len()));
+                }
                 tokio::fs::read(p)
                     .await
                     .map(Bytes::from)
@@ -195,6 +221,7 @@ impl Holdout {
                     })
             }
             Self::Store(k) => match reg.store().get(k).await.map_err(RegistryError::from)? {
+                Some(o) if o.bytes.len() as u64 > max => Err(too_big(o.bytes.len() as u64)),
                 Some(o) => Ok(o.bytes),
                 None => Err(GateError::Holdout {
                     source_name: name,
@@ -295,6 +322,13 @@ pub fn parse_holdout(
                     column: manifest.features[fi].clone(),
                     value: field(i).to_string(),
                 })?;
+            if !v.is_finite() {
+                return Err(HoldoutParseError::NotFinite {
+                    row,
+                    column: manifest.features[fi].clone(),
+                    value: field(i).to_string(),
+                });
+            }
             x.push(v);
         }
         let t = field(target_idx);
@@ -326,6 +360,13 @@ pub fn parse_holdout(
                 }
             },
         };
+        if !target.is_finite() {
+            return Err(HoldoutParseError::NotFinite {
+                row,
+                column: manifest.target.clone(),
+                value: t.to_string(),
+            });
+        }
         y.push(target);
         if let (Some(g), Some(i)) = (groups.as_mut(), sens_idx) {
             g.push(field(i).to_string());
@@ -333,6 +374,12 @@ pub fn parse_holdout(
     }
     if row == 0 {
         return Err(HoldoutParseError::Read("it has no data rows".into()));
+    }
+    if row > 1 && y.iter().all(|t| *t == y[0]) {
+        return Err(HoldoutParseError::ConstantTarget {
+            column: manifest.target.clone(),
+            rows: row,
+        });
     }
     Ok(HoldoutData {
         x,
@@ -364,6 +411,28 @@ pub enum HoldoutParseError {
         column: String,
         /// Value.
         value: String,
+    },
+    /// NaN or an infinity: the model would score it as some class and the gates would count it.
+    #[error(
+        "row {row}, column {column:?}: {value:?} is not a finite number; remove or impute the row"
+    )]
+    NotFinite {
+        /// 1-based data row.
+        row: usize,
+        /// Column.
+        column: String,
+        /// Value.
+        value: String,
+    },
+    /// Every row has the same target: accuracy would measure nothing.
+    #[error(
+        "column {column:?} holds the same target in all {rows} rows; a holdout must hold more than one class or value"
+    )]
+    ConstantTarget {
+        /// Target column.
+        column: String,
+        /// Rows.
+        rows: usize,
     },
     /// A target label the model does not know.
     #[error("row {row}: target {value:?} is not one of the model's classes {classes:?}")]
@@ -912,6 +981,9 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
         ),
     };
     let policy = GatePolicy::parse(&policy_src, &policy_name)?;
+    // A policy of the caller's own is advisory: its report is kept, never counted.
+    let attached_digest = model_rec.gate_policy.as_deref().map(policy_digest);
+    let advisory = attached_digest.as_deref() != Some(policy_digest(&policy_src).as_str());
     let manifest = manifest_of(reg, &version).await?;
     if let Some(t) = policy.task()
         && t != manifest.task
@@ -977,6 +1049,17 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
             ),
         });
     }
+    let max_artifact = limit("FALAJ_MAX_ARTIFACT_BYTES", MAX_ARTIFACT_BYTES);
+    if version.size > max_artifact {
+        return Err(GateError::Incompatible {
+            model: req.model.clone(),
+            version: req.version,
+            reason: format!(
+                "the artifact is {} bytes; the gates load at most {max_artifact} (FALAJ_MAX_ARTIFACT_BYTES)",
+                version.size
+            ),
+        });
+    }
     let onnx = artifact_of(reg, &version).await?;
     let baseline = match &policy.no_regression {
         None => None,
@@ -1027,10 +1110,7 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
         version: req.version,
         digest: version.digest.clone(),
         run: 0,
-        policy_digest: format!(
-            "sha256:{}",
-            hex::encode(Sha256::digest(policy_src.as_bytes()))
-        ),
+        policy_digest: policy_digest(&policy_src),
         holdout: Some(HoldoutRef {
             uri: source_name,
             digest: holdout_digest,
@@ -1042,15 +1122,16 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
         passed: GateReport::decide(&error, &gates),
         error,
         gates,
+        advisory,
     };
     let report = write_report(reg, report).await?;
     reg.append_audit(
         &req.model,
         &req.actor,
-        if report.passed {
-            "gates.passed"
-        } else {
-            "gates.failed"
+        match (report.advisory, report.passed) {
+            (true, _) => "gates.advisory",
+            (false, true) => "gates.passed",
+            (false, false) => "gates.failed",
         },
         &subject,
         serde_json::json!({
@@ -1058,6 +1139,8 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
             "failed": report.failures().iter().map(|g| g.gate.clone()).collect::<Vec<_>>(),
             "error": report.error,
             "holdout": report.holdout.as_ref().map(|h| h.digest.clone()),
+            "policy": report.policy_digest,
+            "passed": report.passed,
         }),
     )
     .await?;

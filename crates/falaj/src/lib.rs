@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod drift;
 pub mod error;
 pub mod function;
+pub mod gatekeeper;
 pub mod gates;
 pub mod ingest;
 pub mod pipeline;

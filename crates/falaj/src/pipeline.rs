@@ -25,7 +25,7 @@ use crate::webhook::{ExpectAlias, PromoteError, PromoteRequest, apply_promote_re
 use {
     crate::gates::{self, GateError, Holdout, Validation},
     crate::ingest::InvocationError,
-    falaj_core::policy::GatePolicy,
+    falaj_core::policy::{Evidence, GatePolicy},
 };
 
 /// A request to validate one version.
@@ -152,15 +152,28 @@ pub async fn validate_version(reg: &Registry, req: &ValidateRequest) -> Validate
             retryable,
         }
     };
-    match gates::latest_report(reg, &req.model, req.version).await {
-        Ok(Some(r)) => {
+    // Only a report that counts (the attached policy's) makes a re-run pointless; an
+    // advisory one does not.
+    let counted = match reg.version(&req.model, req.version).await {
+        Ok(v) => crate::gatekeeper::evidence(reg, &v).await,
+        Err(e) => return failed(e.into()),
+    };
+    match counted {
+        Ok(Evidence::Passed(r) | Evidence::Failed(r)) => {
             return skipped(format!(
                 "already validated: {}",
                 gates::report_key(&req.model, req.version, r.run)
             ));
         }
-        Ok(None) => {}
-        Err(e) => return failed(e.into()),
+        Ok(_) => {}
+        Err(crate::promotion::PromotionError::Registry(e)) => return failed(e.into()),
+        Err(crate::promotion::PromotionError::Policy(e)) => return failed(GateError::Policy(e)),
+        Err(e) => {
+            return failed(GateError::Holdout {
+                source_name: req.model.clone(),
+                reason: e.to_string(),
+            });
+        }
     }
     let model = match reg.model(&req.model).await {
         Ok(m) => m,

@@ -8,11 +8,10 @@
 //! makes its caller admin. From then on only admins grant roles.
 
 use falaj_core::deployment::{DeployError, VerifyError};
-use falaj_core::policy::{DEFAULT_APPROVALS, GatePolicy, PolicyError};
+use falaj_core::policy::{GatePolicy, PolicyError};
 use falaj_core::promotion::{
     Action, Approval, Refusal, Role, RoleBindings, Stage, VersionFacts, VersionState,
-    authorize as check_roles, check_approval, check_promotion, state_of, valid_approvals,
-    validate_identity,
+    authorize as check_roles, check_approval, state_of, validate_identity,
 };
 use falaj_core::{StoreKey, layout};
 use sha2::{Digest, Sha256};
@@ -135,7 +134,7 @@ pub async fn authorize(
 }
 
 /// Audits a refusal and turns it into the error to return.
-async fn refuse(
+pub(crate) async fn refuse(
     reg: &Registry,
     model: &str,
     actor: &str,
@@ -239,14 +238,15 @@ pub async fn set_policy(
     .into())
 }
 
-/// The derived state of `model@version`, with the facts it came from.
+/// The derived state of `model@version`, with the facts it came from. Gate evidence counts
+/// only when made with the model's attached policy (see [`crate::gatekeeper`]).
 pub async fn version_state(reg: &Registry, model: &str, version: u64) -> Result<VersionState> {
-    reg.version(model, version).await?;
-    let report = crate::gates::latest_report(reg, model, version).await?;
+    let v = reg.version(model, version).await?;
+    let evidence = crate::gatekeeper::evidence(reg, &v).await?;
     let at =
         |a: Option<(falaj_core::AliasRecord, _)>| a.and_then(|(r, _)| r.version) == Some(version);
     let facts = VersionFacts {
-        gates_passed: report.map(|r| r.passed),
+        gates_passed: evidence.passed(),
         at_staging: at(reg.alias(model, "staging").await?),
         at_production: at(reg.alias(model, "production").await?),
         was_replaced: reg
@@ -275,12 +275,6 @@ pub async fn approvals(reg: &Registry, model: &str, version: u64) -> Result<Vec<
         }
     }
     Ok(out)
-}
-
-fn approvals_needed(policy: Option<&str>) -> u32 {
-    policy
-        .and_then(|src| GatePolicy::parse(src, "gate_policy").ok())
-        .map_or(DEFAULT_APPROVALS, |p| p.approvals)
 }
 
 /// Records `actor`'s approval of `model@version` for `stage`; one approval per identity.
@@ -370,49 +364,16 @@ pub struct Promoted {
     pub repaired: Option<String>,
 }
 
-/// Promotes a version: checks roles, gates and approvals, moves the alias by
+/// Promotes a version: the gatekeeper checks roles, gates and approvals; then it moves the alias by
 /// compare-and-swap (the race is decided there), then writes the signed deployment manifest.
 pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<Promoted> {
     let subject = format!("{}@{}", req.model, req.version);
-    let action = match req.to {
-        Stage::Staging => Action::PromoteStaging,
-        Stage::Production => Action::PromoteProduction,
-    };
-    authorize(reg, &req.model, &req.actor, action, &subject).await?;
-    if req.actor == falaj_core::promotion::VALIDATOR {
-        let policy = reg.model(&req.model).await?.gate_policy;
-        let auto = policy
-            .as_deref()
-            .and_then(|src| GatePolicy::parse(src, "gate_policy").ok())
-            .is_some_and(|p| p.auto_staging);
-        if !auto || req.to != Stage::Staging {
-            let why = Refusal::NoAutoStaging {
-                model: req.model.clone(),
-            };
-            return Err(refuse(reg, &req.model, &req.actor, action, &subject, why).await);
-        }
-    }
     let env = req.to.env();
+    let admitted =
+        crate::gatekeeper::admit(reg, &req.model, req.version, req.to, &req.actor).await?;
     let repaired = deploy::repair(reg, key, &req.model, env, &req.actor).await?;
-    let model = reg.model(&req.model).await?;
     let v = reg.version(&req.model, req.version).await?;
-    let state = version_state(reg, &req.model, req.version).await?;
-    let have = match req.to {
-        Stage::Production => {
-            let bindings = roles(reg).await?;
-            valid_approvals(
-                &approvals(reg, &req.model, req.version).await?,
-                &bindings,
-                &v.author,
-                Stage::Production,
-            )
-        }
-        Stage::Staging => 0,
-    };
-    let needed = approvals_needed(model.gate_policy.as_deref());
-    if let Err(r) = check_promotion(&subject, state, req.to, have, needed, &v.author) {
-        return Err(refuse(reg, &req.model, &req.actor, action, &subject, r).await);
-    }
+    let have = admitted.approvals;
     let alias = match (req.to, req.canary) {
         (Stage::Production, Some(_)) => deploy::CHALLENGER,
         (stage, _) => stage.alias(),

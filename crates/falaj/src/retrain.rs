@@ -287,6 +287,13 @@ impl Retrainer {
             .get_json::<RetrainRequest>(&key(request_key.to_string())?)
             .await?
             .ok_or_else(|| RetrainError::Request(format!("{request_key} disappeared")))?;
+        // What the request may read is checked before anything is looked up.
+        if let Some(d) = &request.dataset {
+            dataset_key(reg, model, d)?;
+        }
+        for k in &request.labelled {
+            labelled_key(model, k)?;
+        }
         let version = reg.version(model, request.version).await?;
         let digest = version.manifest_digest.as_deref().ok_or_else(|| {
             RetrainError::Request(format!(
@@ -345,26 +352,45 @@ fn is_request_key(k: &str) -> bool {
     parts.len() == 3 && parts[0] == "retrain" && parts[2].ends_with(".json")
 }
 
-/// Reads a dataset named by a URI in this store (`<store uri>/<key>`) or a local path.
-async fn read_dataset(reg: &Registry, uri: &str) -> Result<Vec<u8>, RetrainError> {
+/// The store key a retraining request's dataset names. A request is an object any store
+/// writer can put, so it may name only this store's `datasets/<model>/`: never a local path
+/// (the signing key sits on this machine) and never another model's data.
+fn dataset_key(reg: &Registry, model: &str, uri: &str) -> Result<StoreKey, RetrainError> {
     let store = reg.store();
-    if let Some(k) = uri.strip_prefix(&format!("{}/", store.uri())) {
-        return match store
-            .get(&key(k.to_string())?)
-            .await
-            .map_err(RegistryError::from)?
-        {
-            Some(o) => Ok(o.bytes.to_vec()),
-            None => Err(RetrainError::Request(format!("dataset {uri} is missing"))),
-        };
-    }
-    if uri.contains("://") {
-        return Err(RetrainError::Request(format!(
-            "dataset {uri} is neither in this store ({}) nor a local path; the embedded retrainer cannot add labelled rows to it",
+    let prefix = format!("datasets/{model}/");
+    let refused = || {
+        RetrainError::Request(format!(
+            "the request's dataset must be an object of this store under {prefix} (`{}/{prefix}...`); it names {uri:?}, which the retrainer does not read",
             store.uri()
-        )));
+        ))
+    };
+    let k = uri
+        .strip_prefix(&format!("{}/", store.uri()))
+        .ok_or_else(refused)?;
+    if !k.starts_with(&prefix) {
+        return Err(refused());
     }
-    std::fs::read(uri).map_err(|e| RetrainError::Request(format!("cannot read dataset {uri}: {e}")))
+    StoreKey::new(k).map_err(|_| refused())
+}
+
+/// Checks a labelled-data key lies under `datasets/<model>/`.
+fn labelled_key(model: &str, k: &str) -> Result<StoreKey, RetrainError> {
+    let prefix = format!("datasets/{model}/");
+    match StoreKey::new(k) {
+        Ok(key) if k.starts_with(&prefix) => Ok(key),
+        _ => Err(RetrainError::Request(format!(
+            "labelled data {k:?} is not a store key under {prefix}; the retrainer reads nothing else"
+        ))),
+    }
+}
+
+/// Reads a dataset named by a URI in this store (`<store uri>/datasets/<model>/...`).
+async fn read_dataset(reg: &Registry, model: &str, uri: &str) -> Result<Vec<u8>, RetrainError> {
+    let k = dataset_key(reg, model, uri)?;
+    match reg.store().get(&k).await.map_err(RegistryError::from)? {
+        Some(o) => Ok(o.bytes.to_vec()),
+        None => Err(RetrainError::Request(format!("dataset {uri} is missing"))),
+    }
 }
 
 fn header(bytes: &[u8]) -> &[u8] {
@@ -383,10 +409,12 @@ pub fn concat_csv(base: &[u8], extra: &[(String, Vec<u8>)]) -> Result<(Vec<u8>, 
     let mut added = 0;
     for (name, bytes) in extra {
         if header(bytes) != head {
+            // Counts only: the error goes to logs and the claim, and must never quote data.
+            let n = |h: &[u8]| h.split(|b| *b == b',').count();
             return Err(format!(
-                "{name}: its columns ({}) differ from the dataset's ({})",
-                String::from_utf8_lossy(header(bytes)),
-                String::from_utf8_lossy(head)
+                "{name}: its header differs from the dataset's ({} columns against {}); give both the same columns in the same order",
+                n(header(bytes)),
+                n(head)
             ));
         }
         let body = bytes
@@ -420,15 +448,16 @@ async fn assemble_data(
             req.model, req.version
         ))
     })?;
+    dataset_key(reg, &req.model, &base)?;
     if req.labelled.is_empty() {
         return Ok((base, 0));
     }
-    let base_bytes = read_dataset(reg, &base).await?;
+    let base_bytes = read_dataset(reg, &req.model, &base).await?;
     let mut extra = Vec::new();
     for k in &req.labelled {
         let o = reg
             .store()
-            .get(&key(k.clone())?)
+            .get(&labelled_key(&req.model, k)?)
             .await
             .map_err(RegistryError::from)?
             .ok_or_else(|| RetrainError::Request(format!("labelled data {k} is missing")))?;
@@ -615,7 +644,11 @@ mod tests {
         assert_eq!(out, b"a,b,y\n1,2,0\n3,4,1\n5,6,1\r\n\n");
         assert_eq!(added, 1);
         let e = concat_csv(base, &[("bad.csv".into(), b"a,y\n1,0\n".to_vec())]).unwrap_err();
-        assert!(e.contains("bad.csv") && e.contains("a,y"), "{e}");
+        assert!(
+            e.contains("bad.csv") && e.contains("2 columns against 3"),
+            "{e}"
+        );
+        assert!(!e.contains("a,y"), "an error never quotes data: {e}");
         assert!(concat_csv(b"", &[]).is_err());
     }
 

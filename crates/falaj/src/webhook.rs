@@ -12,8 +12,8 @@
 //!
 //! The order of checks decides what a rejected request can write, which is nothing:
 //! body size (413), route (404) and method (405), authentication (401), body and path
-//! parameters (400) are all checked before the store is touched. Then a signed POST claims
-//! its signature (`idempotency/webhook/<sha256 of the signature>.json`, create-only; a
+//! parameters (400) are all checked before the store is touched. Then a signed request (GET
+//! included) claims its signature (`idempotency/webhook/<sha256 of the signature>.json`, create-only; a
 //! replay gets 409 `replayed`), and the action runs, checking roles first (a refusal, 403,
 //! is audited as a `refused` event in the model's chain). Routes, codes and statuses are
 //! listed in `docs/webhook.md`.
@@ -342,6 +342,8 @@ async fn dispatch(
     trace.identity = Some(caller.identity.clone());
     let reg = ctx.registry.as_ref();
     if req.method == "GET" {
+        // A signed GET is claimed too: a signature seen once (in a log) is spent.
+        claim_signature(ctx, req, &caller, request_id).await?;
         return get(reg, req, route).await;
     }
     // POST: everything the request says is checked before the store is touched.
@@ -826,7 +828,10 @@ async fn get(reg: &Registry, req: &HttpRequest, route: Route) -> Result<HttpResp
             for v in versions {
                 let n = v.version;
                 let facts = VersionFacts {
-                    gates_passed: gates::latest_report(reg, &m, n).await?.map(|r| r.passed),
+                    gates_passed: crate::gatekeeper::evidence(reg, &v)
+                        .await
+                        .map_err(ApiError::from)?
+                        .passed(),
                     at_staging: staging == Some(n),
                     at_production: production == Some(n),
                     was_replaced: reg

@@ -34,6 +34,7 @@ fn gate<'a>(r: &'a GateReport, name: &str) -> &'a falaj_core::policy::GateResult
 async fn a_good_classifier_passes_every_gate_and_reports_are_immutable() {
     let e = env().await;
     create(&e.reg, "bc").await;
+    attach_policy(&e.reg, "bc", &policy("breast_cancer.toml").unwrap().1).await;
     let v = register(&e.reg, "bc", &breast_cancer(), "sam").await;
     let r = gates::validate(
         &e.reg,
@@ -107,8 +108,9 @@ async fn a_strict_threshold_rejects_the_version() {
     create(&e.reg, "bc").await;
     let v = register(&e.reg, "bc", &breast_cancer(), "sam").await;
     let strict = "[metrics]\naccuracy = { min = 0.9999 }\n";
+    attach_policy(&e.reg, "bc", strict).await;
     let mut r = req("bc", v, "breast_cancer.csv", "breast_cancer.toml", "sam");
-    r.policy = Some(("strict.toml".into(), strict.into()));
+    r.policy = None;
     let rep = gates::validate(&e.reg, r).await.unwrap();
     assert!(!rep.passed);
     assert!(!gate(&rep, "metrics.accuracy").passed);
@@ -242,6 +244,7 @@ async fn a_signature_that_disagrees_with_the_manifest_is_a_clear_error() {
 async fn a_model_with_a_broken_graph_is_rejected_not_panicking() {
     let e = env().await;
     create(&e.reg, "bc").await;
+    attach_policy(&e.reg, "bc", &policy("breast_cancer.toml").unwrap().1).await;
     let good = breast_cancer();
     let n = good.manifest.features.len();
     // The declared input fits, but the weights are 3 x 2: tract's shape inference fails.
@@ -345,4 +348,16 @@ async fn a_viewer_cannot_validate_and_the_refusal_is_audited() {
             .iter()
             .any(|(_, _, ev)| ev.action == "refused" && ev.actor == "eve")
     );
+}
+
+#[tokio::test]
+async fn a_model_without_a_policy_is_refused_no_policy() {
+    let e = env().await;
+    create(&e.reg, "bc").await;
+    let v = register(&e.reg, "bc", &breast_cancer(), "sam").await;
+    let mut r = req("bc", v, "breast_cancer.csv", "breast_cancer.toml", "sam");
+    r.policy = None;
+    let err = gates::validate(&e.reg, r).await.unwrap_err();
+    assert_eq!(err.code(), "no_policy", "{err}");
+    assert!(err.to_string().contains("has no gate policy"), "{err}");
 }

@@ -18,7 +18,10 @@ fn key() -> DeployKey {
     DeployKey::from_seed([7; 32])
 }
 
+const POLICY: &str = "[metrics]\naccuracy = { min = 0.9 }\n";
+
 async fn validated(e: &Env, f: &Fitted) -> u64 {
+    attach_policy(&e.reg, MODEL, POLICY).await;
     let v = register(&e.reg, MODEL, f, "sam").await;
     let r = gates::validate(
         &e.reg,
@@ -26,10 +29,7 @@ async fn validated(e: &Env, f: &Fitted) -> u64 {
             model: MODEL.into(),
             version: v,
             holdout: Holdout::Path(dataset("breast_cancer.csv")),
-            policy: Some((
-                "p.toml".into(),
-                "[metrics]\naccuracy = { min = 0.9 }\n".into(),
-            )),
+            policy: None,
             actor: "sam".into(),
         },
     )
@@ -210,10 +210,7 @@ async fn refusals_are_refused_and_audited() {
             model: MODEL.into(),
             version: bad,
             holdout: Holdout::Path(dataset("breast_cancer.csv")),
-            policy: Some((
-                "p.toml".into(),
-                "[metrics]\naccuracy = { min = 0.9 }\n".into(),
-            )),
+            policy: None,
             actor: "sam".into(),
         },
     )
@@ -475,6 +472,11 @@ async fn signing_keys_are_created_once_and_reloaded() {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        // A key file others can read is refused: whoever reads it can sign.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = DeployKey::load_or_create(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     std::fs::write(&path, "not hex").unwrap();
     let err = DeployKey::load_or_create(&path).unwrap_err();

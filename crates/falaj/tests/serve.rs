@@ -211,8 +211,14 @@ async fn an_upload_is_registered_validated_and_staged_without_any_other_command(
         ("X-Falaj-Identity", "mel".to_string()),
         ("X-Falaj-Timestamp", ts.to_string()),
         (
-            "X-Hub-Signature-256",
-            falaj::webhook::sign(ci_secret, ts, signed_body),
+            "X-Falaj-Signature",
+            falaj::webhook::sign(
+                ci_secret,
+                ts,
+                "POST",
+                "/v1/models/bc/versions/1/approvals",
+                signed_body,
+            ),
         ),
         ("Content-Type", "application/json".to_string()),
     ];
@@ -233,7 +239,13 @@ async fn an_upload_is_registered_validated_and_staged_without_any_other_command(
     );
     assert_eq!(code, 409, "a replayed signature is refused: {b}");
     let mut forged = signed.clone();
-    forged[2].1 = falaj::webhook::sign("not-the-secret-0123456789", ts, signed_body);
+    forged[2].1 = falaj::webhook::sign(
+        "not-the-secret-0123456789",
+        ts,
+        "POST",
+        "/v1/models/bc/versions/1/approvals",
+        signed_body,
+    );
     let (code, _) = http(
         &addr,
         "POST",
@@ -242,6 +254,44 @@ async fn an_upload_is_registered_validated_and_staged_without_any_other_command(
         signed_body,
     );
     assert_eq!(code, 401);
+    // Attack: a signed GET seen in a CI log, replayed as a rollback. The v2 signature binds
+    // the method and path, so the POST is refused; the GET itself is spent after one use.
+    let get_sig = |path: &str| {
+        vec![
+            ("X-Falaj-Identity", "mel".to_string()),
+            ("X-Falaj-Timestamp", ts.to_string()),
+            (
+                "X-Falaj-Signature",
+                falaj::webhook::sign(ci_secret, ts, "GET", path, b""),
+            ),
+        ]
+    };
+    let seen = get_sig("/v1/models/bc/deployments/prod");
+    let (code, b) = http(&addr, "GET", "/v1/models/bc/deployments/prod", &seen, b"");
+    assert!(code == 200 || code == 404, "{code} {b}");
+    let (code, b) = http(
+        &addr,
+        "POST",
+        "/v1/models/bc/deployments/prod/rollback",
+        &seen,
+        b"",
+    );
+    assert_eq!(code, 401, "a GET's signature does not sign a rollback: {b}");
+    assert_eq!(b["error"]["code"], "signature_mismatch", "{b}");
+    let (code, b) = http(&addr, "GET", "/v1/models/bc/deployments/prod", &seen, b"");
+    assert_eq!(code, 409, "a signed GET is accepted once: {b}");
+    let (code, b) = http(&addr, "GET", "/v1/models/bc", &seen, b"");
+    assert_eq!(code, 401, "nor on another GET route: {b}");
+    // The body-only signature of earlier releases is refused, saying how to sign v2.
+    let v1 = vec![
+        ("X-Falaj-Identity", "mel".to_string()),
+        ("X-Falaj-Timestamp", ts.to_string()),
+        ("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64))),
+    ];
+    let (code, b) = http(&addr, "GET", "/v1/models/bc", &v1, b"");
+    assert_eq!(code, 401, "{b}");
+    assert_eq!(b["error"]["code"], "signature_v1_refused", "{b}");
+    assert!(b.to_string().contains("X-Falaj-Signature"), "{b}");
     // An oversized body is refused before it is read whole.
     let big = vec![b'x'; 2 << 20];
     let (code, _) = http(

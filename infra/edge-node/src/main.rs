@@ -34,6 +34,9 @@ struct Args {
     /// Store to pull from: dir://PATH or s3://BUCKET[/PREFIX].
     #[arg(long, env = "FALAJ_STORE", default_value = store::DEFAULT_STORE)]
     store: String,
+    /// Comma-separated regions the store may be in (a bucket elsewhere is refused).
+    #[arg(long, env = "FALAJ_ALLOWED_REGIONS", default_value = "me-central-1")]
+    allowed_regions: String,
     /// Environment to serve (`prod`/`production`, `staging`, or any name deployments use).
     #[arg(long, env = "FALAJ_ENV", default_value = "prod")]
     env: String,
@@ -57,14 +60,18 @@ struct Args {
     /// This node's name in telemetry keys and metrics (default: the host name).
     #[arg(long, env = "FALAJ_EDGE_NODE")]
     node: Option<String>,
-    /// Trusted deployment public key, 64 hex digits. Without it (or --trust-key-file) the
-    /// node trusts keys/deploy.pub from the store at start-up and says so: pin the key in
-    /// production, so that write access to the store is not enough to deploy.
+    /// Trusted deployment public key, 64 hex digits (`keys/deploy.pub`'s `public_key`).
+    /// Required, or --trust-key-file: a node that took its key from the store would run
+    /// whatever a store writer self-signed.
     #[arg(long, env = "FALAJ_TRUST_KEY")]
     trust_key: Option<String>,
     /// File holding the trusted public key (64 hex digits, or keys/deploy.pub's JSON).
     #[arg(long, env = "FALAJ_TRUST_KEY_FILE", conflicts_with = "trust_key")]
     trust_key_file: Option<PathBuf>,
+    /// One-machine use only (`falaj demo`): trust keys/deploy.pub from the store instead of a
+    /// pinned key. Anyone who can write the store can then deploy code to this node.
+    #[arg(long, conflicts_with_all = ["trust_key", "trust_key_file"])]
+    insecure_trust_store_key: bool,
     /// How often to look for changed deployments, milliseconds.
     #[arg(long, default_value_t = 2000)]
     poll_ms: u64,
@@ -183,6 +190,11 @@ async fn run(args: Args) -> Result<()> {
     if args.precompile {
         return precompile(&args);
     }
+    if args.trust_key.is_none() && args.trust_key_file.is_none() && !args.insecure_trust_store_key {
+        anyhow::bail!(
+            "no trusted deployment key: pass --trust-key HEX or --trust-key-file PATH (FALAJ_TRUST_KEY / FALAJ_TRUST_KEY_FILE) with the public key the deployments are signed with (`public_key` in the store's keys/deploy.pub, checked out of band). For one machine only, --insecure-trust-store-key trusts the store's copy"
+        );
+    }
     let env = Stage::for_env(&args.env).map_or(args.env.clone(), |s| s.env().to_owned());
     if env.is_empty() || env.contains('/') {
         bail!("--env {:?} is not an environment name", args.env);
@@ -195,7 +207,11 @@ async fn run(args: Args) -> Result<()> {
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty() && !n.contains('/'))
         .unwrap_or_else(|| "edge".into());
-    let store = store::open(&args.store, &OpenOptions::default())
+    let opts = OpenOptions {
+        allowed: falaj_core::AllowedRegions::parse(&args.allowed_regions),
+        ..OpenOptions::default()
+    };
+    let store = store::open(&args.store, &opts)
         .await
         .with_context(|| format!("opening the store {}", args.store))?;
     let trusted = match trusted_key(&args)? {
@@ -207,7 +223,7 @@ async fn run(args: Args) -> Result<()> {
             })?;
             tracing::warn!(
                 key_id = %falaj_core::deployment::key_id(&k),
-                "trusting the deployment key published in the store (keys/deploy.pub); pin it with --trust-key in production"
+                "--insecure-trust-store-key: trusting the deployment key published in the store (keys/deploy.pub); a store writer can deploy to this node. Pin it with --trust-key"
             );
             k
         }

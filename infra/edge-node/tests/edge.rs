@@ -767,3 +767,22 @@ async fn a_node_killed_mid_swap_comes_back_on_the_last_good_version() {
     });
     assert_eq!(status["generation"], 1);
 }
+
+/// Attack: a node that took its key from the store runs whatever a store writer self-signed.
+/// Without a pinned key the node refuses to start, naming both ways to pin one.
+#[test]
+fn a_node_without_a_pinned_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_falaj-edge"))
+        .args(["--store", &format!("dir://{}", dir.path().display())])
+        .env_remove("FALAJ_TRUST_KEY")
+        .env_remove("FALAJ_TRUST_KEY_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--trust-key HEX") && err.contains("--trust-key-file"),
+        "{err}"
+    );
+}

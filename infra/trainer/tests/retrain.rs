@@ -239,13 +239,13 @@ async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_chil
 
 #[tokio::test]
 async fn a_stale_started_claim_is_taken_over_and_a_fresh_one_is_left_alone() {
-    let (dir, _, reg) = new_store().await;
+    let (dir, uri, reg) = new_store().await;
     let key = "retrain/m/20261201T000000Z-v1.json";
     // The request names a version that does not exist: a taken-over claim ends `failed`.
     put(
         &reg,
         key,
-        serde_json::to_vec(&request("m", 1, "x.csv", &[])).unwrap(),
+        serde_json::to_vec(&request("m", 1, &format!("{uri}/datasets/m/x.csv"), &[])).unwrap(),
     )
     .await;
     let claim = |at: &str| {
@@ -274,4 +274,52 @@ async fn a_stale_started_claim_is_taken_over_and_a_fresh_one_is_left_alone() {
     );
     let held: Claim = reg.get_json(&claim_key).await.unwrap().unwrap().0;
     assert_eq!(held.state, "failed");
+}
+
+/// Attack: a store writer names a local file (the signing key) as a request's dataset. The
+/// retrainer reads only `datasets/<model>/` in its own store and never quotes a file.
+#[tokio::test]
+async fn a_request_naming_a_local_file_is_refused() {
+    let (dir, _, reg) = new_store().await;
+    let secret = dir.path().join("signing.key");
+    std::fs::write(&secret, "f00dfeedsecretbytes\n").unwrap();
+    let key = "retrain/m/20261201T000000Z-v1.json";
+    put(
+        &reg,
+        key,
+        serde_json::to_vec(&request(
+            "m",
+            1,
+            secret.to_str().unwrap(),
+            &["datasets/m/labelled/a.csv"],
+        ))
+        .unwrap(),
+    )
+    .await;
+    let config = RetrainConfig {
+        trainer: env!("CARGO_BIN_EXE_falaj-train").into(),
+        work_dir: dir.path().join("retrain"),
+        stale_after: Duration::from_secs(600),
+    };
+    let events = Retrainer::new(reg.clone(), config)
+        .poll_once(&|_| {})
+        .await
+        .unwrap();
+    let text = format!("{events:?}");
+    assert!(!text.contains("f00dfeed"), "the file leaked: {text}");
+    let held: Claim = reg
+        .get_json(&falaj::retrain::claim_key(key).unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(held.state, "failed", "{text}");
+    assert!(
+        text.contains("datasets/m/"),
+        "refused for naming a local file: {text}"
+    );
+    assert!(
+        !serde_json::to_string(&held).unwrap().contains("f00dfeed"),
+        "the claim quotes the file"
+    );
 }

@@ -61,7 +61,8 @@ module "edge_fleet" {
   bucket_name              = module.registry.bucket_name
   kms_key_arn              = module.registry.kms_key_arn
   network                  = var.network
-  edge_binary              = { sha256 = var.edge_binary_sha256 }
+  edge_binary              = { sha256 = var.edge_binary_sha256, component_sha256 = var.edge_component_sha256 }
+  trust_key                = var.deploy_public_key
   allowed_regions          = local.allowed_regions
   permissions_boundary_arn = module.guardrails.permissions_boundary_arn
   tags                     = var.tags

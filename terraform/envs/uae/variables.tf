@@ -67,6 +67,26 @@ variable "edge_binary_sha256" {
   }
 }
 
+variable "edge_component_sha256" {
+  description = "SHA-256 of the inference component (scripts/wasm-component.sh) uploaded to blobs/sha256/<digest> in the registry bucket."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.edge_component_sha256))
+    error_message = "edge_component_sha256 must be 64 lowercase hex characters."
+  }
+}
+
+variable "deploy_public_key" {
+  description = "The deployment public key the edge nodes pin (64 hex digits: public_key of keys/deploy.pub, checked out of band)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.deploy_public_key))
+    error_message = "deploy_public_key must be 64 lowercase hex characters."
+  }
+}
+
 variable "scp" {
   description = "Attach the region-deny SCP (needs the organization management account). See the guardrails module."
   type = object({

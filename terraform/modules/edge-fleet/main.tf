@@ -1,6 +1,6 @@
 # edge-fleet: CPU instances in the region running falaj-edge as a systemd service. Each node
-# reads deployments/ and blobs/ (what to serve, and the verified artifacts) and may write only
-# under telemetry/. No SSH: operators reach nodes through SSM Session Manager.
+# reads deployments/, blobs/ and the version records (what to serve, and the verified
+# artifacts) and may write only under telemetry/. Every node pins the deployment key. No SSH: operators reach nodes through SSM Session Manager.
 
 data "aws_partition" "current" {}
 
@@ -39,6 +39,8 @@ data "aws_iam_policy_document" "node" {
     resources = [
       "${local.bucket_arn}/deployments/*",
       "${local.bucket_arn}/blobs/*",
+      "${local.bucket_arn}/models/*/versions/*",
+      "${local.bucket_arn}/keys/*",
     ]
   }
 
@@ -49,7 +51,7 @@ data "aws_iam_policy_document" "node" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["deployments/*", "blobs/*"]
+      values   = ["deployments/*", "deployments/", "blobs/*", "models/*", "keys/*"]
     }
   }
 
@@ -153,6 +155,8 @@ resource "aws_launch_template" "node" {
     region          = var.region
     bucket          = var.bucket_name
     sha256          = var.edge_binary.sha256
+    component       = var.edge_binary.component_sha256
+    trust_key       = var.trust_key
     env             = var.env
     allowed_regions = join(",", var.allowed_regions)
     port            = var.inference_port

@@ -90,14 +90,25 @@ variable "fleet" {
 }
 
 variable "edge_binary" {
-  description = "The falaj-edge binary, stored in the registry as a content-addressed blob (blobs/sha256/<sha256>): nodes download it with their read-only access and refuse it if the digest differs."
+  description = "The falaj-edge binary and the inference component (falaj-inference.wasm), each stored in the registry as a content-addressed blob (blobs/sha256/<sha256>): nodes download them with their read-only access and refuse either if its digest differs."
   type = object({
-    sha256 = string
+    sha256           = string
+    component_sha256 = string
   })
 
   validation {
-    condition     = can(regex("^[0-9a-f]{64}$", var.edge_binary.sha256))
-    error_message = "edge_binary.sha256 must be 64 lowercase hex characters."
+    condition     = can(regex("^[0-9a-f]{64}$", var.edge_binary.sha256)) && can(regex("^[0-9a-f]{64}$", var.edge_binary.component_sha256))
+    error_message = "edge_binary.sha256 and edge_binary.component_sha256 must be 64 lowercase hex characters."
+  }
+}
+
+variable "trust_key" {
+  description = "The deployment public key every node pins (FALAJ_TRUST_KEY): 64 hex digits, the public_key of keys/deploy.pub, checked out of band. Nodes never take it from the store, so write access to the bucket is not enough to deploy."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.trust_key))
+    error_message = "trust_key must be 64 lowercase hex characters (an ed25519 public key)."
   }
 }
 

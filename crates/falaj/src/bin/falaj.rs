@@ -1401,7 +1401,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let key = signing_key()?;
                 for st in falaj::deploy::list(&reg).await? {
                     if st.divergence.is_some() {
-                        falaj::deploy::repair(&reg, &key, &st.model, &st.env, &me).await?;
+                        falaj::deploy::repair_as_admin(&reg, &key, &st.model, &st.env, &me).await?;
                     }
                 }
             }

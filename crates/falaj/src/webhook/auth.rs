@@ -1,4 +1,5 @@
-//! Who is calling: HMAC-signed requests from CI systems and bearer tokens for people.
+//! Who is calling: HMAC-signed requests (v2: method, path, query and body bound) from CI
+//! systems and bearer tokens for people.
 //!
 //! Authentication only names an identity. What the identity may do is decided by the
 //! store's `roles.json` (`crate::promotion::authorize`); a role claimed in a request is
@@ -15,16 +16,22 @@ use super::http::HttpRequest;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// `X-Hub-Signature-256: sha256=<hex>`: HMAC-SHA256 of `"{timestamp}.{raw body}"`.
-pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+/// `X-Falaj-Signature: v2=<hex>`: HMAC-SHA256 of the string [`signing_string`] builds from
+/// the timestamp, method, path, raw query and the SHA-256 of the body.
+pub const SIGNATURE_HEADER: &str = "x-falaj-signature";
+/// The body-only signature of earlier releases (`X-Hub-Signature-256: sha256=<hex>` over
+/// `"{timestamp}.{body}"`): refused, since one signed GET replayed as any POST with an empty
+/// body, and one signed body fitted several routes.
+pub const V1_SIGNATURE_HEADER: &str = "x-hub-signature-256";
 /// `X-Falaj-Timestamp: <unix seconds>`: the time the request was signed.
 pub const TIMESTAMP_HEADER: &str = "x-falaj-timestamp";
 /// `X-Falaj-Identity: <ci identity>`: whose secret signed the request.
 pub const IDENTITY_HEADER: &str = "x-falaj-identity";
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
-/// Default replay window: a signature is accepted ±300 s around the server's clock.
-pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
+/// Replay window: a signature is accepted ±120 s around the server's clock (a smaller
+/// window may be configured, never a larger one).
+pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 120;
 /// Shortest HMAC secret accepted, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
 
@@ -118,7 +125,14 @@ impl WebhookAuth {
         let auth: Self = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(|e| err(format!("invalid JSON: {e}")))?
         } else {
-            toml::from_str(text).map_err(|e| err(format!("invalid TOML: {e}")))?
+            // toml's own message quotes the offending line, which may hold a secret: say
+            // only where and what.
+            toml::from_str(text).map_err(|e: toml::de::Error| {
+                let line = e.span().map_or(0, |s| {
+                    text[..s.start.min(text.len())].matches('\n').count() + 1
+                });
+                err(format!("invalid TOML at line {line}: {}", e.message()))
+            })?
         };
         auth.validate(source_name)?;
         Ok(auth)
@@ -183,8 +197,10 @@ impl WebhookAuth {
                 ));
             }
         }
-        if self.replay_window_secs == 0 {
-            return err("replay_window_secs must be at least 1".into());
+        if self.replay_window_secs == 0 || self.replay_window_secs > DEFAULT_REPLAY_WINDOW_SECS {
+            return err(format!(
+                "replay_window_secs must be 1 to {DEFAULT_REPLAY_WINDOW_SECS}"
+            ));
         }
         if self.max_body_bytes == 0 {
             return err("max_body_bytes must be at least 1".into());
@@ -193,20 +209,36 @@ impl WebhookAuth {
     }
 }
 
-/// The value of `X-Hub-Signature-256` for `body` signed at `timestamp`: `sha256=<hex>`.
-pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = mac_for(secret, timestamp);
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+/// What a v2 signature covers:
+/// `"v2\n{timestamp}\n{METHOD}\n{path}\n{raw query, empty if none}\n{hex sha256(body)}"`.
+pub fn signing_string(
+    timestamp: i64,
+    method: &str,
+    path: &str,
+    raw_query: &str,
+    body: &[u8],
+) -> String {
+    format!(
+        "v2\n{timestamp}\n{}\n{path}\n{raw_query}\n{}",
+        method.to_ascii_uppercase(),
+        hex::encode(Sha256::digest(body))
+    )
 }
 
-fn mac_for(secret: &str, timestamp: i64) -> HmacSha256 {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac
+/// The value of `X-Falaj-Signature` for a request: `v2=<hex HMAC-SHA256(secret, S)>` with
+/// `S` from [`signing_string`]. `target` is the path with its query, as sent.
+pub fn sign(secret: &str, timestamp: i64, method: &str, target: &str, body: &[u8]) -> String {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut mac = mac(secret);
+    mac.update(signing_string(timestamp, method, path, query, body).as_bytes());
+    format!("v2={}", hex::encode(mac.finalize().into_bytes()))
 }
+
+fn mac(secret: &str) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length")
+}
+
+const HOW_TO_SIGN: &str = "sign `v2\\n{X-Falaj-Timestamp}\\n{METHOD}\\n{path}\\n{raw query}\\n{hex sha256(body)}` with HMAC-SHA256 and send `X-Falaj-Signature: v2=<hex>` (docs/webhook.md has curl+openssl and Python examples)";
 
 /// The lower-case hex SHA-256 of a bearer token, as configured in [`TokenIdentity::sha256`].
 pub fn token_digest(token: &str) -> String {
@@ -245,19 +277,27 @@ fn unauthorized(code: &'static str, message: String) -> ApiError {
 
 /// Authenticates `req` at `now` (unix seconds); nothing is read from or written to the store.
 pub fn authenticate(auth: &WebhookAuth, req: &HttpRequest, now: i64) -> Result<Caller, ApiError> {
+    if req.header(V1_SIGNATURE_HEADER).is_some() {
+        return Err(unauthorized(
+            "signature_v1_refused",
+            format!(
+                "X-Hub-Signature-256 (a signature over the body only) is no longer accepted: it does not bind the method, path or query. Instead {HOW_TO_SIGN}"
+            ),
+        ));
+    }
     let signature = req.header(SIGNATURE_HEADER);
     let authorization = req.header("authorization");
     match (signature, authorization) {
         (Some(_), Some(_)) => Err(unauthorized(
             "ambiguous_credentials",
-            "the request carries both X-Hub-Signature-256 and Authorization; send exactly one"
+            "the request carries both X-Falaj-Signature and Authorization; send exactly one"
                 .into(),
         )),
         (Some(sig), None) => verify_signature(auth, req, sig, now),
         (None, Some(value)) => verify_bearer(auth, value),
         (None, None) => Err(unauthorized(
             "missing_credentials",
-            "authentication required: send `Authorization: Bearer <token>`, or sign the request with `X-Hub-Signature-256: sha256=<hmac>`, `X-Falaj-Timestamp` and `X-Falaj-Identity`".into(),
+            "authentication required: send `Authorization: Bearer <token>`, or sign the request with `X-Falaj-Signature: v2=<hmac>`, `X-Falaj-Timestamp` and `X-Falaj-Identity`".into(),
         )),
     }
 }
@@ -298,7 +338,7 @@ fn verify_signature(
     let ts_raw = req.header(TIMESTAMP_HEADER).ok_or_else(|| {
         unauthorized(
             "missing_timestamp",
-            "X-Falaj-Timestamp is required with X-Hub-Signature-256: the unix time in seconds at which \"{timestamp}.{body}\" was signed".into(),
+            "X-Falaj-Timestamp is required with X-Falaj-Signature: the unix time in seconds at which the request was signed".into(),
         )
     })?;
     let ts: i64 = ts_raw.trim().parse().map_err(|_| {
@@ -309,23 +349,23 @@ fn verify_signature(
     })?;
     let raw = sig
         .trim()
-        .strip_prefix("sha256=")
+        .strip_prefix("v2=")
         .and_then(|h| hex::decode(h).ok())
         .filter(|b| b.len() == 32)
         .ok_or_else(|| {
             unauthorized(
                 "malformed_signature",
-                "X-Hub-Signature-256 must be `sha256=` followed by 64 hex digits".into(),
+                "X-Falaj-Signature must be `v2=` followed by 64 hex digits".into(),
             )
         })?;
-    let mut mac = mac_for(&ci.secret, ts);
-    mac.update(&req.body);
+    let mut mac = mac(&ci.secret);
+    mac.update(signing_string(ts, &req.method, &req.path, &req.raw_query, &req.body).as_bytes());
     // `verify_slice` compares in constant time.
     if mac.verify_slice(&raw).is_err() {
         return Err(unauthorized(
             "signature_mismatch",
             format!(
-                "X-Hub-Signature-256 does not match: sign \"{{X-Falaj-Timestamp}}.{{raw body}}\" with HMAC-SHA256 and the secret of CI identity {:?}",
+                "X-Falaj-Signature does not match this method, path, query and body: {HOW_TO_SIGN}, using the secret of CI identity {:?}",
                 ci.identity
             ),
         ));

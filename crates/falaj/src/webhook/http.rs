@@ -16,6 +16,8 @@ pub struct HttpRequest {
     pub path: String,
     /// Query parameters, decoded, in order.
     pub query: Vec<(String, String)>,
+    /// The query string exactly as sent (no `?`; empty if none): what a v2 signature covers.
+    pub raw_query: String,
     /// Headers with lower-cased names, in order; a repeated header appears once per value.
     pub headers: Vec<(String, String)>,
     /// The raw body: the exact bytes a signature covers.
@@ -30,14 +32,12 @@ pub struct HttpRequest {
 impl HttpRequest {
     /// A request for `target`, a path with an optional `?query`.
     pub fn new(method: &str, target: &str) -> Self {
-        let (path, query) = match target.split_once('?') {
-            Some((p, q)) => (p, parse_query(q)),
-            None => (target, Vec::new()),
-        };
+        let (path, raw_query) = target.split_once('?').unwrap_or((target, ""));
         Self {
             method: method.to_ascii_uppercase(),
             path: path.to_string(),
-            query,
+            query: parse_query(raw_query),
+            raw_query: raw_query.to_string(),
             ..Self::default()
         }
     }

@@ -106,6 +106,7 @@ pub fn from_apigw_v2(ev: &ApiGatewayV2httpRequest) -> Result<HttpRequest, ApiErr
         method: ctx.http.method.as_str().to_ascii_uppercase(),
         path,
         query,
+        raw_query: ev.raw_query_string.clone().unwrap_or_default(),
         headers: headers_of(&ev.headers),
         body: body_of(ev.body.as_deref(), ev.is_base64_encoded)?,
         source_ip: ctx.http.source_ip.clone(),
@@ -135,6 +136,7 @@ pub fn from_function_url(ev: &LambdaFunctionUrlRequest) -> Result<HttpRequest, A
             .or_else(|| ctx.http.path.clone())
             .unwrap_or_else(|| "/".into()),
         query,
+        raw_query: ev.raw_query_string.clone().unwrap_or_default(),
         headers: headers_of(&ev.headers),
         body: body_of(ev.body.as_deref(), ev.is_base64_encoded)?,
         source_ip: ctx.http.source_ip.clone(),

@@ -282,6 +282,17 @@ pub async fn create(reg: &Registry, model: &str) {
     .unwrap();
 }
 
+/// Attaches `policy` to `model` as `root`, creating the model if needed: reports count for a
+/// version's state only when made with its attached policy.
+pub async fn attach_policy(reg: &Registry, model: &str, policy: &str) {
+    if reg.model(model).await.is_err() {
+        create(reg, model).await;
+    }
+    promotion::set_policy(reg, model, "p.toml", policy, "root")
+        .await
+        .unwrap();
+}
+
 /// Registers `f` under `model` as `author`; returns the version number.
 pub async fn register(reg: &Registry, model: &str, f: &Fitted, author: &str) -> u64 {
     let mut manifest = f.manifest.clone();

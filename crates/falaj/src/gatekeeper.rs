@@ -1,0 +1,360 @@
+//! The gatekeeper: the one function that decides whether a version may be signed into a
+//! deployment slot.
+//!
+//! A version is admitted to `stage` when
+//! - the actor holds the role for the action (`roles.json`),
+//! - its gate evidence counts: the reports made on its artifact with the model's *attached*
+//!   policy (by digest), on the holdout that policy names (by digest, unchanged since), all
+//!   passed, and each has its audit event (a report written into the store by hand counts
+//!   for nothing),
+//! - for production, the approvals the policy requires exist from approvers other than the
+//!   author, each with its audit event,
+//! - the state machine allows the move.
+//!
+//! [`admit`] is called by promotion; [`admit_slot`] by every other signer (repair, which
+//! re-derives a manifest from the aliases, and so the repair that runs before rollout,
+//! rollback and promote). Nothing else in falaj signs a deployment. Every refusal is audited.
+
+use std::collections::HashSet;
+
+use falaj_core::deployment::DeploymentManifest;
+use falaj_core::policy::{Evidence, GatePolicy, judge_reports, policy_digest};
+use falaj_core::promotion::{
+    Action, Refusal, RoleBindings, Stage, VALIDATOR, VersionFacts, VersionState, check_promotion,
+    state_of, valid_approvals,
+};
+use falaj_core::{ModelVersion, StoreKey, audit::AuditEvent};
+use sha2::{Digest, Sha256};
+
+use crate::error::RegistryError;
+use crate::promotion::{PromotionError, approvals, archived_key, authorize, refuse, roles};
+use crate::registry::Registry;
+
+type Result<T, E = PromotionError> = std::result::Result<T, E>;
+
+/// The attached policy of a model: its parsed form and digest.
+#[derive(Debug, Clone)]
+pub struct AttachedPolicy {
+    /// Parsed.
+    pub policy: GatePolicy,
+    /// `sha256:<hex>` of its source.
+    pub digest: String,
+}
+
+/// The model's attached policy, if any; an attached policy that no longer parses is an error
+/// (never a silent fallback to defaults).
+pub async fn attached_policy(reg: &Registry, model: &str) -> Result<Option<AttachedPolicy>> {
+    let rec = reg.model(model).await?;
+    match rec.gate_policy {
+        None => Ok(None),
+        Some(src) => Ok(Some(AttachedPolicy {
+            policy: GatePolicy::parse(&src, &format!("{model}/gate_policy"))?,
+            digest: policy_digest(&src),
+        })),
+    }
+}
+
+/// What the audit chain vouches for: reports `(version, run)` and approvals
+/// `(version, approver)` that have their event.
+#[derive(Debug, Default)]
+struct Audited {
+    reports: HashSet<(u64, u32)>,
+    approvals: HashSet<(u64, String)>,
+}
+
+fn subject_version(model: &str, subject: &str) -> Option<u64> {
+    subject.strip_prefix(model)?.strip_prefix('@')?.parse().ok()
+}
+
+async fn audited(reg: &Registry, model: &str) -> Result<Audited> {
+    let mut out = Audited::default();
+    for (_, _, e) in reg.audit_events(model).await? {
+        let Some(v) = subject_version(model, &e.subject) else {
+            continue;
+        };
+        match e.action.as_str() {
+            "gates.passed" | "gates.failed" => {
+                if let Some(run) = e.details.get("run").and_then(|r| r.as_u64()) {
+                    out.reports.insert((v, run as u32));
+                }
+            }
+            "version.approved" => {
+                out.approvals.insert((v, e.actor.clone()));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The version's gate evidence judged against the attached policy (reports only; no audit
+/// or holdout check: for showing a state, not for signing).
+pub async fn evidence(reg: &Registry, v: &ModelVersion) -> Result<Evidence> {
+    let policy = attached_policy(reg, &v.model).await?;
+    let reports = crate::gates::reports(reg, &v.model, v.version).await?;
+    Ok(judge_reports(
+        &reports,
+        &v.digest,
+        policy.as_ref().map(|p| p.digest.as_str()),
+        policy
+            .as_ref()
+            .and_then(|p| p.policy.holdout_key.as_deref()),
+    ))
+}
+
+/// The evidence a signer may rely on: audited reports only, and the named holdout unchanged
+/// since the report scored it.
+async fn signing_evidence(
+    reg: &Registry,
+    v: &ModelVersion,
+    policy: Option<&AttachedPolicy>,
+    audited: &Audited,
+) -> Result<Evidence> {
+    let reports: Vec<_> = crate::gates::reports(reg, &v.model, v.version)
+        .await?
+        .into_iter()
+        .filter(|r| audited.reports.contains(&(r.version, r.run)))
+        .collect();
+    let holdout_key = policy.and_then(|p| p.policy.holdout_key.as_deref());
+    let ev = judge_reports(
+        &reports,
+        &v.digest,
+        policy.map(|p| p.digest.as_str()),
+        holdout_key,
+    );
+    if let (Evidence::Passed(r), Some(k)) = (&ev, holdout_key) {
+        let key = StoreKey::new(k).map_err(RegistryError::from)?;
+        let now = match reg.store().get(&key).await.map_err(RegistryError::from)? {
+            Some(o) => format!("sha256:{}", hex::encode(Sha256::digest(&o.bytes))),
+            None => "absent".into(),
+        };
+        let then = r.holdout.as_ref().map_or("", |h| h.digest.as_str());
+        if now != then {
+            return Ok(Evidence::Stale {
+                reason: format!(
+                    "the holdout store:{k} changed since run {} scored it ({then} → {now}); validate it again",
+                    r.run
+                ),
+            });
+        }
+    }
+    Ok(ev)
+}
+
+/// A version admitted to a stage.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Its state before the move.
+    pub state: VersionState,
+    /// Valid, audited approvals counted (production only).
+    pub approvals: u32,
+    /// Approvals the policy requires.
+    pub needed: u32,
+    /// The report run that admitted it.
+    pub report_run: u32,
+}
+
+async fn counted_approvals(
+    reg: &Registry,
+    v: &ModelVersion,
+    stage: Stage,
+    bindings: &RoleBindings,
+    audited: &Audited,
+) -> Result<u32> {
+    let list: Vec<_> = approvals(reg, &v.model, v.version)
+        .await?
+        .into_iter()
+        .filter(|a| {
+            a.model == v.model
+                && a.version == v.version
+                && audited.approvals.contains(&(v.version, a.by.clone()))
+        })
+        .collect();
+    Ok(valid_approvals(&list, bindings, &v.author, stage))
+}
+
+/// Decides whether `actor` may move `model@version` to `to` by `action`, auditing a refusal.
+pub async fn admit(
+    reg: &Registry,
+    model: &str,
+    version: u64,
+    to: Stage,
+    actor: &str,
+) -> Result<Admission> {
+    let subject = format!("{model}@{version}");
+    let action = match to {
+        Stage::Staging => Action::PromoteStaging,
+        Stage::Production => Action::PromoteProduction,
+    };
+    authorize(reg, model, actor, action, &subject).await?;
+    let policy = attached_policy(reg, model).await?;
+    if actor == VALIDATOR {
+        let auto = policy.as_ref().is_some_and(|p| p.policy.auto_staging);
+        if !auto || to != Stage::Staging {
+            let why = Refusal::NoAutoStaging {
+                model: model.into(),
+            };
+            return Err(refuse(reg, model, actor, action, &subject, why).await);
+        }
+    }
+    let v = reg.version(model, version).await?;
+    let audited = audited(reg, model).await?;
+    let ev = signing_evidence(reg, &v, policy.as_ref(), &audited).await?;
+    if let Evidence::Stale { reason } = &ev {
+        let why = Refusal::Evidence {
+            subject: subject.clone(),
+            to: to.to_string(),
+            reason: reason.clone(),
+        };
+        return Err(refuse(reg, model, actor, action, &subject, why).await);
+    }
+    let state = state_with(reg, &v, ev.passed()).await?;
+    let bindings = roles(reg).await?;
+    let needed = policy
+        .as_ref()
+        .map_or(falaj_core::policy::DEFAULT_APPROVALS, |p| {
+            p.policy.approvals
+        });
+    let have = match to {
+        Stage::Production => counted_approvals(reg, &v, to, &bindings, &audited).await?,
+        Stage::Staging => 0,
+    };
+    if let Err(r) = check_promotion(&subject, state, to, have, needed, &v.author) {
+        return Err(refuse(reg, model, actor, action, &subject, r).await);
+    }
+    Ok(Admission {
+        state,
+        approvals: have,
+        needed,
+        report_run: match &ev {
+            Evidence::Passed(r) => r.run,
+            _ => 0,
+        },
+    })
+}
+
+async fn state_with(
+    reg: &Registry,
+    v: &ModelVersion,
+    gates_passed: Option<bool>,
+) -> Result<VersionState> {
+    let at =
+        |a: Option<(falaj_core::AliasRecord, _)>| a.and_then(|(r, _)| r.version) == Some(v.version);
+    Ok(state_of(VersionFacts {
+        gates_passed,
+        at_staging: at(reg.alias(&v.model, "staging").await?),
+        at_production: at(reg.alias(&v.model, "production").await?),
+        was_replaced: reg
+            .store()
+            .get(&archived_key(&v.model, v.version))
+            .await
+            .map_err(RegistryError::from)?
+            .is_some(),
+    }))
+}
+
+/// Decides whether a signer that re-derives a manifest from the aliases (repair) may put
+/// `version` into a slot of `stage`: a version the verified manifest already serves or served
+/// was admitted when it was signed; any other needs audited, passing evidence with the
+/// attached policy and, for production, the required audited approvals.
+pub async fn admit_slot(
+    reg: &Registry,
+    model: &str,
+    version: u64,
+    stage: Stage,
+    manifest: Option<&DeploymentManifest>,
+    actor: &str,
+) -> Result<()> {
+    if let Some(m) = manifest {
+        let signed_before = m.champion.version == version
+            || m.challenger.as_ref().is_some_and(|c| c.version == version)
+            || m.history.iter().any(|s| s.version == version);
+        if signed_before {
+            return Ok(());
+        }
+    }
+    let subject = format!("{model}@{version}");
+    let action = Action::Repair;
+    let policy = attached_policy(reg, model).await?;
+    let v = reg.version(model, version).await?;
+    let audited = audited(reg, model).await?;
+    let ev = signing_evidence(reg, &v, policy.as_ref(), &audited).await?;
+    let refusal = |reason: String| Refusal::Evidence {
+        subject: subject.clone(),
+        to: stage.to_string(),
+        reason,
+    };
+    let why = match &ev {
+        Evidence::Passed(_) => None,
+        Evidence::Stale { reason } => Some(refusal(reason.clone())),
+        Evidence::None => Some(refusal(
+            "no audited gate report made with the attached policy passed for it".into(),
+        )),
+        Evidence::Failed(r) => Some(refusal(format!("its gates failed (run {})", r.run))),
+    };
+    if let Some(why) = why {
+        return Err(refuse(reg, model, actor, action, &subject, why).await);
+    }
+    if stage == Stage::Production {
+        let bindings = roles(reg).await?;
+        let needed = policy
+            .as_ref()
+            .map_or(falaj_core::policy::DEFAULT_APPROVALS, |p| {
+                p.policy.approvals
+            });
+        let have = counted_approvals(reg, &v, stage, &bindings, &audited).await?;
+        if have < needed {
+            let why = Refusal::NeedsApprovals {
+                subject: subject.clone(),
+                have,
+                need: needed,
+                author: v.author.clone(),
+            };
+            return Err(refuse(reg, model, actor, action, &subject, why).await);
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `model@alias` holds what its last audited move says; a hand edit (or a write
+/// made without its event) is refused with the key named.
+pub async fn check_alias_explained(
+    reg: &Registry,
+    events: &[(String, u64, AuditEvent)],
+    model: &str,
+    alias: &str,
+    actor: &str,
+) -> Result<()> {
+    let current = reg.alias(model, alias).await?.map(|(a, _)| a);
+    let subject = format!("{model}@{alias}");
+    let last = events.iter().rev().map(|(_, _, e)| e).find(|e| {
+        e.subject == subject && matches!(e.action.as_str(), "alias.moved" | "alias.removed")
+    });
+    let (cur_version, cur_gen) = current
+        .as_ref()
+        .map_or((None, 0), |a| (a.version, a.generation));
+    let (ev_version, ev_gen) = last.map_or((None, 0), |e| {
+        (
+            e.details.get("to").and_then(|t| t.as_u64()),
+            e.details
+                .get("generation")
+                .and_then(|g| g.as_u64())
+                .unwrap_or(0),
+        )
+    });
+    if (cur_version, cur_gen) == (ev_version, ev_gen) {
+        return Ok(());
+    }
+    let key = falaj_core::layout::alias(model, alias).to_string();
+    let reason = format!(
+        "the alias points at {} (generation {cur_gen}) but its last audited move set {} (generation {ev_gen})",
+        cur_version.map_or("nothing".into(), |v| format!("version {v}")),
+        ev_version.map_or("nothing".into(), |v| format!("version {v}")),
+    );
+    let why = Refusal::Unexplained {
+        model: model.into(),
+        key,
+        reason,
+    };
+    Err(refuse(reg, model, actor, Action::Repair, &subject, why).await)
+}

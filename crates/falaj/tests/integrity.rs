@@ -1,0 +1,248 @@
+//! The integrity issue's attacks on a `dir://` store, each refused: production and the signed
+//! deployment stay where they were. (The webhook replay attack runs against the real
+//! `falaj serve` in `serve.rs`; the edge's pinned key against the real `falaj-edge`.)
+
+mod gates_fixtures;
+
+use falaj::Expect;
+use falaj::deploy::{self, DeployKey};
+use falaj::gates::{self, Holdout, Validation};
+use falaj::promotion::{self, Promotion, PromotionError};
+use falaj_core::promotion::{Refusal, Stage};
+use gates_fixtures::*;
+
+const MODEL: &str = "bc";
+const POLICY: &str = "[metrics]\naccuracy = { min = 0.9 }\n";
+
+fn key() -> DeployKey {
+    DeployKey::from_seed([5; 32])
+}
+
+fn promo(v: u64, to: Stage) -> Promotion {
+    Promotion {
+        model: MODEL.into(),
+        version: v,
+        to,
+        canary: None,
+        blue_green: false,
+        expect: Expect::Any,
+        actor: "mel".into(),
+    }
+}
+
+async fn validate(
+    e: &Env,
+    v: u64,
+    holdout: Holdout,
+    policy: Option<&str>,
+) -> falaj_core::policy::GateReport {
+    gates::validate(
+        &e.reg,
+        Validation {
+            model: MODEL.into(),
+            version: v,
+            holdout,
+            policy: policy.map(|p| ("lax.toml".to_string(), p.to_string())),
+            actor: "sam".into(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// v1 in production (validated, approved by ann and bob) and v2 registered only.
+async fn production_v1(e: &Env) -> (u64, u64) {
+    attach_policy(&e.reg, MODEL, POLICY).await;
+    let f = breast_cancer();
+    let v1 = register(&e.reg, MODEL, &f, "sam").await;
+    let r = validate(e, v1, Holdout::Path(dataset("breast_cancer.csv")), None).await;
+    assert!(r.passed && !r.advisory, "{r:?}");
+    for who in ["ann", "bob"] {
+        promotion::approve(&e.reg, MODEL, v1, Stage::Production, "", who)
+            .await
+            .unwrap();
+    }
+    promotion::promote(&e.reg, &key(), promo(v1, Stage::Production))
+        .await
+        .unwrap();
+    let v2 = register(&e.reg, MODEL, &degraded(&f), "sam").await;
+    (v1, v2)
+}
+
+async fn champion(e: &Env) -> u64 {
+    deploy::read(&e.reg, "prod", MODEL)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .champion
+        .version
+}
+
+#[tokio::test]
+async fn a_hand_edited_alias_is_not_signed_by_repair() {
+    let e = env().await;
+    let (v1, v2) = production_v1(&e).await;
+    // A store writer points production at the never-validated v2.
+    let k = falaj_core::layout::alias(MODEL, "production");
+    let (mut rec, _) = e
+        .reg
+        .get_json::<falaj_core::AliasRecord>(&k)
+        .await
+        .unwrap()
+        .unwrap();
+    rec.version = Some(v2);
+    rec.generation += 1;
+    put_object(&e.reg, k.as_str(), serde_json::to_vec(&rec).unwrap()).await;
+
+    // `deployments --repair` needs admin; the admin's repair refuses the unexplained alias.
+    let err = deploy::repair_as_admin(&e.reg, &key(), MODEL, "prod", "mel")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "forbidden", "{err}");
+    let err = deploy::repair_as_admin(&e.reg, &key(), MODEL, "prod", "root")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PromotionError::Refused(Refusal::Unexplained { key, .. }) if key.ends_with("aliases/production.json")),
+        "{err}"
+    );
+    // So does the repair before a rollback.
+    let err = deploy::rollback(&e.reg, &key(), MODEL, "prod", "mel")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "refused", "{err}");
+    assert_eq!(champion(&e).await, v1, "the signed deployment did not move");
+}
+
+#[tokio::test]
+async fn a_callers_own_policy_is_advisory_and_never_promotes() {
+    let e = env().await;
+    let (v1, v2) = production_v1(&e).await;
+    // v2 fails the attached policy...
+    let r = validate(&e, v2, Holdout::Path(dataset("breast_cancer.csv")), None).await;
+    assert!(!r.passed);
+    // ...so its author brings a lax one.
+    let lax = "[metrics]\naccuracy = { min = 0.0 }\n";
+    let r = validate(
+        &e,
+        v2,
+        Holdout::Path(dataset("breast_cancer.csv")),
+        Some(lax),
+    )
+    .await;
+    assert!(r.passed && r.advisory, "{r:?}");
+    assert_eq!(
+        promotion::version_state(&e.reg, MODEL, v2)
+            .await
+            .unwrap()
+            .to_string(),
+        "rejected"
+    );
+    for who in ["ann", "bob"] {
+        let err = promotion::approve(&e.reg, MODEL, v2, Stage::Production, "", who)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PromotionError::Refused(Refusal::State { .. })),
+            "{err}"
+        );
+    }
+    let err = promotion::promote(&e.reg, &key(), promo(v2, Stage::Staging))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("rejected"), "{err}");
+    assert_eq!(champion(&e).await, v1);
+}
+
+#[tokio::test]
+async fn nan_and_constant_holdouts_are_refused_and_write_nothing() {
+    let e = env().await;
+    let (_, v2) = production_v1(&e).await;
+    let (header, rows) = read_csv(&dataset("breast_cancer.csv"));
+    let dir = tempfile::tempdir().unwrap();
+    let nan = dir.path().join("nan.csv");
+    let mut text = header.join(",") + "\n";
+    for r in rows.iter().take(20) {
+        text += &r.iter().map(|_| "NaN").collect::<Vec<_>>().join(",");
+        text += "\n";
+    }
+    std::fs::write(&nan, &text).unwrap();
+    let constant = dir.path().join("constant.csv");
+    let target = header.iter().position(|h| h == "diagnosis").unwrap();
+    let mut text = header.join(",") + "\n";
+    let one_class = rows[0][target].clone();
+    for r in rows.iter().filter(|r| r[target] == one_class).take(20) {
+        text += &r.join(",");
+        text += "\n";
+    }
+    std::fs::write(&constant, &text).unwrap();
+    for (path, says) in [(&nan, "not a finite number"), (&constant, "same target")] {
+        let before = gates::reports(&e.reg, MODEL, v2).await.unwrap().len();
+        let err = gates::validate(
+            &e.reg,
+            Validation {
+                model: MODEL.into(),
+                version: v2,
+                holdout: Holdout::Path(path.clone()),
+                policy: None,
+                actor: "sam".into(),
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(says) && err.contains(&path.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(
+            gates::reports(&e.reg, MODEL, v2).await.unwrap().len(),
+            before
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_hand_written_report_and_approval_count_for_nothing() {
+    let e = env().await;
+    let (v1, v2) = production_v1(&e).await;
+    // A copy of v1's passing report, re-addressed to v2, and two approvals, all without events.
+    let mut rep = gates::latest_report(&e.reg, MODEL, v1)
+        .await
+        .unwrap()
+        .unwrap();
+    let v2rec = e.reg.version(MODEL, v2).await.unwrap();
+    rep.version = v2;
+    rep.digest = v2rec.digest.clone();
+    put_object(
+        &e.reg,
+        gates::report_key(MODEL, v2, 1).as_str(),
+        serde_json::to_vec(&rep).unwrap(),
+    )
+    .await;
+    for who in ["ann", "bob"] {
+        let a = falaj_core::promotion::Approval {
+            model: MODEL.into(),
+            version: v2,
+            stage: Stage::Production,
+            by: who.into(),
+            at: falaj::registry::now(),
+            comment: String::new(),
+        };
+        put_object(
+            &e.reg,
+            promotion::approval_key(MODEL, v2, who).as_str(),
+            serde_json::to_vec(&a).unwrap(),
+        )
+        .await;
+    }
+    let err = promotion::promote(&e.reg, &key(), promo(v2, Stage::Production))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PromotionError::Refused(_)), "{err}");
+    assert_eq!(champion(&e).await, v1);
+    // Nothing of v2 reached an alias.
+    let prod = e.reg.alias(MODEL, "production").await.unwrap().unwrap().0;
+    assert_eq!(prod.version, Some(v1));
+}
