@@ -367,8 +367,8 @@ pub async fn repair_as_admin(
 /// divergence repaired, `None` if there was none.
 ///
 /// Repair signs only what the audit chain explains: each alias must hold what its last
-/// audited move set (a hand-edited alias is refused, [`falaj_core::promotion::Refusal::Unexplained`]), and each
-/// version it names must be admitted by the gatekeeper ([`gatekeeper::admit_slot`]).
+/// audited move set (a hand-edited alias is refused,
+/// [`falaj_core::promotion::Refusal::Unexplained`]), and each version it names must be admitted by the gatekeeper ([`gatekeeper::admit_slot`]).
 pub async fn repair(
     reg: &Registry,
     key: &DeployKey,
@@ -391,7 +391,7 @@ pub async fn repair(
         .into_iter()
         .flatten()
     {
-        gatekeeper::admit_slot(reg, model, n, stage, st.manifest.as_ref(), actor).await?;
+        gatekeeper::admit_slot(reg, &events, model, n, stage, st.manifest.as_ref(), actor).await?;
     }
     let champion = match st.champion_alias {
         Some(n) => Some(slot(&reg.version(model, n).await?)),

@@ -66,9 +66,9 @@ fn subject_version(model: &str, subject: &str) -> Option<u64> {
     subject.strip_prefix(model)?.strip_prefix('@')?.parse().ok()
 }
 
-async fn audited(reg: &Registry, model: &str) -> Result<Audited> {
+fn audited(model: &str, events: &[(String, u64, AuditEvent)]) -> Audited {
     let mut out = Audited::default();
-    for (_, _, e) in reg.audit_events(model).await? {
+    for (_, _, e) in events {
         let Some(v) = subject_version(model, &e.subject) else {
             continue;
         };
@@ -84,7 +84,7 @@ async fn audited(reg: &Registry, model: &str) -> Result<Audited> {
             _ => {}
         }
     }
-    Ok(out)
+    out
 }
 
 /// The version's gate evidence judged against the attached policy (reports only; no audit
@@ -198,7 +198,7 @@ pub async fn admit(
         }
     }
     let v = reg.version(model, version).await?;
-    let audited = audited(reg, model).await?;
+    let audited = audited(model, &reg.audit_events(model).await?);
     let ev = signing_evidence(reg, &v, policy.as_ref(), &audited).await?;
     if let Evidence::Stale { reason } = &ev {
         let why = Refusal::Evidence {
@@ -233,7 +233,8 @@ pub async fn admit(
     })
 }
 
-async fn state_with(
+/// A version's state from its gate outcome and the aliases and archive marker in the store.
+pub(crate) async fn state_with(
     reg: &Registry,
     v: &ModelVersion,
     gates_passed: Option<bool>,
@@ -259,6 +260,7 @@ async fn state_with(
 /// attached policy and, for production, the required audited approvals.
 pub async fn admit_slot(
     reg: &Registry,
+    events: &[(String, u64, AuditEvent)],
     model: &str,
     version: u64,
     stage: Stage,
@@ -277,7 +279,7 @@ pub async fn admit_slot(
     let action = Action::Repair;
     let policy = attached_policy(reg, model).await?;
     let v = reg.version(model, version).await?;
-    let audited = audited(reg, model).await?;
+    let audited = audited(model, events);
     let ev = signing_evidence(reg, &v, policy.as_ref(), &audited).await?;
     let refusal = |reason: String| Refusal::Evidence {
         subject: subject.clone(),

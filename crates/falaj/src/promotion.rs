@@ -10,8 +10,8 @@
 use falaj_core::deployment::{DeployError, VerifyError};
 use falaj_core::policy::{GatePolicy, PolicyError};
 use falaj_core::promotion::{
-    Action, Approval, Refusal, Role, RoleBindings, Stage, VersionFacts, VersionState,
-    authorize as check_roles, check_approval, state_of, validate_identity,
+    Action, Approval, Refusal, Role, RoleBindings, Stage, VersionState, authorize as check_roles,
+    check_approval, validate_identity,
 };
 use falaj_core::{StoreKey, layout};
 use sha2::{Digest, Sha256};
@@ -243,20 +243,7 @@ pub async fn set_policy(
 pub async fn version_state(reg: &Registry, model: &str, version: u64) -> Result<VersionState> {
     let v = reg.version(model, version).await?;
     let evidence = crate::gatekeeper::evidence(reg, &v).await?;
-    let at =
-        |a: Option<(falaj_core::AliasRecord, _)>| a.and_then(|(r, _)| r.version) == Some(version);
-    let facts = VersionFacts {
-        gates_passed: evidence.passed(),
-        at_staging: at(reg.alias(model, "staging").await?),
-        at_production: at(reg.alias(model, "production").await?),
-        was_replaced: reg
-            .store()
-            .get(&archived_key(model, version))
-            .await
-            .map_err(RegistryError::from)?
-            .is_some(),
-    };
-    Ok(state_of(facts))
+    crate::gatekeeper::state_with(reg, &v, evidence.passed()).await
 }
 
 /// Approvals recorded for `model@version`.
