@@ -73,7 +73,11 @@ if retrained in records:
 staging = m / "aliases" / "staging.json"
 check(f"the passing retrain v{retrained} was staged by the policy (auto_staging)",
       staging.exists() and load(staging).get("version") == retrained)
-actions = [load(p)["action"] for p in sorted((store / "audit" / model).glob("*.json"))]
+events = [p for p in sorted((store / "audit" / model).glob("*.json")) if p.stem.isdigit()]
+actions = [load(p)["action"] for p in events]
+head = store / "audit" / model / "head.json"
+check("the audit head names the last event", head.exists() and events
+      and load(head).get("seq") == int(events[-1].stem) and load(head).get("hash") == load(events[-1])["hash"])
 for action, count in [("version.registered", 2 * runs), ("drift.retrain_requested", runs)]:
     check(f"audit has {count} {action}", actions.count(action) == count)
 if failures:

@@ -72,6 +72,10 @@ pub struct DeploymentManifest {
     pub updated_by: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// Seq of the audit event that wrote this manifest (inside the signed payload, so it
+    /// cannot be changed without the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_seq: Option<u64>,
 }
 
 /// A change could not be applied.
@@ -142,6 +146,7 @@ fn base(prev: &DeploymentManifest, strategy: Strategy, by: &str, at: &str) -> De
         strategy,
         updated_by: by.into(),
         updated_at: at.into(),
+        event_seq: None,
         ..prev.clone()
     }
 }
@@ -187,6 +192,7 @@ pub fn promote(
                 history: Vec::new(),
                 updated_by: by.into(),
                 updated_at: at.into(),
+                event_seq: None,
             }),
         };
     };
@@ -353,6 +359,7 @@ pub fn reconcile(
             history: Vec::new(),
             updated_by: by.into(),
             updated_at: at.into(),
+            event_seq: None,
         },
     };
     if m.champion.version != champion.version {

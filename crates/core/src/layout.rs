@@ -127,6 +127,11 @@ pub fn audit_event(name: &str, seq: u64) -> StoreKey {
 pub fn audit_prefix(name: &str) -> String {
     format!("audit/{name}/")
 }
+/// `audit/<name>/head.json` — the chain's latest `(seq, hash)`, moved forward by
+/// compare-and-swap after every append, so a truncated chain is noticed.
+pub fn audit_head(name: &str) -> StoreKey {
+    key(format!("audit/{name}/head.json"))
+}
 /// `incoming/` — where uploads wait to be registered.
 pub const INCOMING_PREFIX: &str = "incoming/";
 

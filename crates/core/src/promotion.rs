@@ -325,6 +325,9 @@ pub struct Approval {
     /// Free text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
+    /// Seq of the audit event that recorded it (its intent is written first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_seq: Option<u64>,
 }
 
 /// Why a request was refused.
@@ -657,6 +660,7 @@ mod tests {
             by: by.into(),
             at: String::new(),
             comment: String::new(),
+            event_seq: None,
         };
         // The author's and a viewer's approvals don't count; duplicates count once.
         let list = vec![ap("ann"), ap("ann"), ap("sam"), ap("eve"), ap("bob")];

@@ -154,6 +154,9 @@ pub struct AliasRecord {
     pub moved_by: String,
     /// RFC 3339.
     pub moved_at: String,
+    /// Seq of the audit event that made this move (its intent is written first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_seq: Option<u64>,
 }
 
 /// `<n>` or `<alias>` after the `@` in `model@ref`.

@@ -232,22 +232,54 @@ fn aliases_for(stage: Stage) -> (&'static str, Option<&'static str>) {
     }
 }
 
+/// What a manifest write is audited as.
+struct Audit<'a, D: Fn(&DeploymentManifest) -> serde_json::Value> {
+    actor: &'a str,
+    action: &'a str,
+    details: D,
+}
+
 /// Writes a transition of the manifest by compare-and-swap, retrying on a concurrent change.
-async fn write_with(
+/// The manifest and its audit event are written together ([`Registry::commit_state`]): the
+/// event first, then the signed manifest naming it (`event_seq`, inside the signature).
+async fn write_with<D: Fn(&DeploymentManifest) -> serde_json::Value>(
     reg: &Registry,
     key: &DeployKey,
     env: &str,
     model: &str,
+    audit: Audit<'_, D>,
     f: impl Fn(Option<&DeploymentManifest>) -> std::result::Result<DeploymentManifest, DeployError>,
 ) -> Result<DeploymentManifest> {
     publish_key(reg, key).await?;
     let store_key = deployment_key(env, model);
+    let subject = format!("{env}/{model}");
     for _ in 0..100 {
         let cur = read(reg, env, model).await?;
         let next = f(cur.as_ref().map(|(m, _)| m))?;
         let pre = cur.map_or(Precondition::IfAbsent, |(_, e)| Precondition::IfMatch(e));
-        match reg.put_json(&store_key, &key.sign(&next), pre).await {
-            Ok(_) => return Ok(next),
+        let signed = |seq: u64| {
+            let mut m = next.clone();
+            m.event_seq = Some(seq);
+            key.sign(&m)
+        };
+        match reg
+            .commit_state(
+                model,
+                audit.actor,
+                audit.action,
+                &subject,
+                (audit.details)(&next),
+                &store_key,
+                pre,
+                signed,
+            )
+            .await
+        {
+            Ok((_, event)) => {
+                let mut m = next;
+                m.event_seq = Some(event.seq);
+                return Ok(m);
+            }
             Err(RegistryError::Store(e)) if e.is_conflict() => continue,
             Err(e) => return Err(e.into()),
         }
@@ -277,19 +309,34 @@ pub async fn apply_promotion(
 ) -> Result<DeploymentManifest> {
     let s = slot(v);
     let at = now();
-    let m = write_with(reg, key, env, &v.model, |prev| {
+    let audit = Audit {
+        actor,
+        action: "deployment.written",
+        details: |m: &DeploymentManifest| serde_json::json!({"generation": m.generation, "strategy": m.strategy, "champion": m.champion.version, "challenger": m.challenger.as_ref().map(|c| c.version), "weight": m.challenger_weight}),
+    };
+    match write_with(reg, key, env, &v.model, audit, |prev| {
         dep::promote(prev, env, &v.model, s.clone(), how, actor, &at)
     })
-    .await?;
-    reg.append_audit(
-        &v.model,
-        actor,
-        "deployment.written",
-        &format!("{env}/{}", v.model),
-        serde_json::json!({"generation": m.generation, "strategy": m.strategy, "champion": m.champion.version, "challenger": m.challenger.as_ref().map(|c| c.version), "weight": m.challenger_weight}),
-    )
-    .await?;
-    Ok(m)
+    .await
+    {
+        // A concurrent repair already signed this very version (it saw the alias move
+        // before this manifest write): the promotion is done.
+        Err(PromotionError::Deploy(DeployError::AlreadyDeployed { version, .. }))
+            if version == v.version =>
+        {
+            read(reg, env, &v.model)
+                .await?
+                .map(|(m, _)| m)
+                .ok_or_else(|| {
+                    DeployError::NothingDeployed {
+                        model: v.model.clone(),
+                        env: env.into(),
+                    }
+                    .into()
+                })
+        }
+        r => r,
+    }
 }
 
 /// A deployment compared with the aliases it follows.
@@ -376,6 +423,8 @@ pub async fn repair(
     env: &str,
     actor: &str,
 ) -> Result<Option<String>> {
+    // A writer that crashed between an audit event and its state write is completed first.
+    reg.settle(model).await?;
     let st = status(reg, model, env).await?;
     let Some(reason) = st.divergence else {
         return Ok(None);
@@ -424,7 +473,12 @@ pub async fn repair(
             env: env.into(),
         }));
     };
-    let m = write_with(reg, key, env, model, |prev| {
+    let audit = Audit {
+        actor,
+        action: "deployment.repaired",
+        details: |m: &DeploymentManifest| serde_json::json!({"reason": reason, "generation": m.generation, "champion": m.champion.version}),
+    };
+    let m = write_with(reg, key, env, model, audit, |prev| {
         dep::reconcile(
             prev,
             env,
@@ -441,16 +495,8 @@ pub async fn repair(
     })
     .await?;
     for s in &m.history {
-        mark_archived(reg, model, s.version).await?;
+        mark_archived(reg, model, s.version, actor).await?;
     }
-    reg.append_audit(
-        model,
-        actor,
-        "deployment.repaired",
-        &format!("{env}/{model}"),
-        serde_json::json!({"reason": reason, "generation": m.generation, "champion": m.champion.version}),
-    )
-    .await?;
     Ok(Some(reason))
 }
 
@@ -501,24 +547,21 @@ pub async fn rollout(
             reg.move_alias(model, a, None, Expect::Version(ch.version), actor)
                 .await?;
         }
-        mark_archived(reg, model, cur.champion.version).await?;
+        mark_archived(reg, model, cur.champion.version, actor).await?;
     }
     let at = now();
-    let m = write_with(reg, key, env, model, |prev| {
+    let audit = Audit {
+        actor,
+        action: "deployment.rollout",
+        details: |m: &DeploymentManifest| serde_json::json!({"weight": weight, "generation": m.generation, "champion": m.champion.version}),
+    };
+    let m = write_with(reg, key, env, model, audit, |prev| {
         let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
             model: model.into(),
             env: env.into(),
         })?;
         dep::set_weight(prev, weight, actor, &at)
     })
-    .await?;
-    reg.append_audit(
-        model,
-        actor,
-        "deployment.rollout",
-        &subject,
-        serde_json::json!({"weight": weight, "generation": m.generation, "champion": m.champion.version}),
-    )
     .await?;
     Ok(Changed {
         deployment: m,
@@ -562,26 +605,23 @@ pub async fn rollback(
                     actor,
                 )
                 .await?;
-                mark_archived(reg, model, cur.champion.version).await?;
+                mark_archived(reg, model, cur.champion.version, actor).await?;
             }
         }
     }
     let at = now();
-    let m = write_with(reg, key, env, model, |prev| {
+    let audit = Audit {
+        actor,
+        action: "deployment.rollback",
+        details: |m: &DeploymentManifest| serde_json::json!({"from": cur.champion.version, "to": m.champion.version, "aborted_canary": cur.challenger.as_ref().map(|c| c.version), "generation": m.generation}),
+    };
+    let m = write_with(reg, key, env, model, audit, |prev| {
         let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
             model: model.into(),
             env: env.into(),
         })?;
         dep::rollback(prev, actor, &at)
     })
-    .await?;
-    reg.append_audit(
-        model,
-        actor,
-        "deployment.rollback",
-        &subject,
-        serde_json::json!({"from": cur.champion.version, "to": m.champion.version, "aborted_canary": cur.challenger.as_ref().map(|c| c.version), "generation": m.generation}),
-    )
     .await?;
     Ok(Changed {
         deployment: m,

@@ -60,6 +60,8 @@ pub async fn attached_policy(reg: &Registry, model: &str) -> Result<Option<Attac
 struct Audited {
     reports: HashSet<(u64, u32)>,
     approvals: HashSet<(u64, String)>,
+    /// Digest of the policy the last `policy.set` event attached.
+    policy: Option<String>,
 }
 
 fn subject_version(model: &str, subject: &str) -> Option<u64> {
@@ -69,6 +71,13 @@ fn subject_version(model: &str, subject: &str) -> Option<u64> {
 fn audited(model: &str, events: &[(String, u64, AuditEvent)]) -> Audited {
     let mut out = Audited::default();
     for (_, _, e) in events {
+        if e.action == "policy.set" && e.subject == model {
+            out.policy = e
+                .details
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .map(String::from);
+        }
         let Some(v) = subject_version(model, &e.subject) else {
             continue;
         };
@@ -110,6 +119,19 @@ async fn signing_evidence(
     policy: Option<&AttachedPolicy>,
     audited: &Audited,
 ) -> Result<Evidence> {
+    // The attached policy must be the one the last audited `policy.set` attached: a
+    // model.json edited by hand (a laxer policy) counts for nothing.
+    let attached = policy.map(|p| p.digest.as_str());
+    if attached != audited.policy.as_deref() {
+        return Ok(Evidence::Stale {
+            reason: format!(
+                "the gate policy in models/{}/model.json ({}) is not the one the last audited `falaj policy set` attached ({}): it was changed without an event; set it again with `falaj policy set`",
+                v.model,
+                attached.unwrap_or("none"),
+                audited.policy.as_deref().unwrap_or("none"),
+            ),
+        });
+    }
     let reports: Vec<_> = crate::gates::reports(reg, &v.model, v.version)
         .await?
         .into_iter()
@@ -318,8 +340,9 @@ pub async fn admit_slot(
     Ok(())
 }
 
-/// Checks that `model@alias` holds what its last audited move says; a hand edit (or a write
-/// made without its event) is refused with the key named.
+/// Checks that `model@alias` holds exactly what an audited move wrote: the alias names its
+/// event (`event_seq`) and that event's intent wrote this key with this content. A hand
+/// edit, or an alias written without its event, is refused with the key named.
 pub async fn check_alias_explained(
     reg: &Registry,
     events: &[(String, u64, AuditEvent)],
@@ -327,36 +350,26 @@ pub async fn check_alias_explained(
     alias: &str,
     actor: &str,
 ) -> Result<()> {
-    let current = reg.alias(model, alias).await?.map(|(a, _)| a);
-    let subject = format!("{model}@{alias}");
-    let last = events.iter().rev().map(|(_, _, e)| e).find(|e| {
-        e.subject == subject && matches!(e.action.as_str(), "alias.moved" | "alias.removed")
-    });
-    let (cur_version, cur_gen) = current
-        .as_ref()
-        .map_or((None, 0), |a| (a.version, a.generation));
-    let (ev_version, ev_gen) = last.map_or((None, 0), |e| {
-        (
-            e.details.get("to").and_then(|t| t.as_u64()),
-            e.details
-                .get("generation")
-                .and_then(|g| g.as_u64())
-                .unwrap_or(0),
-        )
-    });
-    if (cur_version, cur_gen) == (ev_version, ev_gen) {
+    let key = falaj_core::layout::alias(model, alias);
+    let Some(obj) = reg.store().get(&key).await.map_err(RegistryError::from)? else {
+        // Nothing there: nothing to sign from it.
         return Ok(());
-    }
-    let key = falaj_core::layout::alias(model, alias).to_string();
-    let reason = format!(
-        "the alias points at {} (generation {cur_gen}) but its last audited move set {} (generation {ev_gen})",
-        cur_version.map_or("nothing".into(), |v| format!("version {v}")),
-        ev_version.map_or("nothing".into(), |v| format!("version {v}")),
-    );
+    };
+    let value = serde_json::from_slice::<serde_json::Value>(&obj.bytes).map_err(|e| {
+        RegistryError::Corrupt {
+            key: key.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let problems = falaj_core::audit::verify_states(events, &[(key.to_string(), Some(value))]);
+    let Some(problem) = problems.first() else {
+        return Ok(());
+    };
+    let subject = format!("{model}@{alias}");
     let why = Refusal::Unexplained {
         model: model.into(),
-        key,
-        reason,
+        key: key.to_string(),
+        reason: problem.to_string(),
     };
     Err(refuse(reg, model, actor, Action::Repair, &subject, why).await)
 }

@@ -280,44 +280,38 @@ pub async fn approve(
     if let Err(r) = check_approval(&subject, state, &v.author, actor) {
         return Err(refuse(reg, model, actor, Action::Approve, &subject, r).await);
     }
-    let approval = Approval {
+    let at = now();
+    let approval = |seq: u64| Approval {
         model: model.into(),
         version,
         stage,
         by: actor.into(),
-        at: now(),
+        at: at.clone(),
         comment: comment.into(),
+        event_seq: Some(seq),
     };
     match reg
-        .put_json(
+        .commit_state(
+            model,
+            actor,
+            "version.approved",
+            &subject,
+            serde_json::json!({"stage": stage, "comment": comment}),
             &approval_key(model, version, actor),
-            &approval,
             Precondition::IfAbsent,
+            approval,
         )
         .await
     {
+        Ok((a, _)) => Ok(a),
         // Approving twice is harmless: the first approval stands.
-        Err(RegistryError::Store(e)) if e.is_conflict() => {
-            if let Some((a, _)) = reg
-                .get_json::<Approval>(&approval_key(model, version, actor))
-                .await?
-            {
-                return Ok(a);
-            }
-        }
-        r => {
-            r?;
-        }
+        Err(RegistryError::Store(e)) if e.is_conflict() => reg
+            .get_json::<Approval>(&approval_key(model, version, actor))
+            .await?
+            .map(|(a, _)| a)
+            .ok_or_else(|| RegistryError::Store(e).into()),
+        Err(e) => Err(e.into()),
     }
-    reg.append_audit(
-        model,
-        actor,
-        "version.approved",
-        &subject,
-        serde_json::json!({"stage": stage, "comment": comment}),
-    )
-    .await?;
-    Ok(approval)
 }
 
 /// A promotion request.
@@ -392,7 +386,7 @@ pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<
         && let Some(old) = moved.previous
         && req.to == Stage::Production
     {
-        mark_archived(reg, &req.model, old).await?;
+        mark_archived(reg, &req.model, old, &req.actor).await?;
     }
     reg.append_audit(
         &req.model,
@@ -410,12 +404,28 @@ pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<
 }
 
 /// Marks a version as replaced at production (create-only; a second mark is a no-op).
-pub async fn mark_archived(reg: &Registry, model: &str, version: u64) -> Result<()> {
+pub async fn mark_archived(reg: &Registry, model: &str, version: u64, actor: &str) -> Result<()> {
+    let key = archived_key(model, version);
+    if reg
+        .store()
+        .get(&key)
+        .await
+        .map_err(RegistryError::from)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let at = now();
     match reg
-        .put_json(
-            &archived_key(model, version),
-            &serde_json::json!({"model": model, "version": version, "at": now()}),
+        .commit_state(
+            model,
+            actor,
+            "version.archived",
+            &format!("{model}@{version}"),
+            serde_json::json!({}),
+            &key,
             Precondition::IfAbsent,
+            |seq| serde_json::json!({"model": model, "version": version, "at": at, "event_seq": seq}),
         )
         .await
     {

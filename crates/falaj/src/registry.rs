@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use falaj_core::audit::GENESIS;
+use falaj_core::audit::{AuditHead, GENESIS, Intent};
 use falaj_core::layout;
 use falaj_core::version::{ModelRef, VersionRef};
 use falaj_core::{
@@ -603,32 +603,36 @@ impl Registry {
                     alias: alias.into(),
                 });
             }
-            let rec = AliasRecord {
+            let action = if to.is_some() {
+                "alias.moved"
+            } else {
+                "alias.removed"
+            };
+            let moved_at = now();
+            let rec = |seq: u64| AliasRecord {
                 model: model.into(),
                 alias: alias.into(),
                 version: to,
                 previous: cur_version,
                 generation: generation + 1,
                 moved_by: actor.into(),
-                moved_at: now(),
+                moved_at: moved_at.clone(),
+                event_seq: Some(seq),
             };
-            match self.put_json(&key, &rec, pre).await {
-                Ok(_) => {
-                    let action = if to.is_some() {
-                        "alias.moved"
-                    } else {
-                        "alias.removed"
-                    };
-                    self.append_audit(
-                        model,
-                        actor,
-                        action,
-                        &format!("{model}@{alias}"),
-                        serde_json::json!({"from": cur_version, "to": to, "generation": rec.generation}),
-                    )
-                    .await?;
-                    return Ok(rec);
-                }
+            match self
+                .commit_state(
+                    model,
+                    actor,
+                    action,
+                    &format!("{model}@{alias}"),
+                    serde_json::json!({"from": cur_version, "to": to, "generation": generation + 1}),
+                    &key,
+                    pre,
+                    rec,
+                )
+                .await
+            {
+                Ok((rec, _)) => return Ok(rec),
                 Err(RegistryError::Store(e)) if e.is_conflict() && expect == Expect::Any => {
                     continue;
                 }
@@ -663,6 +667,13 @@ impl Registry {
         {
             return Ok(h);
         }
+        // The head object is a hint too (it may lag after a crash): claims walk forward.
+        if let Some((h, _)) = self
+            .get_json::<AuditHead>(&layout::audit_head(model))
+            .await?
+        {
+            return Ok((h.seq, h.hash));
+        }
         let keys = list_all(self.store.as_ref(), &layout::audit_prefix(model)).await?;
         let last = keys
             .iter()
@@ -683,6 +694,31 @@ impl Registry {
         }
     }
 
+    /// Moves `audit/<model>/head.json` forward to `(seq, hash)` unless it is already past it.
+    async fn advance_head(&self, model: &str, seq: u64, hash: &str) -> Result<()> {
+        let key = layout::audit_head(model);
+        for _ in 0..MAX_ATTEMPTS {
+            let pre = match self.get_json::<AuditHead>(&key).await? {
+                Some((h, _)) if h.seq >= seq => return Ok(()),
+                Some((_, etag)) => Precondition::IfMatch(etag),
+                None => Precondition::IfAbsent,
+            };
+            let head = AuditHead {
+                seq,
+                hash: hash.into(),
+            };
+            match self.put_json(&key, &head, pre).await {
+                Ok(_) => return Ok(()),
+                Err(RegistryError::Store(e)) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::Contention {
+            what: key.to_string(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
     /// Appends an event to a model's audit chain.
     pub async fn append_audit(
         &self,
@@ -691,6 +727,20 @@ impl Registry {
         action: &str,
         subject: &str,
         details: serde_json::Value,
+    ) -> Result<AuditEvent> {
+        self.append_with(model, actor, action, subject, |_| details.clone())
+            .await
+    }
+
+    /// Appends an event whose details depend on the seq it gets (an intent names its seq in
+    /// the state it will write).
+    async fn append_with(
+        &self,
+        model: &str,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: impl Fn(u64) -> serde_json::Value,
     ) -> Result<AuditEvent> {
         let (mut seq, mut hash) = self.audit_head(model).await?;
         for _ in 0..MAX_ATTEMPTS {
@@ -702,7 +752,7 @@ impl Registry {
                 actor,
                 action,
                 subject,
-                details.clone(),
+                details(seq + 1),
             );
             let key = layout::audit_event(model, seq + 1);
             match self.put_json(&key, &event, Precondition::IfAbsent).await {
@@ -711,6 +761,7 @@ impl Registry {
                         .lock()
                         .expect("audit lock")
                         .insert(model.into(), (event.seq, event.hash.clone()));
+                    self.advance_head(model, event.seq, &event.hash).await?;
                     return Ok(event);
                 }
                 Err(RegistryError::Store(e)) if e.is_conflict() => {
@@ -732,6 +783,133 @@ impl Registry {
         })
     }
 
+    /// Writes a state object together with the audit event that explains it, crash-safely:
+    /// the event goes first, carrying the whole object as an intent (key, the ETag it was made
+    /// against, content with `event_seq`); then the object is written under `pre`.
+    ///
+    /// A crash between the two leaves an intent that [`Registry::settle`] rolls forward (the
+    /// next `audit --verify`, repair or promotion). A lost race withdraws the intent with a
+    /// [`falaj_core::audit::ABORTED`] event and returns the store's conflict, unless someone
+    /// already rolled this very intent forward (then it is a success).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_state<T: Serialize>(
+        &self,
+        model: &str,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: serde_json::Value,
+        key: &StoreKey,
+        pre: Precondition,
+        make: impl Fn(u64) -> T,
+    ) -> Result<(T, AuditEvent)> {
+        let expect = match &pre {
+            Precondition::IfMatch(e) => Some(e.0.clone()),
+            Precondition::IfAbsent => None,
+            Precondition::None => {
+                return Err(RegistryError::Corrupt {
+                    key: key.to_string(),
+                    reason: "a state write must be conditional (internal error)".into(),
+                });
+            }
+        };
+        let event = self
+            .append_with(model, actor, action, subject, |seq| {
+                let mut d = match details.clone() {
+                    serde_json::Value::Object(m) => m,
+                    other => {
+                        let mut m = serde_json::Map::new();
+                        m.insert("details".into(), other);
+                        m
+                    }
+                };
+                let intent = Intent {
+                    key: key.to_string(),
+                    expect: expect.clone(),
+                    value: serde_json::to_value(make(seq)).expect("records serialise"),
+                };
+                d.insert(
+                    "state".into(),
+                    serde_json::to_value(intent).expect("intents serialise"),
+                );
+                serde_json::Value::Object(d)
+            })
+            .await?;
+        failpoint("after-intent");
+        let value = make(event.seq);
+        match self.put_json(key, &value, pre).await {
+            Ok(_) => Ok((value, event)),
+            Err(RegistryError::Store(e)) if e.is_conflict() => {
+                let now = self.store.get(key).await?;
+                let rolled = now
+                    .as_ref()
+                    .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.bytes).ok())
+                    .and_then(|v| falaj_core::audit::event_seq_of(&v))
+                    == Some(event.seq);
+                if rolled {
+                    return Ok((value, event));
+                }
+                self.append_audit(
+                    model,
+                    actor,
+                    falaj_core::audit::ABORTED,
+                    subject,
+                    serde_json::json!({"intent": event.seq, "key": key.to_string(), "reason": "the object changed first (lost compare-and-swap)"}),
+                )
+                .await?;
+                Err(RegistryError::Store(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Rolls forward every intent whose state write never happened (a writer that crashed
+    /// between its event and its state), returning the keys written. Safe to run at any time
+    /// and from many processes: each roll-forward is a compare-and-swap against exactly the
+    /// object the intent was made against.
+    pub async fn settle(&self, model: &str) -> Result<Vec<String>> {
+        let events = self.audit_events(model).await?;
+        self.settle_with(model, &events).await
+    }
+
+    async fn settle_with(
+        &self,
+        _model: &str,
+        events: &[(String, u64, AuditEvent)],
+    ) -> Result<Vec<String>> {
+        let keys: std::collections::BTreeSet<String> = events
+            .iter()
+            .filter_map(|(_, _, e)| falaj_core::audit::intent_of(e).map(|i| i.key))
+            .collect();
+        let mut written = Vec::new();
+        for k in keys {
+            let key = StoreKey::new(k.clone())?;
+            for _ in 0..64 {
+                let cur = self.store.get(&key).await?;
+                let seq = cur
+                    .as_ref()
+                    .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.bytes).ok())
+                    .and_then(|v| falaj_core::audit::event_seq_of(&v));
+                let current = cur.as_ref().map(|o| (seq, o.etag.0.as_str()));
+                let Some((_, intent)) =
+                    falaj_core::audit::roll_forward_candidate(events, &k, current)
+                else {
+                    break;
+                };
+                let pre = match intent.expect {
+                    Some(e) => Precondition::IfMatch(ETag(e)),
+                    None => Precondition::IfAbsent,
+                };
+                match self.put_json(&key, &intent.value, pre).await {
+                    Ok(_) => written.push(k.clone()),
+                    Err(RegistryError::Store(e)) if e.is_conflict() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(written)
+    }
+
     /// A model's audit events in order, as `(key, seq from key, event)`.
     pub async fn audit_events(&self, model: &str) -> Result<Vec<(String, u64, AuditEvent)>> {
         falaj_core::validate_model_name(model)?;
@@ -750,8 +928,61 @@ impl Registry {
         Ok(out)
     }
 
-    /// Verifies a model's audit chain; an unreadable event is reported as edited.
+    /// The state objects of a model that must be explained by the chain: aliases, approvals,
+    /// archive markers and deployments, plus every key an intent names.
+    async fn state_keys(
+        &self,
+        model: &str,
+        events: &[(String, u64, AuditEvent)],
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let mut keys: std::collections::BTreeSet<String> = events
+            .iter()
+            .filter_map(|(_, _, e)| falaj_core::audit::intent_of(e).map(|i| i.key))
+            .collect();
+        for prefix in [
+            layout::aliases_prefix(model),
+            format!("models/{model}/approvals/"),
+        ] {
+            keys.extend(list_all(self.store.as_ref(), &prefix).await?);
+        }
+        for k in list_all(self.store.as_ref(), &layout::versions_prefix(model)).await? {
+            if k.ends_with("/archived.json") {
+                keys.insert(k);
+            }
+        }
+        for env in ["prod", "staging"] {
+            let k = format!("deployments/{env}/{model}.json");
+            if self.store.get(&StoreKey::new(k.clone())?).await?.is_some() {
+                keys.insert(k);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Verifies a model's audit chain and the state it explains, reading only: reports an
+    /// edited, missing, reordered or truncated event; any alias, approval, archive marker or
+    /// deployment that no event explains, or that an event wrote and is gone; and an intent a
+    /// crashed writer left pending (which [`Registry::verify_audit_settled`] completes). An
+    /// unreadable event is reported as edited.
     pub async fn verify_audit(&self, model: &str) -> Result<Vec<AuditProblem>> {
+        self.verify_inner(model, false).await.map(|(p, _)| p)
+    }
+
+    /// [`Registry::verify_audit`] after rolling forward every pending intent (see
+    /// [`Registry::settle`]); also returns the keys rolled forward. Needs write access to
+    /// the state objects.
+    pub async fn verify_audit_settled(
+        &self,
+        model: &str,
+    ) -> Result<(Vec<AuditProblem>, Vec<String>)> {
+        self.verify_inner(model, true).await
+    }
+
+    async fn verify_inner(
+        &self,
+        model: &str,
+        settle: bool,
+    ) -> Result<(Vec<AuditProblem>, Vec<String>)> {
         falaj_core::validate_model_name(model)?;
         let mut events = Vec::new();
         let mut problems = Vec::new();
@@ -777,7 +1008,61 @@ impl Registry {
         }
         let mut found = falaj_core::verify_chain(&events);
         found.append(&mut problems);
-        Ok(found)
+        let head = match self.get_json::<AuditHead>(&layout::audit_head(model)).await {
+            Ok(h) => h.map(|(h, _)| h),
+            Err(RegistryError::Corrupt { key, reason }) => {
+                found.push(AuditProblem::Edited {
+                    key,
+                    stored: "unreadable".into(),
+                    actual: reason,
+                });
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        found.extend(falaj_core::audit::verify_head(
+            model,
+            &events,
+            head.as_ref(),
+        ));
+        // A broken chain is not a basis for rolling anything forward.
+        let rolled = if settle && found.is_empty() {
+            self.settle_with(model, &events).await?
+        } else {
+            Vec::new()
+        };
+        let mut states = Vec::new();
+        for k in self.state_keys(model, &events).await? {
+            let key = StoreKey::new(k.clone())?;
+            let obj = self.store.get(&key).await?;
+            let value: Option<serde_json::Value> = obj.as_ref().map(|o| {
+                serde_json::from_slice(&o.bytes)
+                    .unwrap_or_else(|e| serde_json::Value::String(format!("unreadable JSON: {e}")))
+            });
+            let current = obj.as_ref().map(|o| {
+                (
+                    value.as_ref().and_then(falaj_core::audit::event_seq_of),
+                    o.etag.0.as_str(),
+                )
+            });
+            if let Some((seq, _)) = falaj_core::audit::roll_forward_candidate(&events, &k, current)
+            {
+                found.push(AuditProblem::Pending { key: k, seq });
+                continue;
+            }
+            states.push((k, value));
+        }
+        found.extend(falaj_core::audit::verify_states(&events, &states));
+        Ok((found, rolled))
+    }
+}
+
+/// Test hook: `FALAJ_FAILPOINT=<name>` aborts the process at that point, as a crash would
+/// (used to prove that a crash between an intent and its state write is rolled forward).
+fn failpoint(name: &str) {
+    if std::env::var("FALAJ_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("falaj: failpoint {name}: aborting");
+        std::process::abort();
     }
 }
 

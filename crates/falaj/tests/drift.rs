@@ -96,11 +96,26 @@ async fn world(dir: &std::path::Path) -> Registry {
         history: vec![],
         updated_by: "mel".into(),
         updated_at: "2026-11-23T00:00:00Z".into(),
+        event_seq: None,
     };
+    // Written with its audit event, as falaj's own signer does.
     let k = StoreKey::new(format!("deployments/prod/{MODEL}.json")).unwrap();
-    reg.put_json(&k, &key.sign(&m), Precondition::IfAbsent)
-        .await
-        .unwrap();
+    reg.commit_state(
+        MODEL,
+        "mel",
+        "deployment.written",
+        &format!("prod/{MODEL}"),
+        serde_json::json!({}),
+        &k,
+        Precondition::IfAbsent,
+        |seq| {
+            let mut m = m.clone();
+            m.event_seq = Some(seq);
+            key.sign(&m)
+        },
+    )
+    .await
+    .unwrap();
     reg
 }
 

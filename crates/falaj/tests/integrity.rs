@@ -113,6 +113,14 @@ async fn a_hand_edited_alias_is_not_signed_by_repair() {
         .unwrap_err();
     assert_eq!(err.code(), "refused", "{err}");
     assert_eq!(champion(&e).await, v1, "the signed deployment did not move");
+    // `audit --verify` names the edited alias, though no event was touched.
+    let problems = e.reg.verify_audit(MODEL).await.unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.to_string().starts_with(k.as_str())),
+        "{problems:?}"
+    );
 }
 
 #[tokio::test]
@@ -229,6 +237,7 @@ async fn a_hand_written_report_and_approval_count_for_nothing() {
             by: who.into(),
             at: falaj::registry::now(),
             comment: String::new(),
+            event_seq: None,
         };
         put_object(
             &e.reg,
@@ -245,4 +254,47 @@ async fn a_hand_written_report_and_approval_count_for_nothing() {
     // Nothing of v2 reached an alias.
     let prod = e.reg.alias(MODEL, "production").await.unwrap().unwrap().0;
     assert_eq!(prod.version, Some(v1));
+    // And the verifier names both hand-written approvals.
+    let problems: Vec<String> = e
+        .reg
+        .verify_audit(MODEL)
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for who in ["ann", "bob"] {
+        let key = promotion::approval_key(MODEL, v2, who).to_string();
+        assert!(
+            problems.iter().any(|p| p.starts_with(&key)),
+            "{key} not named in {problems:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_policy_swapped_into_model_json_by_hand_counts_for_nothing() {
+    let e = env().await;
+    let (v1, v2) = production_v1(&e).await;
+    // v2 (degraded) fails the attached policy; a store writer swaps in a lax one, no event.
+    let k = falaj_core::layout::model(MODEL);
+    let (mut rec, _) = e
+        .reg
+        .get_json::<falaj_core::ModelRecord>(&k)
+        .await
+        .unwrap()
+        .unwrap();
+    rec.gate_policy = Some("[metrics]\naccuracy = { min = 0.0 }\n".into());
+    put_object(&e.reg, k.as_str(), serde_json::to_vec(&rec).unwrap()).await;
+    // A validation now runs with the swapped policy and passes...
+    let r = validate(&e, v2, Holdout::Path(dataset("breast_cancer.csv")), None).await;
+    assert!(r.passed && !r.advisory, "{r:?}");
+    // ...but the gatekeeper stages and signs nothing on it.
+    let err = promotion::promote(&e.reg, &key(), promo(v2, Stage::Staging))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PromotionError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("model.json"), "{err}");
+    assert!(e.reg.alias(MODEL, "staging").await.unwrap().is_none());
+    assert_eq!(champion(&e).await, v1);
 }

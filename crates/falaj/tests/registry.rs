@@ -125,6 +125,7 @@ on_both_backends!(
     concurrent_writers_in_processes,
     killed_upload_leaves_no_version_and_no_blob,
     conditional_reads_skip_unchanged_objects,
+    a_crash_between_event_and_state_is_rolled_forward,
 );
 
 /// `get_if_changed`: what falaj-edge polls deployment manifests with (a 304 on S3).
@@ -623,9 +624,15 @@ async fn check_after_race(reg: &Registry, model: &str, writers: u64, applied_mov
         .filter(|(_, _, e)| e.action == "version.registered")
         .count();
     assert_eq!(registered as u64, writers);
+    // Intents withdrawn after a lost compare-and-swap are not moves.
+    let aborted: Vec<u64> = events
+        .iter()
+        .filter(|(_, _, e)| e.action == falaj_core::audit::ABORTED)
+        .map(|(_, _, e)| e.details["intent"].as_u64().unwrap())
+        .collect();
     let moves: Vec<_> = events
         .iter()
-        .filter(|(_, _, e)| e.action == "alias.moved")
+        .filter(|(_, s, e)| e.action == "alias.moved" && !aborted.contains(s))
         .collect();
     assert_eq!(
         moves.len(),
@@ -850,6 +857,39 @@ async fn dir_store_outside_allowed_regions_is_refused() {
 }
 
 #[tokio::test]
+async fn dir_store_refuses_symlinks() {
+    let f = Fixture::new(Backend::Dir).await;
+    let reg = f.registry().await;
+    new_model(&reg, "s").await;
+    let root = f._dir.as_ref().unwrap().path().join("store");
+    let outside = tempfile::tempdir().unwrap();
+    // A directory link: a write through it would land outside the root.
+    std::os::unix::fs::symlink(outside.path(), root.join("models/s/approvals")).unwrap();
+    let key = StoreKey::new("models/s/approvals/1/ann.json").unwrap();
+    let err = reg
+        .store()
+        .put(&key, Bytes::from_static(b"{}"), Precondition::IfAbsent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Symlink { .. }), "{err}");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    // A file link: a read through it would leak what it points at.
+    let secret = outside.path().join("signing.key");
+    std::fs::write(&secret, "00").unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("models/s/aliases.json")).unwrap();
+    let err = reg
+        .store()
+        .get(&StoreKey::new("models/s/aliases.json").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Symlink { .. }), "{err}");
+    // Listings skip links.
+    let keys = list_all(reg.store().as_ref(), "models/s/").await.unwrap();
+    assert_eq!(keys, vec!["models/s/model.json".to_string()]);
+}
+
+#[tokio::test]
 async fn dir_store_removal_and_reorder_are_detected() {
     let f = Fixture::new(Backend::Dir).await;
     let reg = f.registry().await;
@@ -876,6 +916,33 @@ async fn dir_store_removal_and_reorder_are_detected() {
     std::fs::write(ev(2), &a).unwrap();
     std::fs::write(ev(3), &b).unwrap();
     assert!(reg.verify_audit("r").await.unwrap().is_empty());
+    // Remove the last event (model.created + 3 registrations = 4): the head still says 4.
+    let last = std::fs::read(ev(4)).unwrap();
+    std::fs::remove_file(ev(4)).unwrap();
+    let p = reg.verify_audit("r").await.unwrap();
+    assert!(
+        matches!(
+            &p[..],
+            [AuditProblem::Truncated {
+                head: 4,
+                last: 3,
+                ..
+            }]
+        ),
+        "{p:?}"
+    );
+    // Removing the head too is named as well.
+    let head = root.join(layout::audit_head("r").as_str());
+    let head_bytes = std::fs::read(&head).unwrap();
+    std::fs::remove_file(&head).unwrap();
+    let p = reg.verify_audit("r").await.unwrap();
+    assert!(
+        matches!(&p[..], [AuditProblem::HeadMissing { .. }]),
+        "{p:?}"
+    );
+    std::fs::write(&head, head_bytes).unwrap();
+    std::fs::write(ev(4), last).unwrap();
+    assert!(reg.verify_audit("r").await.unwrap().is_empty());
     // Remove event 2.
     std::fs::remove_file(ev(2)).unwrap();
     let p = reg.verify_audit("r").await.unwrap();
@@ -883,6 +950,70 @@ async fn dir_store_removal_and_reorder_are_detected() {
         matches!(&p[0], AuditProblem::Missing { missing: 2, .. }),
         "{p:?}"
     );
+}
+
+/// A writer killed between an alias move's audit event (the intent) and the alias write:
+/// the real CLI process aborts there, and the next `audit --verify` completes the move.
+async fn a_crash_between_event_and_state_is_rolled_forward(b: Backend) {
+    let f = Fixture::new(b).await;
+    let reg = f.registry().await;
+    new_model(&reg, "crash").await;
+    reg.register(
+        registration("crash", support::onnx_bytes(1), "ana"),
+        no_progress(),
+    )
+    .await
+    .unwrap();
+    let out = f
+        .cli()
+        .args(["--as", "ana", "alias", "set", "crash", "champion", "1"])
+        .env("FALAJ_FAILPOINT", "after-intent")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        None,
+        "the process must die by a signal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reg = f.registry().await;
+    assert!(reg.alias("crash", "champion").await.unwrap().is_none());
+    let events = reg.audit_events("crash").await.unwrap();
+    assert_eq!(events.last().unwrap().2.action, "alias.moved");
+    // A read-only verify names the pending move.
+    let p = reg.verify_audit("crash").await.unwrap();
+    assert!(
+        matches!(&p[..], [AuditProblem::Pending { key, .. }] if key == "models/crash/aliases/champion.json"),
+        "{p:?}"
+    );
+    let verify = || {
+        let out = f
+            .cli()
+            .args(["audit", "crash", "--verify"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = verify();
+    assert_eq!(
+        v["rolled_forward"],
+        serde_json::json!(["models/crash/aliases/champion.json"]),
+        "{v}"
+    );
+    let (a, _) = reg.alias("crash", "champion").await.unwrap().unwrap();
+    assert_eq!(a.version, Some(1));
+    assert_eq!(a.event_seq, Some(events.last().unwrap().1));
+    // Settled once: a second verify has nothing to do, and the next move goes on from it.
+    assert_eq!(verify()["rolled_forward"], serde_json::json!([]));
+    reg.move_alias("crash", "champion", None, Expect::Version(1), "ana")
+        .await
+        .unwrap();
+    assert!(reg.verify_audit("crash").await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -258,6 +258,7 @@ async fn deploy(
         history: Vec::new(),
         updated_by: "bench".into(),
         updated_at: falaj::registry::now(),
+        event_seq: None,
     };
     let k = StoreKey::new(format!("deployments/prod/{}.json", m.name)).unwrap();
     let t0 = Instant::now();

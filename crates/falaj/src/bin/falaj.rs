@@ -237,6 +237,10 @@ enum Command {
     /// same ingest and validate handlers as the Lambda functions. The webhook needs a
     /// configuration of CI secrets and token digests (docs/webhook.md); without one only
     /// /v1/health answers. Signing uses the local deployment key (FALAJ_SIGNING_KEY).
+    ///
+    /// Connection limits: a client must send a request's headers within
+    /// FALAJ_HTTP_HEADER_TIMEOUT_MS (default 10000) and at most FALAJ_HTTP_MAX_CONNECTIONS
+    /// (default 512) connections are served at once; others wait for a slot.
     Serve {
         /// Address to listen on (loopback by default; port 0 picks a free one).
         #[arg(long, default_value = "127.0.0.1:8787", env = "FALAJ_LISTEN")]
@@ -1058,15 +1062,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let reg = registry(&cli, false).await?;
             reg.model(model).await?;
             if *verify {
-                let problems = reg.verify_audit(model).await?;
+                let (problems, rolled) = reg.verify_audit_settled(model).await?;
                 let n = reg.audit_events(model).await?.len();
                 let msgs: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                out.print(&serde_json::json!({"model": model, "events": n, "ok": problems.is_empty(), "problems": msgs}), || {
+                out.print(&serde_json::json!({"model": model, "events": n, "ok": problems.is_empty(), "problems": msgs, "rolled_forward": rolled}), || {
+                    let mut text = rolled
+                        .iter()
+                        .map(|k| format!("rolled forward {k}: its audit event was written but the object was not (a writer stopped between the two)\n"))
+                        .collect::<String>();
                     if problems.is_empty() {
-                        format!("audit chain of {model} intact: {n} events")
+                        text += &format!("audit chain of {model} intact: {n} events, every alias, approval, archive marker and deployment explained");
                     } else {
-                        format!("audit chain of {model} is BROKEN:\n  {}", msgs.join("\n  "))
+                        text += &format!("audit chain of {model} is BROKEN:\n  {}", msgs.join("\n  "));
                     }
+                    text
                 });
                 if !problems.is_empty() {
                     return Err(fail(
@@ -1318,7 +1327,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     cli.store
                 );
             }
-            tokio::spawn(falaj::serve::serve_http(listener, hook));
+            let limits = falaj::httpd::Limits::from_env().map_err(|e| fail("usage", 2, e))?;
+            tokio::spawn(falaj::serve::serve_http(listener, hook, limits));
             let every = std::time::Duration::from_millis(*poll_ms);
             if let Some(r) = retrainer {
                 tokio::spawn(falaj::retrain::watch(r, every, retrain_report));
