@@ -306,7 +306,19 @@ fn age(at: &str) -> Duration {
 /// Registers one upload, exactly once however often it is delivered.
 pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
     let key = upload.key.as_str();
-    let parts: Vec<&str> = key.split('/').collect();
+    let store = registry.store();
+    // The store's own key first: on `s3://bucket/PREFIX` the event names `PREFIX/incoming/...`.
+    let manifest_key = match store.key_for_object(&upload.bucket, key) {
+        Ok(k) => k,
+        Err(e @ crate::store::StoreError::OutsidePrefix { .. }) => {
+            return Outcome::Ignored {
+                key: key.into(),
+                reason: e.to_string(),
+            };
+        }
+        Err(e) => return Outcome::failed(key, e, false),
+    };
+    let parts: Vec<&str> = manifest_key.as_str().split('/').collect();
     if parts.first() != Some(&"incoming") {
         return Outcome::Ignored {
             key: key.into(),
@@ -338,11 +350,6 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
     if let Err(e) = falaj_core::validate_model_name(model) {
         return Outcome::failed(key, e, false);
     }
-    let store = registry.store();
-    let manifest_key = match store.key_for_object(&upload.bucket, key) {
-        Ok(k) => k,
-        Err(e) => return Outcome::failed(key, e, false),
-    };
     let model_key = match StoreKey::new(
         manifest_key
             .as_str()

@@ -14,6 +14,7 @@ pub mod error;
 pub mod function;
 pub mod gatekeeper;
 pub mod gates;
+pub mod httpd;
 pub mod ingest;
 pub mod pipeline;
 pub mod promotion;

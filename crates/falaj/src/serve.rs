@@ -11,7 +11,6 @@
 //!   runs `falaj-train`, whose upload the watcher then registers and validates.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -306,29 +305,14 @@ pub fn encode_key(key: &str) -> String {
     out
 }
 
-/// Serves the webhook on `listener` until the process ends.
-pub async fn serve_http(listener: TcpListener, hook: Arc<Webhook>) {
+/// Serves the webhook on `listener` until the process ends, under `limits`.
+pub async fn serve_http(listener: TcpListener, hook: Arc<Webhook>, limits: crate::httpd::Limits) {
     let max = hook.auth().max_body_bytes;
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
+    crate::httpd::serve(listener, limits, move |req, peer| {
         let hook = hook.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let hook = hook.clone();
-                    async move { Ok::<_, Infallible>(answer(&hook, req, peer, max).await) }
-                });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection closed");
-            }
-        });
-    }
+        async move { answer(&hook, req, peer, max).await }
+    })
+    .await
 }
 
 async fn answer(

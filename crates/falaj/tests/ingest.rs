@@ -167,3 +167,50 @@ async fn malformed_events_are_refused_with_a_reason() {
     assert!(falaj::ingest::decode_key("bad%zz").is_err());
     assert!(falaj::ingest::decode_key("trunc%4").is_err());
 }
+
+/// On `s3://bucket/PREFIX` the event names `PREFIX/incoming/...`: it registers; a key outside
+/// the prefix is ignored, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefixed_s3_store_ingests_its_uploads() {
+    let bucket = support::s3_bucket("me-central-1").await;
+    let opts = OpenOptions {
+        endpoint: Some(support::s3_endpoint()),
+        ..Default::default()
+    };
+    let reg = Registry::new(
+        store::open(&format!("s3://{bucket}/team-a"), &opts)
+            .await
+            .unwrap(),
+    );
+    upload_run(&reg, "incoming/wine/run1", 1).await;
+    let event = |key: &str| {
+        let mut e = fixture("s3-put-manifest.json");
+        e["Records"][0]["s3"]["bucket"]["name"] = Value::from(bucket.as_str());
+        e["Records"][0]["s3"]["object"]["key"] = Value::from(key);
+        e
+    };
+    let report = handle_event(&reg, &event("team-a/incoming/wine/run1/manifest.json"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &report.results[..],
+            [Outcome::Registered { version: 1, .. }]
+        ),
+        "{report:?}"
+    );
+    let report = handle_event(&reg, &event("team-b/incoming/wine/run1/manifest.json"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&report.results[..], [Outcome::Ignored { reason, .. }] if reason.contains("outside this store's prefix")),
+        "{report:?}"
+    );
+    assert_eq!(
+        reg.versions("wine", &VersionFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

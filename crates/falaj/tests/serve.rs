@@ -413,3 +413,64 @@ async fn serve_once_runs_a_retraining_request_and_registers_what_it_trained() {
     let again = serve_once(&store, e.dir.path());
     assert!(again.iter().all(|s| s["step"] != "retrain"), "{again:?}");
 }
+
+/// Slowloris: clients that send half a request and stall are cut off after the header
+/// timeout, and past the connection cap new clients wait for a slot instead of piling up.
+#[tokio::test]
+async fn stalled_clients_are_cut_off_and_the_connection_cap_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("webhook.json");
+    std::fs::write(&cfg, json!({"tokens": []}).to_string()).unwrap();
+    let store = format!("dir://{}", dir.path().join("store").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_falaj"))
+        .args([
+            "--store",
+            &store,
+            "--json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--webhook-config")
+        .arg(&cfg)
+        .env("FALAJ_SIGNING_KEY", dir.path().join("signing.key"))
+        .env("FALAJ_HTTP_HEADER_TIMEOUT_MS", "400")
+        .env("FALAJ_HTTP_MAX_CONNECTIONS", "4")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _server = Server(child);
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let addr = first["listening"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let stalled: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    // Every slot is held: a fifth client is answered only once the stalled ones are cut off.
+    let t = Instant::now();
+    let (code, _) = http(&addr, "GET", "/v1/health", &[], b"");
+    assert_eq!(code, 200);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "the fifth connection was served at once ({waited:?}): no connection cap"
+    );
+    // The server closed every stalled connection (a read sees the end, not a time-out).
+    for mut s in stalled {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        let r = s.read_to_end(&mut buf);
+        assert!(r.is_ok(), "a stalled client was never cut off: {r:?}");
+    }
+}

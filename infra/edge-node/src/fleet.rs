@@ -216,7 +216,15 @@ impl Fleet {
             else {
                 continue;
             };
-            let store_key = falaj_core::StoreKey::new(key.clone())?;
+            // One key falaj could not have written (a hand-made object) is skipped, never
+            // allowed to stop the pass for every other model.
+            let store_key = match falaj_core::StoreKey::new(key.clone()) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.failed(&model, &format!("skipping {key:?}: {e}"));
+                    continue;
+                }
+            };
             let seen = self.seen.lock().expect("seen lock").get(&key).cloned();
             // Conditional GET: an unchanged manifest costs a 304 on S3, no body.
             let obj = match self.store.get_if_changed(&store_key, seen.as_ref()).await {

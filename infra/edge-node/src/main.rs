@@ -23,6 +23,9 @@ use falaj_edge::server::{Node, serve};
 /// GET /v1/models, /health and /metrics (Prometheus) describe the node. Input sketches go to
 /// telemetry/<env>/<node>/ every --sketch-secs for drift detection.
 ///
+/// Connection limits: headers within FALAJ_HTTP_HEADER_TIMEOUT_MS (default 10000), at most
+/// FALAJ_HTTP_MAX_CONNECTIONS (default 512) connections at once.
+///
 /// Example, on the embedded default store after `falaj promote` to staging:
 ///
 ///   scripts/wasm-component.sh
@@ -247,6 +250,7 @@ async fn run(args: Args) -> Result<()> {
         loaded.component.clone(),
     ));
     let restored = fleet.restore().await;
+    let limits = falaj::httpd::Limits::from_env().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -270,7 +274,7 @@ async fn run(args: Args) -> Result<()> {
             "restored": restored,
         })
     );
-    tokio::spawn(serve(listener, node.clone()));
+    tokio::spawn(serve(listener, node.clone(), limits));
     tokio::spawn(pull_loop(
         fleet.clone(),
         Duration::from_millis(args.poll_ms.max(50)),

@@ -14,7 +14,6 @@
 //! (sha256 of the key, mod 100, below the weight → challenger); without one it is random.
 //! Errors are JSON `{"status", "code", "error"}`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,30 +67,13 @@ fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Resp {
     )
 }
 
-/// Serves HTTP on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, node: Arc<Node>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+/// Serves HTTP on `listener` until the process ends, under `limits`.
+pub async fn serve(listener: TcpListener, node: Arc<Node>, limits: falaj::httpd::Limits) {
+    falaj::httpd::serve(listener, limits, move |req, _peer| {
         let node = node.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let node = node.clone();
-                    async move { Ok::<_, Infallible>(answer(&node, req).await) }
-                });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(io, svc)
-                .await
-            {
-                tracing::debug!(error = %e, "connection closed");
-            }
-        });
-    }
+        async move { answer(&node, req).await }
+    })
+    .await
 }
 
 /// Which side of the canary split a request goes to.

@@ -170,6 +170,7 @@ impl World {
             history: Vec::new(),
             updated_by: "mel".into(),
             updated_at: "2026-11-23T00:00:00Z".into(),
+            event_seq: None,
         }
     }
 
@@ -530,6 +531,10 @@ async fn bad_signatures_and_wrong_digests_are_refused_and_the_last_good_keeps_se
     let v1 = w.register(1).await;
     let v2 = w.register(2).await;
     let v3 = w.register(3).await;
+    // A hand-made object no falaj key can name, listed first: skipped, never stopping the pass.
+    let dir = w.store_root().join("deployments/prod");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0\\bad.json"), b"{}").unwrap();
     let edge = w.node("cache", &[]);
     w.deploy(&World::manifest(1, &v1, None)).await;
     edge.wait_generation(1);

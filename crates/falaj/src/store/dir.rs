@@ -104,7 +104,11 @@ impl DirStore {
         };
         allowed.check(&format!("store {uri}"), &region)?;
         for d in [TMP, LOCKS] {
-            fs::create_dir_all(root.join(d)).map_err(io_err("cannot create", &root))?;
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io_err("cannot create", &root))?;
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(StoreError::Symlink { path: p });
+            }
         }
         Ok(Self { root, uri, region })
     }
@@ -114,10 +118,27 @@ impl DirStore {
         &self.root
     }
 
-    fn path(&self, key: &StoreKey) -> PathBuf {
+    /// The file for `key`, refusing a key that runs through a symbolic link below the root
+    /// (a link could lead a read or a write outside the store).
+    fn path(&self, key: &StoreKey) -> Result<PathBuf, StoreError> {
         let mut p = self.root.clone();
-        p.extend(key.segments());
-        p
+        for seg in key.segments() {
+            p.push(seg);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StoreError::Symlink { path: p });
+                }
+                Ok(_) => {}
+                // Nothing below a missing entry can be a link.
+                Err(_) => {
+                    let rest: Vec<_> = key.segments().collect();
+                    let mut full = self.root.clone();
+                    full.extend(rest);
+                    return Ok(full);
+                }
+            }
+        }
+        Ok(p)
     }
 
     fn temp_path(&self) -> PathBuf {
@@ -167,7 +188,7 @@ impl DirStore {
     }
 
     fn read(&self, key: &StoreKey) -> Result<Option<Object>, StoreError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         match fs::read(&path) {
             Ok(b) => {
                 let etag = Self::etag_of(key, &b);
@@ -189,8 +210,8 @@ impl DirStore {
         bytes: &[u8],
         pre: &Precondition,
     ) -> Result<ETag, StoreError> {
-        let dest = self.path(key);
         let _guard = self.lock(key)?;
+        let dest = self.path(key)?;
         if *pre != Precondition::None {
             let current = self.read(key)?.map(|o| o.etag);
             let holds = match (pre, &current) {
@@ -287,8 +308,8 @@ impl DirStore {
         }
         let hex = hex::encode(hasher.finalize());
         let key = falaj_core::layout::blob(&hex);
-        let dest = self.path(&key);
         let _guard = self.lock(&key)?;
+        let dest = self.path(&key)?;
         if dest.exists() {
             let _ = fs::remove_file(&tmp);
             return Ok(BlobInfo {

@@ -166,6 +166,14 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// An object event for a key outside this store's prefix (the bucket holds other data).
+    #[error("{uri} is outside this store's prefix {prefix}/")]
+    OutsidePrefix {
+        /// `s3://bucket/key` of the object.
+        uri: String,
+        /// The store's prefix.
+        prefix: String,
+    },
     /// A key failed validation.
     #[error(transparent)]
     InvalidKey(#[from] KeyError),
@@ -191,6 +199,15 @@ pub enum StoreError {
         key: String,
         /// Service message.
         message: String,
+    },
+    /// A `dir://` key runs through a symbolic link: refused, since a link can point outside
+    /// the store's root.
+    #[error(
+        "{path} is a symbolic link inside the store; falaj refuses links in a dir:// store because they can point outside it. Replace it with the real file or directory"
+    )]
+    Symlink {
+        /// The link.
+        path: PathBuf,
     },
     /// A blob upload exceeded a limit or its source failed.
     #[error("blob upload failed: {reason}")]

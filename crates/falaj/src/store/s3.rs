@@ -402,9 +402,9 @@ impl Store for S3Store {
             key
         } else {
             key.strip_prefix(&format!("{}/", self.prefix))
-                .ok_or_else(|| StoreError::InvalidUri {
+                .ok_or_else(|| StoreError::OutsidePrefix {
                     uri: format!("s3://{bucket}/{key}"),
-                    reason: format!("the key is outside this store's prefix {}", self.prefix),
+                    prefix: self.prefix.clone(),
                 })?
         };
         Ok(StoreKey::new(rel)?)
