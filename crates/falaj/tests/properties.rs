@@ -39,7 +39,7 @@ fn json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
+        prop::num::f64::ANY.prop_map(Value::from),
         "(%[0-9A-Fa-f]{0,2}|\\+|[a-z/é]){0,12}".prop_map(Value::from),
         Just(Value::from("Object Created")),
         Just(Value::from("aws.s3")),
@@ -103,7 +103,7 @@ proptest! {
         section in prop_oneof![Just("metrics".to_string()), Just("fairness".to_string()), Just("latency".to_string()), Just("promotion".to_string()), Just("holdout".to_string()), "[a-z]{1,8}"],
         key in prop_oneof![Just("accuracy".to_string()), Just("approvals".to_string()), Just("p99_ms".to_string()), Just("key".to_string()), "[a-z_]{1,10}"],
         value in prop_oneof![
-            any::<f64>().prop_map(|v| format!("{{ min = {v:?} }}")),
+            prop::num::f64::ANY.prop_map(|v| format!("{{ min = {v:?} }}")),
             Just("{ min = nan }".to_string()),
             Just("{ max = inf }".to_string()),
             any::<i64>().prop_map(|v| v.to_string()),

@@ -14,7 +14,7 @@ fn names() -> Vec<String> {
 
 fn cell() -> impl Strategy<Value = Value> {
     prop_oneof![
-        any::<f64>().prop_map(Value::from),
+        prop::num::f64::ANY.prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         Just(Value::Null),
         Just(Value::from("1.5")),
@@ -39,6 +39,9 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
             .to_string()
             .into_bytes()),
         row().prop_map(|r| serde_json::json!({ "inputs": r }).to_string().into_bytes()),
+        // Raw f32 rows, NaN and infinities included.
+        prop::collection::vec(prop::num::f32::ANY, 0..9)
+            .prop_map(|v| v.iter().flat_map(|f| f.to_le_bytes()).collect()),
     ]
 }
 
