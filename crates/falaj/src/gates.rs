@@ -33,6 +33,8 @@ use {
 };
 
 pub mod metrics;
+#[cfg(feature = "gates")]
+pub mod sandbox;
 
 /// Name and version of this evaluator, recorded in every report.
 pub const EVALUATOR: &str = concat!(
@@ -1074,23 +1076,26 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
             _ => None,
         },
     };
-    let measured = {
-        let (v, m, p, d) = (version.clone(), manifest.clone(), policy.clone(), data);
-        let o = onnx.clone();
-        tokio::task::spawn_blocking(move || {
-            measure(&GateInputs {
-                version: &v,
-                manifest: &m,
-                onnx: &o,
-                policy: &p,
-                data: &d,
-                baseline: baseline.as_ref().map(|(n, b, pm)| (*n, &b[..], pm)),
-            })
-            .map(|g| (g, d.rows))
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the evaluator failed: {e}")))
-    };
+    let limits = sandbox::Limits::from_env().map_err(|reason| GateError::Incompatible {
+        model: req.model.clone(),
+        version: req.version,
+        reason,
+    })?;
+    let rows = data.rows;
+    let measured = sandbox::measure_within(
+        sandbox::Measurement {
+            version: version.clone(),
+            manifest: manifest.clone(),
+            policy: (policy_name.clone(), policy_src.clone()),
+            holdout: (csv_bytes.clone(), sensitive.clone()),
+            data,
+            onnx: onnx.clone(),
+            baseline,
+        },
+        &limits,
+    )
+    .await
+    .map(|g| (g, rows));
     let (gates, error, rows) = match measured {
         Ok((g, rows)) => (g, None, rows as u64),
         Err(msg) => (

@@ -298,3 +298,121 @@ async fn a_policy_swapped_into_model_json_by_hand_counts_for_nothing() {
     assert!(e.reg.alias(MODEL, "staging").await.unwrap().is_none());
     assert_eq!(champion(&e).await, v1);
 }
+
+/// `f`'s model with a `ConstantOfShape` of `n x n` floats folded into its output: a few
+/// hundred bytes that cost `4 n²` bytes and seconds of tract's time to load.
+fn bomb(f: &Fitted, n: i64) -> Vec<u8> {
+    use falaj_core::onnx::{ModelProto, NodeProto, TensorProto};
+    use prost::Message;
+    let mut m = ModelProto::decode(&f.onnx[..]).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let out = g.output[0].name.clone();
+    for node in &mut g.node {
+        for o in &mut node.output {
+            if *o == out {
+                *o = "pre_bomb".into();
+            }
+        }
+    }
+    g.initializer.push(TensorProto {
+        name: "bomb_shape".into(),
+        dims: vec![2],
+        data_type: 7, // INT64
+        int64_data: vec![n, n],
+        ..Default::default()
+    });
+    let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        op_type: op.into(),
+        ..Default::default()
+    };
+    g.node
+        .push(node("ConstantOfShape", &["bomb_shape"], "bomb"));
+    g.node.push(node("ReduceMean", &["bomb"], "bomb_mean"));
+    g.node.push(node("Add", &["pre_bomb", "bomb_mean"], &out));
+    m.encode_to_vec()
+}
+
+/// A model that asks for gigabytes, and one that takes too long, each validated by the real
+/// `falaj validate`: the gates measure in a child process under a memory cap and a deadline,
+/// and each ends in a failed report naming the limit.
+#[test]
+fn a_model_bomb_is_stopped_by_the_memory_cap_and_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("dir://{}", dir.path().join("store").display());
+    let falaj = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_falaj"))
+            .args(["--store", &store, "--json", "--as", "root"])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let f = breast_cancer();
+    let mut manifest = f.manifest.clone();
+    manifest.model = MODEL.into();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(
+        path("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(path("policy.toml"), POLICY).unwrap();
+    std::fs::write(path("big.onnx"), bomb(&f, 20_000)).unwrap(); // 1.6 GB of floats
+    std::fs::write(path("slow.onnx"), bomb(&f, 12_000)).unwrap(); // 0.6 GB, seconds to fold
+    assert!(std::fs::metadata(path("big.onnx")).unwrap().len() < 20_000);
+    for args in [
+        vec!["roles", "grant", "root", "admin"],
+        vec!["model", "create", MODEL, "--owner", "ml"],
+        vec!["policy", "set", MODEL, &path("policy.toml")],
+    ] {
+        let (code, _, err) = falaj(&args, &[]);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+    for file in ["big.onnx", "slow.onnx"] {
+        let (code, _, err) = falaj(
+            &[
+                "push",
+                MODEL,
+                &path(file),
+                "--manifest",
+                &path("manifest.json"),
+            ],
+            &[],
+        );
+        assert_eq!(code, Some(0), "push {file}: {err}");
+    }
+    let holdout = dataset("breast_cancer.csv").display().to_string();
+    let validate = |v: &str, env: &[(&str, &str)]| {
+        let t = std::time::Instant::now();
+        let (_, out, err) = falaj(
+            &["validate", &format!("{MODEL}@{v}"), "--data", &holdout],
+            env,
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("validate {v}: {e}: {out} {err}"));
+        (report, t.elapsed())
+    };
+    let (r, _) = validate("1", &[("FALAJ_GATES_MAX_MEMORY_BYTES", "1073741824")]);
+    assert_eq!(r["passed"], false, "{r}");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("FALAJ_GATES_MAX_MEMORY_BYTES"), "{r}");
+    let (r, took) = validate("2", &[("FALAJ_GATES_DEADLINE_SECS", "1")]);
+    assert_eq!(r["passed"], false, "{r}");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("FALAJ_GATES_DEADLINE_SECS"), "{r}");
+    assert!(
+        took.as_secs() < 30,
+        "the deadline did not stop it: {took:?}"
+    );
+    // Both reports are written and audited: nothing about the bombs can be promoted.
+    let (code, _, err) = falaj(&["audit", MODEL, "--verify"], &[]);
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -12,8 +12,17 @@ use falaj::function;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::Value;
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+fn main() -> Result<(), lambda_runtime::Error> {
+    // Run as `bootstrap __falaj-gates-worker`, this binary measures one model in a child
+    // process under the gates' deadline and memory cap (falaj::gates::sandbox).
+    falaj::gates::sandbox::serve_worker_if_asked();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve())
+}
+
+async fn serve() -> Result<(), lambda_runtime::Error> {
     function::init_json_logs();
     let registry = &*Box::leak(Box::new(function::registry_from_env().await?));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {

@@ -61,8 +61,14 @@ locals {
   }
 
   extra_env = {
-    ingest   = {}
-    validate = {}
+    ingest = {}
+    # The gates measure each model in a child process under these limits
+    # (falaj::gates::sandbox): three quarters of the function's memory, and the function's
+    # timeout less 10 s so the failed report is still written.
+    validate = {
+      FALAJ_GATES_MAX_MEMORY_BYTES = tostring(floor(local.settings["validate"].memory_mb * 3 / 4) * 1048576)
+      FALAJ_GATES_DEADLINE_SECS    = tostring(max(local.settings["validate"].timeout_s - 10, 5))
+    }
     promote  = { FALAJ_SIGNING_KEY_PARAM = var.secret_parameters.signing_key }
     webhook = {
       FALAJ_PROMOTE_FUNCTION     = local.names["promote"]

@@ -1569,6 +1569,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    // `falaj __falaj-gates-worker`: measure one model under the gates' limits, then exit.
+    falaj::gates::sandbox::serve_worker_if_asked();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FALAJ_LOG")
