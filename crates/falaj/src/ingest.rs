@@ -8,9 +8,13 @@
 //! S3 delivers at least once, unordered, and Lambda may retry a finished invocation, so each
 //! upload is claimed by a create-only write of `idempotency/ingest/<h>.json`, where `h`
 //! hashes bucket, key, ETag/versionId and sequencer. A duplicate finds the claim and returns
-//! the version registered the first time. A claim left by a crashed invocation is taken over
-//! after [`STALE_CLAIM`] by compare-and-swap, after checking whether that invocation had
-//! already registered the version (the version's `source` names the upload).
+//! the version registered the first time. The invocation holding a claim refreshes it every
+//! fifth of [`STALE_CLAIM`] while it works, so a slow registration keeps it; a claim left
+//! unrefreshed that long (a crashed invocation) is taken over by compare-and-swap, after
+//! checking whether that invocation had already registered the version (the version's
+//! `source` names the upload), and a holder that lost its claim stops before registering.
+//! Finished claims expire after [`FINISHED_CLAIM_TTL`] ([`expire_claims`] on `dir://`, the
+//! bucket's lifecycle rule on S3).
 //!
 //! Each record of a batch is handled on its own: one bad record fails alone and is
 //! reported, never dropped.
@@ -29,8 +33,19 @@ use crate::registry::{Artifact, NewModel, Registration, Registry, now};
 use crate::store::{ETag, Precondition, no_progress};
 use crate::{RegistryError, VersionFilter};
 
-/// How long a claim may stay unfinished before another invocation takes it over.
+/// How long a claim may stay unrefreshed before another invocation takes it over
+/// (`FALAJ_INGEST_CLAIM_STALE_SECS` overrides). The invocation holding a claim refreshes it
+/// every fifth of this, so only a dead (or store-less) one loses it.
 pub const STALE_CLAIM: Duration = Duration::from_secs(300);
+
+/// [`STALE_CLAIM`], or `FALAJ_INGEST_CLAIM_STALE_SECS` when set to a positive number.
+pub fn stale_claim() -> Duration {
+    std::env::var("FALAJ_INGEST_CLAIM_STALE_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(STALE_CLAIM, Duration::from_secs_f64)
+}
 
 /// The identity recorded for versions registered by uploads.
 pub const INGEST_ACTOR: &str = "falaj-ingest";
@@ -366,6 +381,8 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
         Ok(Err(outcome)) => return outcome,
         Err(e) => return Outcome::failed(key, e, true),
     };
+    // The claim's current ETag, and whether another invocation took it over.
+    let held = std::sync::Mutex::new((claim_etag, false));
     let finish = |state: ClaimState, version: Option<u64>, error: Option<String>| {
         let c = Claim {
             upload: upload.clone(),
@@ -375,15 +392,44 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
             version,
             error,
         };
-        let (idem, etag) = (idem.clone(), claim_etag.clone());
+        let (idem, etag) = (idem.clone(), held.lock().expect("claim lock").0.clone());
         async move {
             registry
                 .put_json(&idem, &c, Precondition::IfMatch(etag))
                 .await
         }
     };
+    // While this invocation works, it refreshes its claim, so a slow registration is never
+    // mistaken for a dead one and registered twice.
+    let heartbeat = async {
+        let every = stale_claim() / 5;
+        loop {
+            tokio::time::sleep(every).await;
+            let etag = held.lock().expect("claim lock").0.clone();
+            let c = Claim {
+                upload: upload.clone(),
+                state: ClaimState::Claimed,
+                at: now(),
+                model: model.into(),
+                version: None,
+                error: None,
+            };
+            match registry
+                .put_json(&idem, &c, Precondition::IfMatch(etag))
+                .await
+            {
+                Ok(e) => held.lock().expect("claim lock").0 = e,
+                Err(RegistryError::Store(e)) if e.is_conflict() => {
+                    held.lock().expect("claim lock").1 = true;
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, key, "could not refresh the ingest claim"),
+            }
+        }
+        std::future::pending::<()>().await
+    };
 
-    let result: Result<u64, (RegistryError, bool)> = async {
+    let work = async {
         // A crashed earlier invocation may have registered it already.
         let source = upload.source();
         if let Some(v) = registry
@@ -417,6 +463,15 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
         };
         let manifest: Bytes = read(manifest_key.clone()).await?;
         let onnx: Bytes = read(model_key.clone()).await?;
+        if held.lock().expect("claim lock").1 {
+            return Err((
+                RegistryError::Contention {
+                    what: format!("the ingest claim of {key} (taken over by another invocation)"),
+                    attempts: 1,
+                },
+                true,
+            ));
+        }
         match registry
             .create_model(
                 NewModel {
@@ -453,8 +508,11 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
                 (e, retryable)
             })?;
         Ok(r.version.version)
-    }
-    .await;
+    };
+    let result: Result<u64, (RegistryError, bool)> = tokio::select! {
+        r = work => r,
+        _ = heartbeat => unreachable!("the heartbeat never ends"),
+    };
 
     match result {
         Ok(version) => match finish(ClaimState::Done, Some(version), None).await {
@@ -516,7 +574,7 @@ async fn claim(
                     );
                     return Ok(Err(Outcome::failed(key, error, false)));
                 }
-                ClaimState::Claimed if age(&c.at) < STALE_CLAIM => {
+                ClaimState::Claimed if age(&c.at) < stale_claim() => {
                     return Ok(Err(Outcome::failed(
                         key,
                         format!(
@@ -590,4 +648,45 @@ pub async fn invoke(registry: &Registry, event: &Value) -> Result<BatchReport, I
             serde_json::to_string(&failed).unwrap_or_default()
         ),
     })
+}
+
+/// How long finished claims are kept on a store that does not expire them itself (`dir://`;
+/// S3's lifecycle rule expires `idempotency/` after the same 7 days by default).
+pub const FINISHED_CLAIM_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// Deletes expired idempotency claims (on `dir://`; see [`crate::store::Store::expire_claim`]):
+/// a signed webhook request's claim once its timestamp is far outside the replay window (the
+/// signature is refused by its timestamp from then on, so the claim guards nothing), and a
+/// finished or rejected ingest claim after [`FINISHED_CLAIM_TTL`] (a late redelivery is still
+/// caught: the version records the upload as its `source`). Claims in progress, and
+/// retraining claims (they record that a request ran), are kept. Returns how many went.
+pub async fn expire_claims(
+    registry: &Registry,
+    webhook_ttl: Duration,
+) -> Result<usize, RegistryError> {
+    let store = registry.store();
+    let mut gone = 0;
+    for prefix in ["idempotency/webhook/", "idempotency/ingest/"] {
+        for key in crate::store::list_all(store.as_ref(), prefix).await? {
+            let key = StoreKey::new(key)?;
+            let Some(obj) = store.get(&key).await? else {
+                continue;
+            };
+            let v: Value = serde_json::from_slice(&obj.bytes).unwrap_or(Value::Null);
+            let at = v.get("at").and_then(Value::as_str).unwrap_or("");
+            let expired = if prefix.ends_with("webhook/") {
+                age(at) > webhook_ttl
+            } else {
+                let finished = matches!(
+                    v.get("state").and_then(Value::as_str),
+                    Some("done" | "rejected")
+                );
+                finished && age(at) > FINISHED_CLAIM_TTL
+            };
+            if expired && store.expire_claim(&key).await? {
+                gone += 1;
+            }
+        }
+    }
+    Ok(gone)
 }

@@ -214,3 +214,171 @@ async fn a_prefixed_s3_store_ingests_its_uploads() {
         1
     );
 }
+
+/// A store whose reads of `model.onnx` take two seconds: a slow first invocation.
+#[derive(Debug)]
+struct SlowReads(std::sync::Arc<dyn store::Store>);
+
+#[async_trait::async_trait]
+impl store::Store for SlowReads {
+    fn uri(&self) -> &str {
+        self.0.uri()
+    }
+    fn region(&self) -> &str {
+        self.0.region()
+    }
+    async fn get(&self, key: &StoreKey) -> Result<Option<store::Object>, store::StoreError> {
+        if key.as_str().ends_with("model.onnx") {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        self.0.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &StoreKey,
+        bytes: Bytes,
+        pre: Precondition,
+    ) -> Result<store::ETag, store::StoreError> {
+        self.0.put(key, bytes, pre).await
+    }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<store::ListPage, store::StoreError> {
+        self.0.list_page(prefix, start_after, limit).await
+    }
+    async fn put_blob(
+        &self,
+        src: store::BlobSource,
+        progress: store::Progress,
+    ) -> Result<store::BlobInfo, store::StoreError> {
+        self.0.put_blob(src, progress).await
+    }
+}
+
+/// A first invocation slower than the stale-claim time keeps its claim alive (it refreshes
+/// it), so a redelivery meanwhile is told to retry and the upload is registered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_first_invocation_keeps_its_claim_and_registers_once() {
+    // SAFETY: read only by the ingest handler; the other tests here are indifferent to it.
+    unsafe { std::env::set_var("FALAJ_INGEST_CLAIM_STALE_SECS", "0.5") };
+    let (reg, _d) = registry().await;
+    upload_run(&reg, "incoming/wine/run 1 + été", 1).await;
+    let slow = Registry::new(std::sync::Arc::new(SlowReads(reg.store().clone())));
+    let first = tokio::spawn(async move {
+        handle_event(&slow, &fixture("s3-put-manifest.json"))
+            .await
+            .unwrap()
+    });
+    // Well past the stale time while the first one is still reading model.onnx.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let second = handle_event(&reg, &fixture("s3-put-manifest.json"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&second.results[..], [Outcome::Failed { retryable: true, error, .. }] if error.contains("retry later")),
+        "{second:?}"
+    );
+    let first = first.await.unwrap();
+    assert!(
+        matches!(&first.results[..], [Outcome::Registered { version: 1, .. }]),
+        "{first:?}"
+    );
+    let again = handle_event(&reg, &fixture("s3-put-manifest.json"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again.results[..], [Outcome::Duplicate { version: 1, .. }]),
+        "{again:?}"
+    );
+    assert_eq!(
+        reg.versions("wine", &VersionFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// On `dir://` nothing else expires idempotency claims: old webhook claims and finished
+/// ingest claims go; claims in progress and retraining claims stay.
+#[tokio::test]
+async fn expired_claims_go_and_live_ones_stay() {
+    let (reg, _d) = registry().await;
+    let ago = |secs: i64| {
+        (time::OffsetDateTime::now_utc() - time::Duration::seconds(secs))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let put = |k: &str, v: Value| {
+        let reg = &reg;
+        let k = k.to_string();
+        async move {
+            reg.store()
+                .put(
+                    &StoreKey::new(k).unwrap(),
+                    Bytes::from(v.to_string()),
+                    Precondition::IfAbsent,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let day = 86_400;
+    put(
+        "idempotency/webhook/old.json",
+        serde_json::json!({"at": ago(3600)}),
+    )
+    .await;
+    put(
+        "idempotency/webhook/new.json",
+        serde_json::json!({"at": ago(5)}),
+    )
+    .await;
+    put(
+        "idempotency/ingest/done-old.json",
+        serde_json::json!({"state": "done", "at": ago(8 * day)}),
+    )
+    .await;
+    put(
+        "idempotency/ingest/done-new.json",
+        serde_json::json!({"state": "done", "at": ago(day)}),
+    )
+    .await;
+    put(
+        "idempotency/ingest/claimed-old.json",
+        serde_json::json!({"state": "claimed", "at": ago(8 * day)}),
+    )
+    .await;
+    put(
+        "idempotency/retrain/m/old.json",
+        serde_json::json!({"state": "done", "at": ago(30 * day)}),
+    )
+    .await;
+    let gone = falaj::ingest::expire_claims(&reg, std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(gone, 2);
+    let left = store::list_all(reg.store().as_ref(), "idempotency/")
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        [
+            "idempotency/ingest/claimed-old.json",
+            "idempotency/ingest/done-new.json",
+            "idempotency/retrain/m/old.json",
+            "idempotency/webhook/new.json",
+        ]
+    );
+    // Nothing outside idempotency/ can be expired.
+    let k = StoreKey::new("models/x/model.json").unwrap();
+    reg.store()
+        .put(&k, Bytes::from_static(b"{}"), Precondition::IfAbsent)
+        .await
+        .unwrap();
+    assert!(!reg.store().expire_claim(&k).await.unwrap());
+    assert!(reg.store().get(&k).await.unwrap().is_some());
+}

@@ -1333,6 +1333,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(r) = retrainer {
                 tokio::spawn(falaj::retrain::watch(r, every, retrain_report));
             }
+            // Expired idempotency claims go (dir://; S3 has its lifecycle rule), every 10 min.
+            let sweeper = reg.clone();
+            tokio::spawn(async move {
+                let every = std::time::Duration::from_secs(600);
+                loop {
+                    match falaj::ingest::expire_claims(&sweeper, every).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(expired = n, "idempotency claims expired"),
+                        Err(e) => tracing::warn!(error = %e, "expiring idempotency claims failed"),
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            });
             falaj::serve::watch(watcher, every, report).await;
         }
         Command::Demo {

@@ -414,4 +414,21 @@ impl Store for DirStore {
         let s = self.clone();
         blocking(move || s.put_blob_sync(src, progress)).await
     }
+
+    async fn expire_claim(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        if !key.as_str().starts_with("idempotency/") {
+            return Ok(false);
+        }
+        let (s, k) = (self.clone(), key.clone());
+        blocking(move || {
+            let _guard = s.lock(&k)?;
+            let path = s.path(&k)?;
+            match fs::remove_file(&path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(io_err("cannot remove", &path)(e)),
+            }
+        })
+        .await
+    }
 }

@@ -266,6 +266,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         let _ = bucket;
         Ok(StoreKey::new(key)?)
     }
+    /// Deletes an expired idempotency claim (a key under `idempotency/`; every other object
+    /// is immutable or moved by compare-and-swap, and nothing else is ever deleted). Returns
+    /// whether it did: an S3 store leaves expiry to the bucket's lifecycle rule
+    /// (`terraform/modules/registry`), so the default deletes nothing.
+    async fn expire_claim(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        let _ = key;
+        Ok(false)
+    }
     /// Streams `src` into `blobs/sha256/<hex>`, hashing while copying, in bounded memory.
     /// Nothing is visible under `blobs/` until the whole blob is in place.
     async fn put_blob(&self, src: BlobSource, progress: Progress) -> Result<BlobInfo, StoreError>;
