@@ -24,6 +24,7 @@ struct Cli {
 struct Ran {
     code: Option<i32>,
     out: Value,
+    raw: String,
     err: String,
 }
 
@@ -35,17 +36,22 @@ impl Cli {
         self.dir.path().join(name).display().to_string()
     }
     fn run(&self, who: &str, args: &[&str]) -> Ran {
+        self.run_env(who, args, &[])
+    }
+    fn run_env(&self, who: &str, args: &[&str], env: &[(&str, &str)]) -> Ran {
         let out = Command::new(env!("CARGO_BIN_EXE_falaj"))
             .arg("--store")
             .arg(format!("dir://{}", self.store().display()))
             .args(["--json", "--as", who])
             .args(args)
             .env("FALAJ_SIGNING_KEY", self.dir.path().join("signing.key"))
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         Ran {
             code: out.status.code(),
             out: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+            raw: String::from_utf8_lossy(&out.stdout).into_owned(),
             err: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
@@ -67,6 +73,19 @@ impl Cli {
     fn object(&self, key: &str) -> PathBuf {
         self.store().join(key)
     }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn verify(cli: &Cli) -> Ran {
@@ -165,6 +184,71 @@ fn each_attack_through_the_cli_is_refused_and_named() {
         r.err
     );
     assert_eq!(reports(&cli), before, "a refused holdout writes nothing");
+
+    // Oversized inputs are refused before they are read, naming the limit.
+    let r = cli.run_env(
+        "sam",
+        &["validate", "bc@2", "--data", &holdout],
+        &[("FALAJ_MAX_HOLDOUT_BYTES", "1000")],
+    );
+    assert_ne!(r.code, Some(0));
+    assert!(r.err.contains("FALAJ_MAX_HOLDOUT_BYTES"), "{}", r.err);
+    let r = cli.run_env(
+        "sam",
+        &["validate", "bc@2", "--data", &holdout],
+        &[("FALAJ_MAX_ARTIFACT_BYTES", "100")],
+    );
+    assert_ne!(r.code, Some(0));
+    assert!(r.err.contains("FALAJ_MAX_ARTIFACT_BYTES"), "{}", r.err);
+    assert_eq!(reports(&cli), before, "a refused input writes nothing");
+
+    // 4. A retraining request naming a local file (the signing key) as its dataset: `falaj
+    // serve` refuses it and nothing of the file reaches its output or the store.
+    let secret = std::fs::read_to_string(cli.dir.path().join("signing.key")).unwrap();
+    let request = serde_json::json!({
+        "schema": 1, "model": MODEL, "version": 1, "env": "prod",
+        "requested_at": "2026-12-01T00:00:00Z", "requested_by": "falaj-drift",
+        "drifted": ["mean radius"],
+        "report": {"model": MODEL, "version": 1, "rows": 300, "windows": 1,
+                   "rule": {"psi": 0.25, "ks": null, "min_rows": 200}, "features": [],
+                   "enough_rows": true, "drifted": ["mean radius"]},
+        "dataset": cli.dir.path().join("signing.key"), "labelled": [],
+        "target": "diagnosis", "telemetry": []
+    });
+    let req = cli.object("retrain/bc/20261201T000000Z-v1.json");
+    std::fs::create_dir_all(req.parent().unwrap()).unwrap();
+    std::fs::write(&req, serde_json::to_vec(&request).unwrap()).unwrap();
+    let trainer = Path::new(env!("CARGO_BIN_EXE_falaj")).with_file_name("falaj-train");
+    let r = cli.run(
+        "root",
+        &[
+            "serve",
+            "--once",
+            "--retrain-dir",
+            &cli.path("retrain"),
+            "--trainer",
+            trainer.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.err);
+    let printed = format!("{}\n{}", r.raw, r.err);
+    assert!(
+        !printed.contains(secret.trim()),
+        "the key leaked: {printed}"
+    );
+    let refused = r.raw.lines().any(|l| {
+        let step: Value = serde_json::from_str(l).unwrap_or(Value::Null);
+        step["step"] == "retrain" && step.to_string().contains("datasets/bc/")
+    });
+    assert!(refused, "no refusal naming datasets/bc/: {printed}");
+    for entry in walk(&cli.store()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret.trim()),
+            "the key reached {}",
+            entry.display()
+        );
+    }
 
     // 1. A store writer points production at v2 by hand; no repair signs it.
     let alias = cli.object("models/bc/aliases/production.json");
