@@ -287,6 +287,20 @@ struct Claim {
     error: Option<String>,
 }
 
+impl Claim {
+    /// A claim in progress, made now.
+    fn claimed(upload: &Upload, model: &str) -> Self {
+        Self {
+            upload: upload.clone(),
+            state: ClaimState::Claimed,
+            at: now(),
+            model: model.into(),
+            version: None,
+            error: None,
+        }
+    }
+}
+
 /// Handles every record of an event.
 pub async fn handle_event(registry: &Registry, event: &Value) -> Result<BatchReport, EventError> {
     let mut report = BatchReport::default();
@@ -406,14 +420,7 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
         loop {
             tokio::time::sleep(every).await;
             let etag = held.lock().expect("claim lock").0.clone();
-            let c = Claim {
-                upload: upload.clone(),
-                state: ClaimState::Claimed,
-                at: now(),
-                model: model.into(),
-                version: None,
-                error: None,
-            };
+            let c = Claim::claimed(upload, model);
             match registry
                 .put_json(&idem, &c, Precondition::IfMatch(etag))
                 .await
@@ -547,14 +554,7 @@ async fn claim(
     model: &str,
 ) -> Result<Result<ETag, Outcome>, RegistryError> {
     let key = upload.key.as_str();
-    let fresh = Claim {
-        upload: upload.clone(),
-        state: ClaimState::Claimed,
-        at: now(),
-        model: model.into(),
-        version: None,
-        error: None,
-    };
+    let fresh = Claim::claimed(upload, model);
     for _ in 0..3 {
         let current = registry.get_json::<Claim>(idem).await?;
         let pre = match &current {

@@ -49,6 +49,44 @@ fn http(
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+type Lines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Starts the real `falaj serve --json` on a free loopback port: the running server, its
+/// remaining output lines, and its address.
+fn start_serve(
+    store: &str,
+    cfg: &std::path::Path,
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Server, Lines, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_falaj"))
+        .args([
+            "--store",
+            store,
+            "--json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--poll-ms", "100", "--webhook-config"])
+        .arg(cfg)
+        .env("FALAJ_SIGNING_KEY", dir.join("signing.key"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let server = Server(child);
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let addr = first["listening"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    (server, lines, addr)
+}
+
 fn bearer(token: &str) -> Vec<(&'static str, String)> {
     vec![
         ("Authorization", format!("Bearer {token}")),
@@ -86,32 +124,7 @@ async fn an_upload_is_registered_validated_and_staged_without_any_other_command(
     let cfg = e.dir.path().join("webhook.json");
     std::fs::write(&cfg, config.to_string()).unwrap();
     let store = format!("dir://{}", e.dir.path().join("store").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_falaj"))
-        .args([
-            "--store",
-            &store,
-            "--json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--poll-ms",
-            "100",
-        ])
-        .arg("--webhook-config")
-        .arg(&cfg)
-        .env("FALAJ_SIGNING_KEY", e.dir.path().join("signing.key"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let server = Server(child);
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let addr = first["listening"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
+    let (server, mut lines, addr) = start_serve(&store, &cfg, e.dir.path(), &[]);
     let (code, _) = http(&addr, "GET", "/v1/health", &[], b"");
     assert_eq!(code, 200);
 
@@ -422,32 +435,15 @@ async fn stalled_clients_are_cut_off_and_the_connection_cap_holds() {
     let cfg = dir.path().join("webhook.json");
     std::fs::write(&cfg, json!({"tokens": []}).to_string()).unwrap();
     let store = format!("dir://{}", dir.path().join("store").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_falaj"))
-        .args([
-            "--store",
-            &store,
-            "--json",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--webhook-config")
-        .arg(&cfg)
-        .env("FALAJ_SIGNING_KEY", dir.path().join("signing.key"))
-        .env("FALAJ_HTTP_HEADER_TIMEOUT_MS", "400")
-        .env("FALAJ_HTTP_MAX_CONNECTIONS", "4")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let _server = Server(child);
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    let addr = first["listening"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
+    let (_server, _lines, addr) = start_serve(
+        &store,
+        &cfg,
+        dir.path(),
+        &[
+            ("FALAJ_HTTP_HEADER_TIMEOUT_MS", "400"),
+            ("FALAJ_HTTP_MAX_CONNECTIONS", "4"),
+        ],
+    );
     let stalled: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = TcpStream::connect(&addr).unwrap();
