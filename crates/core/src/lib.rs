@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod names;
 pub mod onnx;
 pub mod policy;
+pub mod preprocess;
 pub mod promotion;
 pub mod residency;
 pub mod sketch;

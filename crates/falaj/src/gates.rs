@@ -643,9 +643,17 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
     let p = inp.policy;
     let d = inp.data;
     let mut gates = Vec::new();
+    // The rows as the edge component gives them to the graph (standardised here when the
+    // manifest says it is not folded into the graph), so a model is gated on what it serves.
+    let preprocess = |m: &TrainingManifest, x: &[f32]| {
+        falaj_core::preprocess::Preprocess::from_manifest(Some(m), d.n_features)
+            .map(|pre| pre.apply(x))
+            .map_err(|e| e.to_string())
+    };
+    let x = preprocess(m, &d.x)?;
     let model = LoadedModel::load(inp.onnx, d.n_features)?;
     let positive = positive_class(m, p);
-    let scored = score(&model, d, &d.x, m.task, m.classes.len(), positive)?;
+    let scored = score(&model, d, &x, m.task, m.classes.len(), positive)?;
     for g in &p.metrics {
         let name = format!("metrics.{}", g.metric.name());
         if g.metric.task() != m.task {
@@ -710,7 +718,11 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
         }
     }
     if let Some(r) = &p.robustness {
-        let noisy = metrics::add_noise(&d.x, d.n_features, r.noise_std, r.seed);
+        // Noise on the raw features, as the world would add it; then the same preprocessing.
+        let noisy = preprocess(
+            m,
+            &metrics::add_noise(&d.x, d.n_features, r.noise_std, r.seed),
+        )?;
         let noisy_scored = score(&model, d, &noisy, m.task, m.classes.len(), positive)?;
         let clean = scored.metrics.get(&r.metric).copied().unwrap_or(f64::NAN);
         let dirty = noisy_scored
@@ -733,7 +745,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
         );
     }
     if let Some(max) = p.edge.max_latency_p99_ms {
-        let p99 = model.single_row_p99_ms(&d.x, d.rows, p.edge.latency_runs)?;
+        let p99 = model.single_row_p99_ms(&x, d.rows, p.edge.latency_runs)?;
         gates.push(
             GateResult::measured("edge.latency_p99_ms", p99, Bound::Max(max))
                 .with_detail(format!("{} single-row runs in tract", p.edge.latency_runs)),
@@ -772,7 +784,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
                         score(
                             &bm,
                             d,
-                            &d.x,
+                            &preprocess(pm, &d.x)?,
                             pm.task,
                             pm.classes.len(),
                             positive_class(pm, p),

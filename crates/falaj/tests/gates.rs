@@ -361,3 +361,53 @@ async fn a_model_without_a_policy_is_refused_no_policy() {
     assert_eq!(err.code(), "no_policy", "{err}");
     assert!(err.to_string().contains("has no gate policy"), "{err}");
 }
+
+/// A model whose manifest leaves standardisation to whoever runs it (`folded_into_graph:
+/// false`, the graph takes standardised rows) is scored on standardised rows, exactly as the
+/// edge component serves it: it scores as the same fit with standardisation in its graph.
+#[tokio::test]
+async fn unfolded_standardisation_is_applied_as_the_edge_applies_it() {
+    use falaj_core::manifest::Task;
+    let e = env().await;
+    create(&e.reg, "bc").await;
+    attach_policy(&e.reg, "bc", &policy("breast_cancer.toml").unwrap().1).await;
+    let fitted = |fold| {
+        fit_with(
+            "breast_cancer.csv",
+            "diagnosis",
+            Task::Classification,
+            150,
+            fold,
+        )
+    };
+    let folded = register(&e.reg, "bc", &fitted(true), "sam").await;
+    let unfolded_fit = fitted(false);
+    assert!(
+        !unfolded_fit
+            .manifest
+            .standardization
+            .as_ref()
+            .unwrap()
+            .folded_into_graph
+    );
+    let unfolded = register(&e.reg, "bc", &unfolded_fit, "sam").await;
+    let run = |v| {
+        gates::validate(
+            &e.reg,
+            req("bc", v, "breast_cancer.csv", "breast_cancer.toml", "sam"),
+        )
+    };
+    let (rf, ru) = (run(folded).await.unwrap(), run(unfolded).await.unwrap());
+    assert!(ru.passed, "{:#?}", ru.gates);
+    for g in [
+        "metrics.accuracy",
+        "metrics.roc_auc",
+        "robustness.noise_drop",
+    ] {
+        let (a, b) = (
+            gate(&rf, g).measured.unwrap(),
+            gate(&ru, g).measured.unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{g}: folded {a}, unfolded {b}");
+    }
+}

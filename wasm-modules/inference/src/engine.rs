@@ -70,6 +70,12 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+impl From<crate::preprocess::PreprocessError> for LoadError {
+    fn from(e: crate::preprocess::PreprocessError) -> Self {
+        Self(e.0)
+    }
+}
+
 /// How the instance got its model, for `/metadata` (proof that it loads once).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadInfo {

@@ -103,6 +103,12 @@ pub fn export(n: usize, k: usize, w: &[f32], b: &[f32], softmax: bool) -> Vec<u8
 /// Fits softmax regression (classification) or least squares (regression) by gradient
 /// descent on standardised features, then folds the standardisation into the weights.
 pub fn fit(file: &str, target: &str, task: Task, epochs: usize) -> Fitted {
+    fit_with(file, target, task, epochs, true)
+}
+
+/// [`fit`], with standardisation folded into the graph (`fold`) or left to whoever runs the
+/// model (`folded_into_graph: false` in the manifest: the graph takes standardised rows).
+pub fn fit_with(file: &str, target: &str, task: Task, epochs: usize, fold: bool) -> Fitted {
     let (header, rows) = read_csv(&dataset(file));
     let ti = header.iter().position(|h| h == target).unwrap();
     let features: Vec<String> = header.iter().filter(|h| *h != target).cloned().collect();
@@ -189,10 +195,26 @@ pub fn fit(file: &str, target: &str, task: Task, epochs: usize) -> Fitted {
         }
     }
     // Fold: w·(x - mean)/std + b = (w/std)·x + (b - Σ w·mean/std).
-    let wf: Vec<f32> = (0..n * k).map(|i| (w[i] / std[i / k]) as f32).collect();
-    let bf: Vec<f32> = (0..k)
-        .map(|c| (b[c] - (0..n).map(|j| w[j * k + c] * mean[j] / std[j]).sum::<f64>()) as f32)
-        .collect();
+    let (wf, bf): (Vec<f32>, Vec<f32>) = if fold {
+        (
+            (0..n * k).map(|i| (w[i] / std[i / k]) as f32).collect(),
+            (0..k)
+                .map(|c| {
+                    (b[c] - (0..n).map(|j| w[j * k + c] * mean[j] / std[j]).sum::<f64>()) as f32
+                })
+                .collect(),
+        )
+    } else {
+        (
+            w.iter().map(|v| *v as f32).collect(),
+            b.iter().map(|v| *v as f32).collect(),
+        )
+    };
+    let standardization = (!fold).then(|| falaj_core::Standardization {
+        mean: mean.clone(),
+        std: std.clone(),
+        folded_into_graph: false,
+    });
     Fitted {
         onnx: export(n, k, &wf, &bf, task == Task::Classification),
         manifest: TrainingManifest {
@@ -209,6 +231,7 @@ pub fn fit(file: &str, target: &str, task: Task, epochs: usize) -> Fitted {
                 }],
                 ..Default::default()
             },
+            standardization,
             ..Default::default()
         },
     }
