@@ -23,10 +23,12 @@ pub mod registry;
 pub mod retrain;
 #[cfg(feature = "cli")]
 pub mod serve;
-pub mod store;
 #[cfg(feature = "cli")]
 pub mod terraform;
 pub mod webhook;
+
+/// The store backends (`falaj-store`), re-exported so `falaj::store::...` keeps working.
+pub use falaj_store as store;
 
 pub use error::RegistryError;
 pub use registry::{Artifact, Expect, NewModel, Registered, Registration, Registry, VersionFilter};

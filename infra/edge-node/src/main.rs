@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use falaj::store::{self, OpenOptions};
 use falaj_core::promotion::Stage;
 use falaj_edge::fleet::{Fleet, pull_loop};
 use falaj_edge::metrics::{Metrics, Sketches};
 use falaj_edge::runtime::{EdgeEngine, Limits};
 use falaj_edge::server::{Node, serve};
+use falaj_store::{self as store, OpenOptions};
 
 /// Serves every model deployed to one environment, each version in a wasmtime sandbox.
 ///

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use falaj::store::{Precondition, Store};
 use falaj_core::sketch::{SketchWindow, telemetry_key};
+use falaj_store::{Precondition, Store};
 
 use crate::fleet::Served;
 

@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use falaj::store::{self, OpenOptions};
 use falaj_core::StoreKey;
 use falaj_core::manifest::Task;
+use falaj_store::{self as store, OpenOptions};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use falaj::store::StoreError;
+use falaj_store::StoreError;
 
 /// Reading or checking the dataset failed. Every variant names the dataset (`dataset`) and,
 /// where a single cell is at fault, its 1-based line (the header is line 1) and its column.

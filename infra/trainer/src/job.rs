@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use falaj::store::{self, OpenOptions, Precondition};
 use falaj_core::manifest::{Standardization, Task, TrainingManifest};
 use falaj_core::version::{DatasetRef, Lineage};
 use falaj_core::{AllowedRegions, StoreKey};
+use falaj_store::{self as store, OpenOptions, Precondition};
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

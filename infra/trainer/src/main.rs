@@ -92,7 +92,7 @@ struct Args {
     #[arg(long, default_value = "falaj-train-out")]
     out: PathBuf,
     /// Store to upload to.
-    #[arg(long, default_value = falaj::store::DEFAULT_STORE, env = "FALAJ_STORE")]
+    #[arg(long, default_value = falaj_store::DEFAULT_STORE, env = "FALAJ_STORE")]
     store: String,
     /// Only write --out; upload nothing.
     #[arg(long)]

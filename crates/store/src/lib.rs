@@ -1,12 +1,17 @@
-//! Object stores: the registry's only database.
+//! falaj-store: object stores, the registry's only database.
 //!
 //! A [`Store`] offers what the registry needs and no more: get with an ETag, create-only
 //! put (`If-None-Match: *`), compare-and-swap put (`If-Match`), paginated listing, and a
 //! streaming, content-addressed blob upload. There is no delete: version records, audit
-//! events and blobs are written once and kept.
+//! events and blobs are written once and kept (only expired idempotency claims go, see
+//! [`Store::expire_claim`]).
+//!
+//! It depends on `falaj-core` alone, so the edge node and the trainer read and write the
+//! store without linking the registry, the gates or the CLI.
 //!
 //! Two backends share these semantics: [`dir::DirStore`] (`dir://PATH`, the embedded default)
 //! and [`s3::S3Store`] (`s3://bucket/prefix`). [`open`] picks one from a URI.
+#![deny(missing_docs)]
 
 use std::fmt;
 use std::io::Read;
