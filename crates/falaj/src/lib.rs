@@ -1,9 +1,10 @@
-//! falaj: the store backends, the model registry and its audit log.
+//! falaj: the model registry and its audit log, the gates, promotion and deployments.
 //!
 //! The `falaj` CLI, the Lambda functions and the edge host are thin shells over this crate:
 //! they turn their input into a call here and the result back. Cargo features choose how much
 //! of it a binary links (see `Cargo.toml`): without `gates` nothing runs a model, without
-//! `cli` there is no `serve`, `demo`, `retrain` or `terraform`.
+//! `cli` there is no `serve`, `demo` or `retrain` (and no Terraform residency check:
+//! `falaj-residency`). The stores are `falaj-store`, re-exported as [`store`].
 #![deny(missing_docs)]
 
 #[cfg(feature = "cli")]
@@ -23,8 +24,6 @@ pub mod registry;
 pub mod retrain;
 #[cfg(feature = "cli")]
 pub mod serve;
-#[cfg(feature = "cli")]
-pub mod terraform;
 pub mod webhook;
 
 /// The store backends (`falaj-store`), re-exported so `falaj::store::...` keeps working.

@@ -1542,7 +1542,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Residency(ResidencyCmd::Check { dir }) => {
             let allowed = AllowedRegions::parse(&cli.allowed_regions);
-            let report = falaj::terraform::check_dir(dir, &allowed)
+            let report = falaj_residency::check_dir(dir, &allowed)
                 .map_err(|e| fail("invalid_terraform", 1, e.to_string()))?;
             out.print(&report, || {
                 let mut s: Vec<String> = report

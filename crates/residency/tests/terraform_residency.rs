@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use falaj::terraform::{CheckError, Report, check_dir, rule};
 use falaj_core::AllowedRegions;
+use falaj_residency::{CheckError, Report, check_dir, rule};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

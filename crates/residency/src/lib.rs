@@ -1,4 +1,4 @@
-//! `falaj residency check`: static residency rules over Terraform sources.
+//! falaj-residency: `falaj residency check`, static residency rules over Terraform sources.
 //!
 //! This module owns the CI check that keeps `terraform/` inside the allowed regions
 //! (`me-central-1` unless the operator lists others). It parses every `.tf` file with
