@@ -535,7 +535,7 @@ pub async fn rollout(
         && let Some(ch) = &cur.challenger
     {
         let (champ, chall) = aliases_for(stage);
-        reg.move_alias(
+        reg.move_managed_alias(
             model,
             champ,
             Some(ch.version),
@@ -544,7 +544,7 @@ pub async fn rollout(
         )
         .await?;
         if let Some(a) = chall {
-            reg.move_alias(model, a, None, Expect::Version(ch.version), actor)
+            reg.move_managed_alias(model, a, None, Expect::Version(ch.version), actor)
                 .await?;
         }
         mark_archived(reg, model, cur.champion.version, actor).await?;
@@ -592,12 +592,12 @@ pub async fn rollback(
     let (champ, chall) = aliases_for(stage);
     match (&cur.challenger, chall) {
         (Some(ch), Some(a)) => {
-            reg.move_alias(model, a, None, Expect::Version(ch.version), actor)
+            reg.move_managed_alias(model, a, None, Expect::Version(ch.version), actor)
                 .await?;
         }
         _ => {
             if let Some(back) = dep::rollback_target(&cur) {
-                reg.move_alias(
+                reg.move_managed_alias(
                     model,
                     champ,
                     Some(back),

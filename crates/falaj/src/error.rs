@@ -98,6 +98,15 @@ pub enum RegistryError {
         /// Attempts made.
         attempts: u32,
     },
+    /// `staging`, `production` and `challenger` move only through promotion (gates,
+    /// approvals, a signed deployment): the registry's alias API refuses them, whoever calls.
+    #[error("alias {alias:?} is managed by promotion and cannot be moved by hand: use {instead}")]
+    ManagedAlias {
+        /// The alias.
+        alias: String,
+        /// What to do instead.
+        instead: String,
+    },
 }
 
 impl From<falaj_core::layout::KeyError> for RegistryError {
@@ -127,6 +136,7 @@ impl RegistryError {
             Self::InvalidArtifact { .. } => "invalid_artifact",
             Self::InvalidManifest { .. } => "invalid_manifest",
             Self::Contention { .. } => "contention",
+            Self::ManagedAlias { .. } => "refused",
         }
     }
 }

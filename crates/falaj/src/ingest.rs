@@ -285,11 +285,14 @@ struct Claim {
     version: Option<u64>,
     #[serde(default)]
     error: Option<String>,
+    /// The invocation holding it (random, per invocation).
+    #[serde(default)]
+    owner: String,
 }
 
 impl Claim {
-    /// A claim in progress, made now.
-    fn claimed(upload: &Upload, model: &str) -> Self {
+    /// A claim in progress by `owner`, made now.
+    fn claimed(upload: &Upload, model: &str, owner: &str) -> Self {
         Self {
             upload: upload.clone(),
             state: ClaimState::Claimed,
@@ -297,8 +300,48 @@ impl Claim {
             model: model.into(),
             version: None,
             error: None,
+            owner: owner.into(),
         }
     }
+}
+
+/// Writes `c` over the claim `held` says this invocation holds. A conflict with a write of
+/// this same owner (a refresh cut short by the end of the work) is retried on the new ETag;
+/// a claim another invocation took over is a conflict.
+async fn rewrite_claim(
+    registry: &Registry,
+    idem: &StoreKey,
+    held: &std::sync::Mutex<(ETag, bool)>,
+    c: &Claim,
+) -> Result<ETag, RegistryError> {
+    for _ in 0..3 {
+        let etag = held.lock().expect("claim lock").0.clone();
+        match registry
+            .put_json(idem, c, Precondition::IfMatch(etag))
+            .await
+        {
+            Ok(e) => {
+                held.lock().expect("claim lock").0 = e.clone();
+                return Ok(e);
+            }
+            Err(RegistryError::Store(e)) if e.is_conflict() => {
+                match registry.get_json::<Claim>(idem).await? {
+                    Some((now, etag)) if now.owner == c.owner => {
+                        held.lock().expect("claim lock").0 = etag;
+                    }
+                    _ => {
+                        held.lock().expect("claim lock").1 = true;
+                        return Err(RegistryError::Store(e));
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(RegistryError::Contention {
+        what: idem.to_string(),
+        attempts: 3,
+    })
 }
 
 /// Handles every record of an event.
@@ -390,7 +433,8 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
 
     // Claim the upload.
     let idem = upload.idempotency_key();
-    let claim_etag = match claim(registry, &idem, upload, model).await {
+    let owner = format!("{:016x}", rand::random::<u64>());
+    let claim_etag = match claim(registry, &idem, upload, model, &owner).await {
         Ok(Ok(etag)) => etag,
         Ok(Err(outcome)) => return outcome,
         Err(e) => return Outcome::failed(key, e, true),
@@ -399,19 +443,13 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
     let held = std::sync::Mutex::new((claim_etag, false));
     let finish = |state: ClaimState, version: Option<u64>, error: Option<String>| {
         let c = Claim {
-            upload: upload.clone(),
             state,
-            at: now(),
-            model: model.into(),
             version,
             error,
+            ..Claim::claimed(upload, model, &owner)
         };
-        let (idem, etag) = (idem.clone(), held.lock().expect("claim lock").0.clone());
-        async move {
-            registry
-                .put_json(&idem, &c, Precondition::IfMatch(etag))
-                .await
-        }
+        let (idem, held) = (idem.clone(), &held);
+        async move { rewrite_claim(registry, &idem, held, &c).await }
     };
     // While this invocation works, it refreshes its claim, so a slow registration is never
     // mistaken for a dead one and registered twice.
@@ -419,17 +457,10 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
         let every = stale_claim() / 5;
         loop {
             tokio::time::sleep(every).await;
-            let etag = held.lock().expect("claim lock").0.clone();
-            let c = Claim::claimed(upload, model);
-            match registry
-                .put_json(&idem, &c, Precondition::IfMatch(etag))
-                .await
-            {
-                Ok(e) => held.lock().expect("claim lock").0 = e,
-                Err(RegistryError::Store(e)) if e.is_conflict() => {
-                    held.lock().expect("claim lock").1 = true;
-                    break;
-                }
+            let c = Claim::claimed(upload, model, &owner);
+            match rewrite_claim(registry, &idem, &held, &c).await {
+                Ok(_) => {}
+                Err(RegistryError::Store(e)) if e.is_conflict() => break,
                 Err(e) => tracing::warn!(error = %e, key, "could not refresh the ingest claim"),
             }
         }
@@ -552,9 +583,10 @@ async fn claim(
     idem: &StoreKey,
     upload: &Upload,
     model: &str,
+    owner: &str,
 ) -> Result<Result<ETag, Outcome>, RegistryError> {
     let key = upload.key.as_str();
-    let fresh = Claim::claimed(upload, model);
+    let fresh = Claim::claimed(upload, model, owner);
     for _ in 0..3 {
         let current = registry.get_json::<Claim>(idem).await?;
         let pre = match &current {

@@ -374,7 +374,7 @@ pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<
         .into());
     }
     let moved = reg
-        .move_alias(&req.model, alias, Some(req.version), expect, &req.actor)
+        .move_managed_alias(&req.model, alias, Some(req.version), expect, &req.actor)
         .await?;
     let how = match (req.canary, req.blue_green) {
         (Some(w), _) => falaj_core::deployment::Rollout::Canary(w),

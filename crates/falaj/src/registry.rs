@@ -562,8 +562,30 @@ impl Registry {
     /// Moves `alias` to `to` (`None` removes it) by compare-and-swap.
     ///
     /// With [`Expect::Any`] a lost race is retried; otherwise it is reported as
-    /// [`RegistryError::AliasConflict`] with the alias's current value.
+    /// [`RegistryError::AliasConflict`] with the alias's current value. `staging`,
+    /// `production` and `challenger` are refused ([`RegistryError::ManagedAlias`]): only
+    /// promotion, rollout and rollback move them, after the gatekeeper.
     pub async fn move_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        to: Option<u64>,
+        expect: Expect,
+        actor: &str,
+    ) -> Result<AliasRecord> {
+        if let Some(instead) = falaj_core::promotion::managed_alias(alias) {
+            return Err(RegistryError::ManagedAlias {
+                alias: alias.into(),
+                instead: instead.into(),
+            });
+        }
+        self.move_managed_alias(model, alias, to, expect, actor)
+            .await
+    }
+
+    /// [`Registry::move_alias`] for every alias, the managed ones included: for promotion,
+    /// rollout and rollback, which have been through the gatekeeper.
+    pub(crate) async fn move_managed_alias(
         &self,
         model: &str,
         alias: &str,
@@ -792,7 +814,7 @@ impl Registry {
     /// [`falaj_core::audit::ABORTED`] event and returns the store's conflict, unless someone
     /// already rolled this very intent forward (then it is a success).
     #[allow(clippy::too_many_arguments)]
-    pub async fn commit_state<T: Serialize>(
+    pub async fn commit_state<T: Serialize + DeserializeOwned>(
         &self,
         model: &str,
         actor: &str,
@@ -813,6 +835,9 @@ impl Registry {
                 });
             }
         };
+        // The object is made once per claimed seq and written exactly as the intent records
+        // it, so a `make` that reads the clock cannot make the two differ.
+        let made: Mutex<Option<serde_json::Value>> = Mutex::default();
         let event = self
             .append_with(model, actor, action, subject, |seq| {
                 let mut d = match details.clone() {
@@ -823,10 +848,12 @@ impl Registry {
                         m
                     }
                 };
+                let value = serde_json::to_value(make(seq)).expect("records serialise");
+                *made.lock().expect("made lock") = Some(value.clone());
                 let intent = Intent {
                     key: key.to_string(),
                     expect: expect.clone(),
-                    value: serde_json::to_value(make(seq)).expect("records serialise"),
+                    value,
                 };
                 d.insert(
                     "state".into(),
@@ -836,9 +863,18 @@ impl Registry {
             })
             .await?;
         failpoint("after-intent");
-        let value = make(event.seq);
+        let value = made
+            .lock()
+            .expect("made lock")
+            .take()
+            .expect("the event was made");
+        let typed =
+            serde_json::from_value::<T>(value.clone()).map_err(|e| RegistryError::Corrupt {
+                key: key.to_string(),
+                reason: format!("the state does not read back: {e}"),
+            })?;
         match self.put_json(key, &value, pre).await {
-            Ok(_) => Ok((value, event)),
+            Ok(_) => Ok((typed, event)),
             Err(RegistryError::Store(e)) if e.is_conflict() => {
                 let now = self.store.get(key).await?;
                 let rolled = now
@@ -847,7 +883,7 @@ impl Registry {
                     .and_then(|v| falaj_core::audit::event_seq_of(&v))
                     == Some(event.seq);
                 if rolled {
-                    return Ok((value, event));
+                    return Ok((typed, event));
                 }
                 self.append_audit(
                     model,

@@ -299,10 +299,7 @@ async fn no_regression_and_residency_gates_fail_when_they_should() {
         .unwrap()
         .passed
     );
-    e.reg
-        .move_alias("bc", "production", Some(v1), falaj::Expect::Absent, "root")
-        .await
-        .unwrap();
+    force_alias(&e.reg, "bc", "production", v1).await;
     let mut worse = degraded(&good);
     worse
         .manifest

@@ -287,18 +287,18 @@ async fn aliases_move_only_by_compare_and_swap(b: Backend) {
         .unwrap();
     }
     let a = reg
-        .move_alias("m", "staging", Some(1), Expect::Absent, "ana")
+        .move_alias("m", "champion", Some(1), Expect::Absent, "ana")
         .await
         .unwrap();
     assert_eq!((a.version, a.previous, a.generation), (Some(1), None, 1));
     let a = reg
-        .move_alias("m", "staging", Some(2), Expect::Version(1), "ana")
+        .move_alias("m", "champion", Some(2), Expect::Version(1), "ana")
         .await
         .unwrap();
     assert_eq!((a.version, a.previous, a.generation), (Some(2), Some(1), 2));
     // A stale expectation is a conflict that names the current value.
     match reg
-        .move_alias("m", "staging", Some(3), Expect::Version(1), "bob")
+        .move_alias("m", "champion", Some(3), Expect::Version(1), "bob")
         .await
     {
         Err(RegistryError::AliasConflict {
@@ -309,20 +309,20 @@ async fn aliases_move_only_by_compare_and_swap(b: Backend) {
         other => panic!("expected a conflict naming version 2, got {other:?}"),
     }
     assert!(matches!(
-        reg.move_alias("m", "staging", Some(3), Expect::Absent, "bob")
+        reg.move_alias("m", "champion", Some(3), Expect::Absent, "bob")
             .await,
         Err(RegistryError::AliasConflict { .. })
     ));
-    let r: ModelRef = "m@staging".parse().unwrap();
+    let r: ModelRef = "m@champion".parse().unwrap();
     assert_eq!(reg.resolve(&r).await.unwrap().version, 2);
     assert!(matches!(
-        reg.move_alias("m", "staging", Some(7), Expect::Any, "ana")
+        reg.move_alias("m", "champion", Some(7), Expect::Any, "ana")
             .await,
         Err(RegistryError::VersionNotFound { .. })
     ));
     // Removal is a tombstone; resolving it then fails clearly.
     let gone = reg
-        .move_alias("m", "staging", None, Expect::Version(2), "ana")
+        .move_alias("m", "champion", None, Expect::Version(2), "ana")
         .await
         .unwrap();
     assert_eq!((gone.version, gone.previous), (None, Some(2)));
@@ -332,13 +332,27 @@ async fn aliases_move_only_by_compare_and_swap(b: Backend) {
     ));
     assert!(reg.aliases("m").await.unwrap().is_empty());
     assert!(matches!(
-        reg.move_alias("m", "staging", None, Expect::Any, "ana")
+        reg.move_alias("m", "champion", None, Expect::Any, "ana")
             .await,
         Err(RegistryError::AliasNotFound { .. })
     ));
+    // The aliases promotion manages are refused here, whoever asks.
+    for managed in ["staging", "production", "challenger"] {
+        match reg
+            .move_alias("m", managed, Some(1), Expect::Any, "ana")
+            .await
+        {
+            Err(e @ RegistryError::ManagedAlias { .. }) => {
+                assert_eq!(e.code(), "refused");
+                assert!(e.to_string().contains("falaj promote"), "{e}");
+            }
+            other => panic!("{managed}: expected a refusal, got {other:?}"),
+        }
+        assert!(reg.alias("m", managed).await.unwrap().is_none());
+    }
     // It can be set again, and the generation keeps counting.
     let a = reg
-        .move_alias("m", "staging", Some(3), Expect::Absent, "ana")
+        .move_alias("m", "champion", Some(3), Expect::Absent, "ana")
         .await
         .unwrap();
     assert_eq!(a.generation, 4);
@@ -432,7 +446,7 @@ async fn audit_chain_detects_edits(b: Backend) {
     )
     .await
     .unwrap();
-    reg.move_alias("a", "production", Some(1), Expect::Any, "ana")
+    reg.move_alias("a", "champion", Some(1), Expect::Any, "ana")
         .await
         .unwrap();
     let events = reg.audit_events("a").await.unwrap();

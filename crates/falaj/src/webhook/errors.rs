@@ -88,6 +88,7 @@ pub fn registry_status(e: &RegistryError) -> u16 {
         RegistryError::InvalidArtifact { .. } | RegistryError::InvalidManifest { .. } => 422,
         RegistryError::Corrupt { .. } => 500,
         RegistryError::Contention { .. } => 503,
+        RegistryError::ManagedAlias { .. } => 422,
     }
 }
 

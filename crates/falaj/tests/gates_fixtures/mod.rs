@@ -356,3 +356,40 @@ pub async fn put_object(reg: &Registry, key: &str, bytes: Vec<u8>) {
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// Writes `model@alias = version` with its audit event, as promotion's own alias move does,
+/// but without the promotion around it: for tests that set up (or interrupt) a promotion.
+/// The registry's alias API refuses managed aliases, so this goes through `commit_state`.
+pub async fn force_alias(reg: &Registry, model: &str, alias: &str, version: u64) {
+    let key = falaj_core::layout::alias(model, alias);
+    let current = reg.get_json::<falaj_core::AliasRecord>(&key).await.unwrap();
+    let (previous, generation, pre) = match &current {
+        Some((a, etag)) => (
+            a.version,
+            a.generation,
+            falaj::store::Precondition::IfMatch(etag.clone()),
+        ),
+        None => (None, 0, falaj::store::Precondition::IfAbsent),
+    };
+    reg.commit_state(
+        model,
+        "root",
+        "alias.moved",
+        &format!("{model}@{alias}"),
+        serde_json::json!({"from": previous, "to": version, "generation": generation + 1}),
+        &key,
+        pre,
+        |seq| falaj_core::AliasRecord {
+            model: model.into(),
+            alias: alias.into(),
+            version: Some(version),
+            previous,
+            generation: generation + 1,
+            moved_by: "root".into(),
+            moved_at: falaj::registry::now(),
+            event_seq: Some(seq),
+        },
+    )
+    .await
+    .unwrap();
+}
