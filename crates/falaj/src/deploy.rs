@@ -22,9 +22,9 @@ use falaj_core::{ModelVersion, StoreKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::access::{PromotionError, authorize, mark_archived};
 use crate::error::RegistryError;
 use crate::gatekeeper;
-use crate::promotion::{PromotionError, authorize, mark_archived};
 use crate::registry::{Expect, Registry, now};
 use crate::store::{ETag, Precondition, list_all};
 

@@ -18,8 +18,8 @@ use falaj_core::sketch::SketchWindow;
 use serde::{Deserialize, Serialize};
 
 use crate::RegistryError;
+use crate::access::PromotionError;
 use crate::deploy;
-use crate::promotion::PromotionError;
 use crate::registry::{Registry, now};
 use crate::store::{Precondition, list_all};
 

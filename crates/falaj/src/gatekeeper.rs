@@ -26,8 +26,8 @@ use falaj_core::promotion::{
 use falaj_core::{ModelVersion, StoreKey, audit::AuditEvent};
 use sha2::{Digest, Sha256};
 
+use crate::access::{PromotionError, approvals, archived_key, authorize, refuse, roles};
 use crate::error::RegistryError;
-use crate::promotion::{PromotionError, approvals, archived_key, authorize, refuse, roles};
 use crate::registry::Registry;
 
 type Result<T, E = PromotionError> = std::result::Result<T, E>;

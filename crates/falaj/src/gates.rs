@@ -73,7 +73,7 @@ pub enum GateError {
     Policy(#[from] PolicyError),
     /// Roles refused the request (the refusal is audited).
     #[error(transparent)]
-    Promotion(#[from] crate::promotion::PromotionError),
+    Promotion(#[from] crate::access::PromotionError),
     /// Neither an attached policy nor `--policy`.
     #[error(
         "{model} has no gate policy; attach one with `falaj policy set {model} gates.toml` or pass --policy gates.toml"
@@ -979,7 +979,7 @@ pub async fn artifact_of(reg: &Registry, v: &ModelVersion) -> Result<Bytes, Regi
 #[cfg(feature = "gates")]
 pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, GateError> {
     let subject = format!("{}@{}", req.model, req.version);
-    crate::promotion::authorize(reg, &req.model, &req.actor, Action::Validate, &subject).await?;
+    crate::access::authorize(reg, &req.model, &req.actor, Action::Validate, &subject).await?;
     let model_rec = reg.model(&req.model).await?;
     let version = reg.version(&req.model, req.version).await?;
     let (policy_name, policy_src) = match req.policy.clone() {

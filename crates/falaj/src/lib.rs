@@ -7,6 +7,7 @@
 //! `falaj-residency`). The stores are `falaj-store`, re-exported as [`store`].
 #![deny(missing_docs)]
 
+pub mod access;
 #[cfg(feature = "cli")]
 pub mod demo;
 pub mod deploy;

@@ -21,7 +21,7 @@ use falaj_core::onnx::{
 use prost::Message;
 
 use crate::error::ExportError;
-use crate::model::{Activation, DenseWeights};
+pub use crate::graph::{Activation, DenseWeights, Layer};
 
 /// Lowest opset we emit: Softmax with `axis=-1` over the last axis only needs opset 13.
 pub const MIN_OPSET: i64 = 13;
@@ -35,49 +35,6 @@ pub const INPUT: &str = "input";
 pub const OUTPUT: &str = "output";
 /// Symbol of the dynamic batch dimension.
 pub const BATCH: &str = "batch";
-
-/// One step of the inference computation, in execution order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Layer {
-    /// `(x - mean) / scale`, per feature.
-    Standardize {
-        /// Per-feature mean.
-        mean: Vec<f32>,
-        /// Per-feature divisor (non-zero).
-        scale: Vec<f32>,
-    },
-    /// `x·W + b`.
-    Dense(DenseWeights),
-    /// Element-wise activation.
-    Activation(Activation),
-    /// Dropout with probability `p`: the identity at inference, so no node.
-    Dropout {
-        /// Probability used in training.
-        p: f64,
-    },
-    /// Softmax over the last axis (class probabilities).
-    Softmax,
-    /// `x·scale + shift` with scalar constants (undoing target standardisation).
-    Affine {
-        /// Multiplier.
-        scale: f32,
-        /// Offset.
-        shift: f32,
-    },
-}
-
-impl Layer {
-    fn describe(&self) -> String {
-        match self {
-            Self::Standardize { mean, .. } => format!("standardize[{}]", mean.len()),
-            Self::Dense(d) => format!("dense {}→{}", d.inputs, d.outputs),
-            Self::Activation(a) => a.name().to_string(),
-            Self::Dropout { p } => format!("dropout p={p}"),
-            Self::Softmax => "softmax".into(),
-            Self::Affine { scale, shift } => format!("affine ×{scale} +{shift}"),
-        }
-    }
-}
 
 /// What to export.
 #[derive(Debug, Clone)]

@@ -27,6 +27,7 @@ pub mod curve;
 pub mod data;
 pub mod error;
 pub mod export;
+pub mod graph;
 pub mod job;
 pub mod model;
 pub mod train;

@@ -5,8 +5,6 @@
 //! RNG, and dropout masks come from a second stream, so two runs with the same seed produce
 //! the same weights even when tests run in parallel threads.
 
-use std::fmt;
-
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::{gelu, relu, softmax};
@@ -16,52 +14,14 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
-use crate::error::ConfigError;
-use crate::export::Layer;
-
-/// Non-linearity between hidden layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// `max(0, x)`.
-    Relu,
-    /// Exact GELU, `0.5·x·(1 + erf(x/√2))`.
-    Gelu,
-}
+pub use crate::graph::{Activation, DenseWeights, Layer};
 
 impl Activation {
-    /// Parses `relu` or `gelu`.
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        match s.to_ascii_lowercase().as_str() {
-            "relu" => Ok(Self::Relu),
-            "gelu" => Ok(Self::Gelu),
-            _ => Err(ConfigError::Unknown {
-                what: "activation",
-                value: s.into(),
-                expected: "relu, gelu",
-            }),
-        }
-    }
-
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Relu => "relu",
-            Self::Gelu => "gelu",
-        }
-    }
-
     fn apply(self, x: Tensor<2>) -> Tensor<2> {
         match self {
             Self::Relu => relu(x),
             Self::Gelu => gelu(x),
         }
-    }
-}
-
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -209,20 +169,6 @@ impl Mlp {
             })
             .collect()
     }
-}
-
-/// One dense layer's parameters on the host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DenseWeights {
-    /// Input width.
-    pub inputs: usize,
-    /// Output width.
-    pub outputs: usize,
-    /// Row-major `[inputs, outputs]`: `y = x·W + b`, the layout of burn's `Linear` and of ONNX
-    /// `Gemm` with `transB = 0`.
-    pub weight: Vec<f32>,
-    /// `[outputs]`.
-    pub bias: Vec<f32>,
 }
 
 /// `sha256:<hex>` over every weight and bias in order, as little-endian f32: equal digests
