@@ -385,6 +385,18 @@ pub fn reconcile(
     Some(m)
 }
 
+/// The deployment public key as published in the store (`keys/deploy.pub`, see
+/// [`crate::layout::deploy_public_key`]) and as `--trust-key-file` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedKey {
+    /// `ed25519`.
+    pub algorithm: String,
+    /// Key id (see [`key_id`]).
+    pub key_id: String,
+    /// 64 hex digits.
+    pub public_key: String,
+}
+
 /// The stored envelope: payload, signature and key id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedDeployment {

@@ -132,6 +132,10 @@ pub fn audit_prefix(name: &str) -> String {
 pub fn audit_head(name: &str) -> StoreKey {
     key(format!("audit/{name}/head.json"))
 }
+/// `keys/deploy.pub` — the deployment public key falaj publishes (edge nodes pin their own).
+pub fn deploy_public_key() -> StoreKey {
+    key("keys/deploy.pub".into())
+}
 /// `incoming/` — where uploads wait to be registered.
 pub const INCOMING_PREFIX: &str = "incoming/";
 

@@ -20,7 +20,7 @@ use falaj_core::deployment::{
 use falaj_core::promotion::{Action, Stage};
 use falaj_core::{ModelVersion, StoreKey};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::access::{PromotionError, authorize, mark_archived};
 use crate::error::RegistryError;
@@ -44,19 +44,10 @@ pub fn deployment_key(env: &str, model: &str) -> StoreKey {
 
 /// `keys/deploy.pub`.
 pub fn public_key_key() -> StoreKey {
-    StoreKey::new("keys/deploy.pub").expect("valid key")
+    falaj_core::layout::deploy_public_key()
 }
 
-/// The published public key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishedKey {
-    /// `ed25519`.
-    pub algorithm: String,
-    /// Key id (see `falaj_core::deployment::key_id`).
-    pub key_id: String,
-    /// 64 hex digits.
-    pub public_key: String,
-}
+pub use falaj_core::deployment::PublishedKey;
 
 /// The local ed25519 signing key.
 #[derive(Clone)]

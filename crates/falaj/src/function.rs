@@ -14,19 +14,8 @@ use {
     falaj_core::policy::GateReport,
 };
 
-/// JSON log lines on stderr (one object per line, `level`, `fields`, `target`, timestamp),
-/// filtered by `FALAJ_LOG` or `RUST_LOG` (default `info`).
-pub fn init_json_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FALAJ_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
+/// JSON log lines on stderr, filtered by `FALAJ_LOG` or `RUST_LOG` (from `falaj-runtime`).
+pub use falaj_runtime::init_json_logs;
 
 /// Opens the registry named by `FALAJ_STORE` (`s3://bucket[/prefix]` in AWS), checking the
 /// bucket's region against `FALAJ_ALLOWED_REGIONS` (default `me-central-1`).

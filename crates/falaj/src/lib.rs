@@ -16,7 +16,6 @@ pub mod error;
 pub mod function;
 pub mod gatekeeper;
 pub mod gates;
-pub mod httpd;
 pub mod ingest;
 pub mod pipeline;
 pub mod promotion;
@@ -27,6 +26,8 @@ pub mod retrain;
 pub mod serve;
 pub mod webhook;
 
+/// The shared HTTP accept loop (`falaj-runtime`).
+pub use falaj_runtime::httpd;
 /// The store backends (`falaj-store`), re-exported so `falaj::store::...` keeps working.
 pub use falaj_store as store;
 

@@ -33,15 +33,8 @@ type Result<T, E = RegistryError> = std::result::Result<T, E>;
 /// How many times a contended write is retried before giving up.
 const MAX_ATTEMPTS: u32 = 10_000;
 
-/// The current time, RFC 3339 in UTC with milliseconds.
-pub fn now() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+/// The current time, RFC 3339 in UTC with milliseconds (from `falaj-runtime`).
+pub use falaj_runtime::now;
 
 /// A new model.
 #[derive(Debug, Clone, Default)]

@@ -310,7 +310,7 @@ impl Fleet {
             champion: Some(route.champion.version),
             challenger: route.challenger.as_ref().map(|(s, w)| (s.version, *w)),
             last_error: None,
-            applied_at: Some(falaj::registry::now()),
+            applied_at: Some(falaj_runtime::now()),
             apply_ms: Some(t0.elapsed().as_millis() as u64),
             refusals: self
                 .status

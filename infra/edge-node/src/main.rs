@@ -116,7 +116,7 @@ fn trusted_key(args: &Args) -> Result<Option<ed25519_dalek::VerifyingKey>> {
             .with_context(|| format!("reading the trusted key {}", path.display()))?,
         (None, None) => return Ok(None),
     };
-    let hex = match serde_json::from_str::<falaj::deploy::PublishedKey>(&text) {
+    let hex = match serde_json::from_str::<falaj_core::deployment::PublishedKey>(&text) {
         Ok(p) => p.public_key,
         Err(_) => text.trim().to_owned(),
     };
@@ -173,7 +173,7 @@ fn precompile(args: &Args) -> Result<()> {
 async fn main() {
     let args = Args::parse();
     if args.json_logs {
-        falaj::function::init_json_logs();
+        falaj_runtime::init_json_logs();
     } else {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -220,10 +220,16 @@ async fn run(args: Args) -> Result<()> {
     let trusted = match trusted_key(&args)? {
         Some(k) => k,
         None => {
-            let reg = falaj::Registry::new(store.clone());
-            let k = falaj::deploy::trusted_key(&reg).await?.with_context(|| {
-                "no trusted key: pass --trust-key (or --trust-key-file), or publish one with a first `falaj promote` (keys/deploy.pub)"
-            })?;
+            let published = store
+                .get(&falaj_core::layout::deploy_public_key())
+                .await?
+                .with_context(|| {
+                    "no trusted key: pass --trust-key (or --trust-key-file), or publish one with a first `falaj promote` (keys/deploy.pub)"
+                })?;
+            let p: falaj_core::deployment::PublishedKey =
+                serde_json::from_slice(&published.bytes).context("keys/deploy.pub")?;
+            let k = falaj_core::deployment::public_key_from_hex(&p.public_key)
+                .context("keys/deploy.pub")?;
             tracing::warn!(
                 key_id = %falaj_core::deployment::key_id(&k),
                 "--insecure-trust-store-key: trusting the deployment key published in the store (keys/deploy.pub); a store writer can deploy to this node. Pin it with --trust-key"
@@ -250,7 +256,7 @@ async fn run(args: Args) -> Result<()> {
         loaded.component.clone(),
     ));
     let restored = fleet.restore().await;
-    let limits = falaj::httpd::Limits::from_env().map_err(anyhow::Error::msg)?;
+    let limits = falaj_runtime::httpd::Limits::from_env().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -159,7 +159,7 @@ impl Sketches {
                     served.manifest.as_ref(),
                     n,
                     (&self.env, &self.node, &served.model, served.version),
-                    falaj::registry::now(),
+                    falaj_runtime::now(),
                 )
             });
         for row in &rows {
@@ -172,7 +172,7 @@ impl Sketches {
     pub async fn flush(&self, store: &dyn Store) -> Vec<String> {
         let taken = std::mem::take(&mut *self.windows.lock().expect("sketch lock"));
         let mut written = Vec::new();
-        let now = falaj::registry::now();
+        let now = falaj_runtime::now();
         let stamp: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         for (id, mut w) in taken {
             w.ended_at = now.clone();

@@ -68,8 +68,8 @@ fn error(status: u16, code: &str, message: impl std::fmt::Display) -> Resp {
 }
 
 /// Serves HTTP on `listener` until the process ends, under `limits`.
-pub async fn serve(listener: TcpListener, node: Arc<Node>, limits: falaj::httpd::Limits) {
-    falaj::httpd::serve(listener, limits, move |req, _peer| {
+pub async fn serve(listener: TcpListener, node: Arc<Node>, limits: falaj_runtime::httpd::Limits) {
+    falaj_runtime::httpd::serve(listener, limits, move |req, _peer| {
         let node = node.clone();
         async move { answer(&node, req).await }
     })
