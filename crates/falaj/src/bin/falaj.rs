@@ -129,11 +129,17 @@ enum Command {
         #[arg(long = "rm")]
         remove: Vec<String>,
     },
-    /// Show a model's audit log; --verify checks its hash chain.
+    /// Show a model's audit log; --verify checks its hash chain and the state it explains.
+    ///
+    /// --verify first completes any move a crashed writer left half-made (its event was
+    /// written, its alias, approval or deployment was not), then checks that no event was
+    /// edited, removed, reordered or cut off the end (the head, audit/<model>/head.json), and
+    /// that every alias, approval, archive marker and deployment is exactly what the event
+    /// it names wrote. Exit 5 names each problem by store key.
     Audit {
         /// Model name.
         model: String,
-        /// Check that no event was edited, removed or reordered (exit 5 if one was).
+        /// Verify the chain and the state (exit 5 on any problem).
         #[arg(long)]
         verify: bool,
     },
