@@ -143,6 +143,14 @@ fn each_attack_through_the_cli_is_refused_and_named() {
     assert_eq!(cli.champion(), 1);
     assert_eq!(verify(&cli).code, Some(0), "{}", verify(&cli).err);
 
+    // The aliases promotion manages cannot be set by hand, whoever asks (exit 6).
+    for who in ["mel", "root"] {
+        let r = cli.run(who, &["alias", "set", MODEL, "production", "2"]);
+        assert_eq!(r.code, Some(6), "{}", r.err);
+        assert!(r.err.contains("managed by promotion"), "{}", r.err);
+    }
+    assert_eq!(cli.champion(), 1);
+
     // 3. The caller picks the policy: an advisory report, never a promotion.
     let r = cli.ok(
         "sam",

@@ -433,14 +433,9 @@ struct Failure {
 
 impl From<RegistryError> for Failure {
     fn from(e: RegistryError) -> Self {
-        let exit = match e.code() {
-            "conflict" => 3,
-            "not_found" => 4,
-            _ => 1,
-        };
         Self {
             code: e.code(),
-            exit,
+            exit: exit_for(e.code()),
             message: e.to_string(),
         }
     }
