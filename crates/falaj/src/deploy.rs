@@ -422,6 +422,8 @@ pub async fn repair(
     };
     let stage = check_env(env)?;
     let (champ, chall) = aliases_for(stage);
+    // Read after the status, never before: every alias it saw then has its event in the chain
+    // (events are written first), so a concurrent move is not taken for tampering.
     let events = reg.audit_events(model).await?;
     gatekeeper::check_alias_explained(reg, &events, model, champ, actor).await?;
     if let Some(a) = chall {

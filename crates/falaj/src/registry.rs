@@ -898,12 +898,12 @@ impl Registry {
     /// object the intent was made against.
     pub async fn settle(&self, model: &str) -> Result<Vec<String>> {
         let events = self.audit_events(model).await?;
-        self.settle_with(model, &events).await
+        self.settle_events(&events).await
     }
 
-    async fn settle_with(
+    /// [`Registry::settle`] over a chain the caller has already read.
+    pub(crate) async fn settle_events(
         &self,
-        _model: &str,
         events: &[(String, u64, AuditEvent)],
     ) -> Result<Vec<String>> {
         let keys: std::collections::BTreeSet<String> = events
@@ -1056,7 +1056,7 @@ impl Registry {
         ));
         // A broken chain is not a basis for rolling anything forward.
         let rolled = if settle && found.is_empty() {
-            self.settle_with(model, &events).await?
+            self.settle_events(&events).await?
         } else {
             Vec::new()
         };
