@@ -37,10 +37,10 @@ for arch in $arches; do
     *) echo "package-functions: unknown arch $arch" >&2; exit 2 ;;
   esac
   rustup target add "$target" >/dev/null
-  # One cargo invocation per function: cargo unifies the features of the packages it builds
-  # together, and each function must get only the falaj features it names (ingest, promote
-  # and drift none; validate `gates`; webhook `lambda-invoke`). Dependencies built
-  # with the same features are shared between the invocations.
+  # One cargo invocation per function: cargo unifies the dependency features of the packages
+  # it builds together, so each function is built alone with exactly what its crates need
+  # (only validate links falaj-gates and tract). Dependencies built with the same features
+  # are shared between the invocations.
   for v in $verbs; do
     echo "building falaj-fn-$v for $target (profile lambda: opt-level s, fat LTO, static)"
     cargo build --profile lambda --locked --target "$target" -p "falaj-fn-$v"

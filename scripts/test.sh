@@ -40,23 +40,8 @@ cargo fmt --all --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "falaj as the Lambda functions link it (none; gates; lambda-invoke): lints clean"
-# The packages build each function with only the falaj features it needs
-# (scripts/package-functions.sh): ingest, promote, drift none; validate gates; webhook
-# lambda-invoke. The workspace build above has them all.
-cargo clippy -p falaj --lib --no-default-features --quiet -- -D warnings
-cargo clippy -p falaj --lib --no-default-features --features gates --quiet -- -D warnings
-cargo clippy -p falaj --lib --no-default-features --features lambda-invoke --quiet -- -D warnings
-
-step "falaj-edge and falaj-train link no registry, host tract, hcl or aws-sdk-lambda"
-# The edge runs tract only inside the component; both need only falaj-core, falaj-store (and
-# the edge falaj-runtime).
-for p in falaj-edge falaj-train; do
-  if cargo tree -q -p "$p" -e normal --prefix none | grep -E '^(falaj|tract-onnx|hcl-edit|aws-sdk-lambda) '; then
-    echo "error: $p links the crates above, which it never calls (see docs/architecture.md)" >&2
-    exit 1
-  fi
-done
+step "crate layering: every arrow points down; what each binary links"
+bash scripts/check-layers.sh
 
 step "falaj-core builds for wasm32-wasip2"
 cargo build --quiet -p falaj-core --target wasm32-wasip2
@@ -93,8 +78,8 @@ demo --clean
 python3 scripts/check-demo.py "$demo_store" breast-cancer 1
 
 step "residency check of terraform/"
-# The binary built above: `cargo run -p falaj` would resolve features for falaj alone and
-# rebuild much of the tree.
+# The binary built above (`cargo run -p falaj-cli` would resolve dependency features for that
+# package alone and rebuild much of the tree).
 "${CARGO_TARGET_DIR:-$root/target}/debug/falaj" residency check terraform/
 
 step "terraform: HCL parse + checkov"

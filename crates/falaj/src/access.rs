@@ -81,6 +81,12 @@ impl PromotionError {
             Self::BadEnv { .. } => "invalid_name",
         }
     }
+
+    /// Whether the same call may succeed if tried again: only a retryable registry failure;
+    /// a refusal stands until roles, approvals or the version change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Registry(e) if e.is_retryable())
+    }
 }
 
 type Result<T, E = PromotionError> = std::result::Result<T, E>;

@@ -139,4 +139,77 @@ impl RegistryError {
             Self::ManagedAlias { .. } => "refused",
         }
     }
+
+    /// Whether the same call may succeed if tried again (a retryable store failure, or
+    /// contention that outlasted the retries); every other error is decided by what is stored
+    /// or asked, and fails the same way again. Lambda retries, and a watcher re-polls, only
+    /// these.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_retryable(),
+            Self::Contention { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_a_retry_can_cure_are_retryable() {
+        let io = || StoreError::Io {
+            what: "read",
+            path: "x".into(),
+            source: std::io::Error::other("disk"),
+        };
+        let cases: Vec<(RegistryError, bool)> = vec![
+            (io().into(), true),
+            (
+                StoreError::S3 {
+                    op: "PutObject",
+                    key: "k".into(),
+                    message: "503 SlowDown".into(),
+                }
+                .into(),
+                true,
+            ),
+            (
+                StoreError::Conflict {
+                    key: "k".into(),
+                    current: None,
+                }
+                .into(),
+                true,
+            ),
+            (
+                RegistryError::Contention {
+                    what: "w".into(),
+                    attempts: 3,
+                },
+                true,
+            ),
+            (
+                StoreError::Missing {
+                    uri: "dir:///x".into(),
+                    hint: "h".into(),
+                }
+                .into(),
+                false,
+            ),
+            (StoreError::Symlink { path: "x".into() }.into(), false),
+            (RegistryError::ModelNotFound { model: "bc".into() }, false),
+            (
+                RegistryError::InvalidArtifact {
+                    source_name: "m.onnx".into(),
+                    reason: "r".into(),
+                },
+                false,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(e.is_retryable(), want, "{e} ({})", e.code());
+        }
+    }
 }

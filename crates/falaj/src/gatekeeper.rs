@@ -100,7 +100,7 @@ fn audited(model: &str, events: &[(String, u64, AuditEvent)]) -> Audited {
 /// or holdout check: for showing a state, not for signing).
 pub async fn evidence(reg: &Registry, v: &ModelVersion) -> Result<Evidence> {
     let policy = attached_policy(reg, &v.model).await?;
-    let reports = crate::gates::reports(reg, &v.model, v.version).await?;
+    let reports = crate::reports::reports(reg, &v.model, v.version).await?;
     Ok(judge_reports(
         &reports,
         &v.digest,
@@ -132,7 +132,7 @@ async fn signing_evidence(
             ),
         });
     }
-    let reports: Vec<_> = crate::gates::reports(reg, &v.model, v.version)
+    let reports: Vec<_> = crate::reports::reports(reg, &v.model, v.version)
         .await?
         .into_iter()
         .filter(|r| audited.reports.contains(&(r.version, r.run)))

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::claim::Claimed;
 use crate::registry::{Artifact, NewModel, Registration, Registry, now};
 use crate::store::{ETag, Precondition, no_progress};
 use crate::{RegistryError, VersionFilter};
@@ -352,27 +353,23 @@ pub async fn handle_event(registry: &Registry, event: &Value) -> Result<BatchRep
             Ok(upload) => ingest_upload(registry, &upload).await,
             Err(failed) => failed,
         };
-        match &outcome {
-            Outcome::Failed {
-                key,
-                error,
-                retryable,
-            } => tracing::error!(key, error, retryable, "record failed"),
-            Outcome::Ignored { key, reason } => tracing::info!(key, reason, "record ignored"),
-            other => tracing::info!(outcome = ?other, "record handled"),
-        }
+        log_outcome(&outcome);
         report.results.push(outcome);
     }
     Ok(report)
 }
 
-fn age(at: &str) -> Duration {
-    let parsed = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339);
-    parsed.map_or(Duration::MAX, |t| {
-        (time::OffsetDateTime::now_utc() - t)
-            .try_into()
-            .unwrap_or(Duration::ZERO)
-    })
+/// Logs what happened to one upload: one JSON line CloudWatch can query.
+pub fn log_outcome(outcome: &Outcome) {
+    match outcome {
+        Outcome::Failed {
+            key,
+            error,
+            retryable,
+        } => tracing::error!(key, error, retryable, "record failed"),
+        Outcome::Ignored { key, reason } => tracing::info!(key, reason, "record ignored"),
+        other => tracing::info!(outcome = ?other, "record handled"),
+    }
 }
 
 /// Registers one upload, exactly once however often it is delivered.
@@ -437,7 +434,10 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
     let claim_etag = match claim(registry, &idem, upload, model, &owner).await {
         Ok(Ok(etag)) => etag,
         Ok(Err(outcome)) => return outcome,
-        Err(e) => return Outcome::failed(key, e, true),
+        Err(e) => {
+            let retryable = e.is_retryable();
+            return Outcome::failed(key, e, retryable);
+        }
     };
     // The claim's current ETag, and whether another invocation took it over.
     let held = std::sync::Mutex::new((claim_etag, false));
@@ -486,29 +486,20 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
                 .store()
                 .get(&k)
                 .await
-                .map_err(|e| (RegistryError::from(e), true))?
+                .map_err(RegistryError::from)?
                 .map(|o| o.bytes)
-                .ok_or_else(|| {
-                    (
-                        RegistryError::InvalidArtifact {
-                            source_name: k.to_string(),
-                            reason: "it does not exist; upload model.onnx before manifest.json"
-                                .into(),
-                        },
-                        false,
-                    )
+                .ok_or_else(|| RegistryError::InvalidArtifact {
+                    source_name: k.to_string(),
+                    reason: "it does not exist; upload model.onnx before manifest.json".into(),
                 })
         };
         let manifest: Bytes = read(manifest_key.clone()).await?;
         let onnx: Bytes = read(model_key.clone()).await?;
         if held.lock().expect("claim lock").1 {
-            return Err((
-                RegistryError::Contention {
-                    what: format!("the ingest claim of {key} (taken over by another invocation)"),
-                    attempts: 1,
-                },
-                true,
-            ));
+            return Err(RegistryError::Contention {
+                what: format!("the ingest claim of {key} (taken over by another invocation)"),
+                attempts: 1,
+            });
         }
         match registry
             .create_model(
@@ -522,7 +513,7 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
             .await
         {
             Ok(_) | Err(RegistryError::ModelExists { .. }) => {}
-            Err(e) => return Err((e, true)),
+            Err(e) => return Err(e),
         }
         let r = registry
             .register(
@@ -537,17 +528,10 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
                 },
                 no_progress(),
             )
-            .await
-            .map_err(|e| {
-                let retryable = matches!(
-                    e,
-                    RegistryError::Store(_) | RegistryError::Contention { .. }
-                );
-                (e, retryable)
-            })?;
+            .await?;
         Ok(r.version.version)
     };
-    let result: Result<u64, (RegistryError, bool)> = tokio::select! {
+    let result: Result<u64, RegistryError> = tokio::select! {
         r = work => r,
         _ = heartbeat => unreachable!("the heartbeat never ends"),
     };
@@ -565,7 +549,9 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
                 true,
             ),
         },
-        Err((e, retryable)) => {
+        Err(e) => {
+            // Retried (by Lambda, or the watcher's next poll) only when a retry may succeed.
+            let retryable = e.is_retryable();
             let state = if retryable {
                 ClaimState::Retry
             } else {
@@ -577,7 +563,8 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
     }
 }
 
-/// Claims `idem` for `upload`: the claim's ETag, or the outcome to return instead.
+/// Claims `idem` for `upload` (`crate::claim`): the claim's ETag, or the outcome to return
+/// instead. A claim in progress is taken over once stale, and one left for a retry at once.
 async fn claim(
     registry: &Registry,
     idem: &StoreKey,
@@ -587,49 +574,39 @@ async fn claim(
 ) -> Result<Result<ETag, Outcome>, RegistryError> {
     let key = upload.key.as_str();
     let fresh = Claim::claimed(upload, model, owner);
-    for _ in 0..3 {
-        let current = registry.get_json::<Claim>(idem).await?;
-        let pre = match &current {
-            None => Precondition::IfAbsent,
-            Some((c, etag)) => match c.state {
-                ClaimState::Done => {
-                    return Ok(Err(Outcome::Duplicate {
-                        key: key.into(),
-                        model: c.model.clone(),
-                        version: c.version.unwrap_or(0),
-                    }));
-                }
-                ClaimState::Rejected => {
-                    let error = format!(
+    let free = |c: &Claim| match c.state {
+        ClaimState::Retry => true,
+        ClaimState::Claimed => crate::claim::is_stale(&c.at, stale_claim()),
+        ClaimState::Done | ClaimState::Rejected => false,
+    };
+    Ok(
+        match crate::claim::claim(registry, idem, &fresh, free).await? {
+            Claimed::Ours(etag) => Ok(etag),
+            Claimed::Theirs(c) => Err(match c.state {
+                ClaimState::Done => Outcome::Duplicate {
+                    key: key.into(),
+                    model: c.model.clone(),
+                    version: c.version.unwrap_or(0),
+                },
+                ClaimState::Rejected => Outcome::failed(
+                    key,
+                    format!(
                         "rejected when first delivered: {}",
                         c.error.clone().unwrap_or_default()
-                    );
-                    return Ok(Err(Outcome::failed(key, error, false)));
-                }
-                ClaimState::Claimed if age(&c.at) < stale_claim() => {
-                    return Ok(Err(Outcome::failed(
-                        key,
-                        format!(
-                            "another invocation has been registering this upload since {}; retry later",
-                            c.at
-                        ),
-                        true,
-                    )));
-                }
-                ClaimState::Claimed | ClaimState::Retry => Precondition::IfMatch(etag.clone()),
-            },
-        };
-        match registry.put_json(idem, &fresh, pre).await {
-            Ok(etag) => return Ok(Ok(etag)),
-            Err(RegistryError::Store(e)) if e.is_conflict() => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Err(Outcome::failed(
-        key,
-        "lost the claim to concurrent deliveries; retry",
-        true,
-    )))
+                    ),
+                    false,
+                ),
+                ClaimState::Claimed | ClaimState::Retry => Outcome::failed(
+                    key,
+                    format!(
+                        "another invocation has been registering this upload since {}; retry later",
+                        c.at
+                    ),
+                    true,
+                ),
+            }),
+        },
+    )
 }
 
 /// Why an invocation failed as a whole: the Lambda `errorType` and `errorMessage`.
@@ -707,13 +684,13 @@ pub async fn expire_claims(
             let v: Value = serde_json::from_slice(&obj.bytes).unwrap_or(Value::Null);
             let at = v.get("at").and_then(Value::as_str).unwrap_or("");
             let expired = if prefix.ends_with("webhook/") {
-                age(at) > webhook_ttl
+                crate::claim::is_stale(at, webhook_ttl)
             } else {
                 let finished = matches!(
                     v.get("state").and_then(Value::as_str),
                     Some("done" | "rejected")
                 );
-                finished && age(at) > FINISHED_CLAIM_TTL
+                finished && crate::claim::is_stale(at, FINISHED_CLAIM_TTL)
             };
             if expired && store.expire_claim(&key).await? {
                 gone += 1;

@@ -17,16 +17,9 @@ use falaj_core::promotion::{Stage, VALIDATOR};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::calls::{ExpectAlias, PromoteError, PromoteRequest, apply_promote_request};
 use crate::ingest::{self, EventError};
 use crate::registry::Registry;
-// Validating: only with the `gates` feature (tract).
-use crate::webhook::{ExpectAlias, PromoteError, PromoteRequest, apply_promote_request};
-#[cfg(feature = "gates")]
-use {
-    crate::gates::{self, GateError, Holdout, Validation},
-    crate::ingest::InvocationError,
-    falaj_core::policy::{Evidence, GatePolicy},
-};
 
 /// A request to validate one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,87 +128,16 @@ pub fn parse_event(
         .collect())
 }
 
-/// Validates one version per its model's policy.
-#[cfg(feature = "gates")]
-pub async fn validate_version(reg: &Registry, req: &ValidateRequest) -> ValidateOutcome {
-    let skipped = |reason: String| ValidateOutcome::Skipped {
-        model: req.model.clone(),
-        version: req.version,
-        reason,
-    };
-    let failed = |e: GateError| {
-        let retryable = matches!(&e, GateError::Registry(r) if matches!(r.code(), "store_error" | "contention"));
+/// Logs what happened to one version: one JSON line CloudWatch can query.
+pub fn log_outcome(outcome: &ValidateOutcome) {
+    match outcome {
         ValidateOutcome::Failed {
-            subject: format!("{}@{}", req.model, req.version),
-            code: e.code().into(),
-            error: e.to_string(),
-            retryable,
-        }
-    };
-    // Only a report that counts (the attached policy's) makes a re-run pointless; an
-    // advisory one does not.
-    let counted = match reg.version(&req.model, req.version).await {
-        Ok(v) => crate::gatekeeper::evidence(reg, &v).await,
-        Err(e) => return failed(e.into()),
-    };
-    match counted {
-        Ok(Evidence::Passed(r) | Evidence::Failed(r)) => {
-            return skipped(format!(
-                "already validated: {}",
-                gates::report_key(&req.model, req.version, r.run)
-            ));
-        }
-        Ok(_) => {}
-        Err(crate::promotion::PromotionError::Registry(e)) => return failed(e.into()),
-        Err(crate::promotion::PromotionError::Policy(e)) => return failed(GateError::Policy(e)),
-        Err(e) => {
-            return failed(GateError::Holdout {
-                source_name: req.model.clone(),
-                reason: e.to_string(),
-            });
-        }
-    }
-    let model = match reg.model(&req.model).await {
-        Ok(m) => m,
-        Err(e) => return failed(e.into()),
-    };
-    let Some(src) = model.gate_policy else {
-        return skipped(format!(
-            "model {} has no gate policy; attach one with `falaj policy set {} gates.toml`",
-            req.model, req.model
-        ));
-    };
-    let policy = match GatePolicy::parse(&src, "gate_policy") {
-        Ok(p) => p,
-        Err(e) => return failed(GateError::Policy(e)),
-    };
-    let Some(holdout) = policy.holdout_key.clone() else {
-        return skipped(format!(
-            "the gate policy of {} names no holdout; add `[holdout] key = \"datasets/...csv\"` to validate on registration",
-            req.model
-        ));
-    };
-    let holdout = match Holdout::parse(&format!("store:{holdout}")) {
-        Ok(h) => h,
-        Err(e) => return failed(e),
-    };
-    let validation = Validation {
-        model: req.model.clone(),
-        version: req.version,
-        holdout,
-        policy: None,
-        actor: VALIDATOR.into(),
-    };
-    match gates::validate(reg, validation).await {
-        Ok(report) => ValidateOutcome::Validated {
-            model: req.model.clone(),
-            version: req.version,
-            passed: report.passed,
-            failed: report.failures().iter().map(|g| g.gate.clone()).collect(),
-            report: gates::report_key(&req.model, req.version, report.run).to_string(),
-            promote_to_staging: report.passed && policy.auto_staging,
-        },
-        Err(e) => failed(e),
+            subject,
+            code,
+            error,
+            ..
+        } => tracing::error!(subject, code, error, "validation failed"),
+        other => tracing::info!(outcome = ?other, "validation handled"),
     }
 }
 
@@ -224,73 +146,6 @@ pub async fn validate_version(reg: &Registry, req: &ValidateRequest) -> Validate
 pub struct ValidateReport {
     /// One per request, in order.
     pub results: Vec<ValidateOutcome>,
-}
-
-/// Handles every request of an event.
-#[cfg(feature = "gates")]
-pub async fn handle_event(reg: &Registry, event: &Value) -> Result<ValidateReport, EventError> {
-    let mut report = ValidateReport::default();
-    for r in parse_event(event)? {
-        let outcome = match r {
-            Ok(req) => validate_version(reg, &req).await,
-            Err(o) => o,
-        };
-        match &outcome {
-            ValidateOutcome::Failed {
-                subject,
-                code,
-                error,
-                ..
-            } => {
-                tracing::error!(subject, code, error, "validation failed")
-            }
-            other => tracing::info!(outcome = ?other, "validation handled"),
-        }
-        report.results.push(outcome);
-    }
-    Ok(report)
-}
-
-/// One Lambda invocation: a failed request fails the invocation so Lambda retries it and,
-/// past its retries, sends it to the dead-letter queue.
-#[cfg(feature = "gates")]
-pub async fn invoke(reg: &Registry, event: &Value) -> Result<ValidateReport, InvocationError> {
-    let report = handle_event(reg, event)
-        .await
-        .map_err(|e| InvocationError {
-            error_type: "InvalidEvent",
-            message: e.to_string(),
-        })?;
-    let failed: Vec<&ValidateOutcome> = report
-        .results
-        .iter()
-        .filter(|o| matches!(o, ValidateOutcome::Failed { .. }))
-        .collect();
-    if failed.is_empty() {
-        return Ok(report);
-    }
-    let retryable = failed.iter().any(|o| {
-        matches!(
-            o,
-            ValidateOutcome::Failed {
-                retryable: true,
-                ..
-            }
-        )
-    });
-    Err(InvocationError {
-        error_type: if retryable {
-            "Retryable"
-        } else {
-            "RecordsFailed"
-        },
-        message: format!(
-            "{} of {} requests failed: {}",
-            failed.len(),
-            report.results.len(),
-            serde_json::to_string(&failed).unwrap_or_default()
-        ),
-    })
 }
 
 /// The promote function's handler. Its event is either a [`PromoteRequest`] (the webhook
@@ -334,31 +189,6 @@ pub async fn promote_invoke(
         )
     })?;
     apply_promote_request(reg, key, req).await
-}
-
-/// The validate function's handler for every event it gets: a call from the webhook
-/// (`{"webhook_validate": ValidateCall}`, answered with the gate report or a [`PromoteError`]
-/// as JSON in the error message, which `LambdaFunction` reads back), else an upload or
-/// direct event for [`invoke`]. `Err` is (error type, message) for Lambda.
-#[cfg(feature = "gates")]
-pub async fn validate_function(reg: &Registry, event: &Value) -> Result<Value, (String, String)> {
-    use crate::webhook::{LocalValidator, ValidateCall, Validator};
-    if let Some(call) = event.get("webhook_validate") {
-        let remote = |e: PromoteError| crate::function::promote_error_message(&e);
-        let call: ValidateCall = serde_json::from_value(call.clone()).map_err(|e| {
-            remote(PromoteError::new(
-                "invalid_request",
-                400,
-                format!("webhook_validate: {e}"),
-            ))
-        })?;
-        let report = LocalValidator.validate(reg, call).await.map_err(remote)?;
-        return Ok(serde_json::to_value(report).unwrap_or_default());
-    }
-    invoke(reg, event)
-        .await
-        .map(|report| serde_json::to_value(report).unwrap_or_default())
-        .map_err(|e| (e.error_type.into(), e.message))
 }
 
 #[cfg(test)]

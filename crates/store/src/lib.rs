@@ -227,6 +227,17 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
     }
+
+    /// Whether the same call may succeed if tried again: a lost compare-and-swap (the retry
+    /// reads the new state), a local I/O failure or a failed S3 request (network, throttling,
+    /// a 5xx). A bad key or URI, a missing store, a region or prefix refusal, a symlink, a
+    /// store without conditional writes or an oversized blob fails the same way every time.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Conflict { .. } | Self::Io { .. } | Self::S3 { .. }
+        )
+    }
 }
 
 /// An object store with the semantics the registry relies on.

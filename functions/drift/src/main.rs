@@ -5,8 +5,10 @@
 //! "ks": 0.3, "min_rows": 200}`; an EventBridge scheduled event works as is. All logic lives
 //! in `falaj::drift`.
 
-use falaj::function;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+mod handler;
+
+use falaj_lambda as function;
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
 #[tokio::main]
@@ -14,12 +16,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     function::init_json_logs();
     let registry = &*Box::leak(Box::new(function::registry_from_env().await?));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
-        falaj::drift::invoke(registry, &ev.payload)
-            .await
-            .map_err(|error_message| Diagnostic {
-                error_type: "DriftCheckFailed".into(),
-                error_message,
-            })
+        handler::handle(registry, &ev.payload).await
     }))
     .await
 }

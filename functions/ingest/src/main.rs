@@ -4,8 +4,10 @@
 //! opens the store named by `FALAJ_STORE` once per cold start and hands each event to
 //! `falaj::ingest::invoke`; all logic lives in the library.
 
-use falaj::function;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+mod handler;
+
+use falaj_lambda as function;
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
 #[tokio::main]
@@ -13,13 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     function::init_json_logs();
     let registry = &*Box::leak(Box::new(function::registry_from_env().await?));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
-        falaj::ingest::invoke(registry, &ev.payload)
-            .await
-            .map(|report| serde_json::to_value(report).unwrap_or_default())
-            .map_err(|e| Diagnostic {
-                error_type: e.error_type.into(),
-                error_message: e.message,
-            })
+        handler::handle(registry, &ev.payload).await
     }))
     .await
 }

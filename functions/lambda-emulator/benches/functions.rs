@@ -229,7 +229,7 @@ async fn main() {
     measure(&Case { name: "falaj-fn-promote", env: penv, event: Box::new(|i| json!({"op": "approve", "model": "bc", "version": i % 20 + 1, "actor": if i % 2 == 0 { "ann" } else { "bob" }, "to": "production"})) }, cold_runs, warm).await;
     // webhook: an authenticated GET of a version.
     let cfg = e.dir.path().join("webhook.json");
-    std::fs::write(&cfg, json!({"tokens": [{"identity": "sam", "sha256": falaj::webhook::token_digest("sam-token-0123456789")}]}).to_string()).unwrap();
+    std::fs::write(&cfg, json!({"tokens": [{"identity": "sam", "sha256": falaj_webhook::token_digest("sam-token-0123456789")}]}).to_string()).unwrap();
     let mut wenv = base.clone();
     wenv.extend([
         ("FALAJ_WEBHOOK_CONFIG".into(), cfg.display().to_string()),

@@ -200,7 +200,7 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
         "{other:?}"
     );
     validate.kill().await.unwrap();
-    let reports = falaj::gates::reports(&e.reg, "bc", 1).await.unwrap();
+    let reports = falaj_gates::reports(&e.reg, "bc", 1).await.unwrap();
     assert_eq!(reports.len(), 1);
     assert!(reports[0].passed);
     assert_eq!(reports[0].evaluated_by, falaj_core::promotion::VALIDATOR);
@@ -252,7 +252,7 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
         ("mel", "mel-token-0123456789"),
         ("sam", "sam-token-0123456789"),
     ];
-    let config = json!({"tokens": tokens.iter().map(|(who, t)| json!({"identity": who, "sha256": falaj::webhook::token_digest(t)})).collect::<Vec<_>>()});
+    let config = json!({"tokens": tokens.iter().map(|(who, t)| json!({"identity": who, "sha256": falaj_webhook::token_digest(t)})).collect::<Vec<_>>()});
     let config_file = e.dir.path().join("webhook.json");
     std::fs::write(&config_file, config.to_string()).unwrap();
     let config_path = config_file.display().to_string();
@@ -339,7 +339,7 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["report"]["run"], 2, "{body}");
     assert_eq!(body["report"]["passed"], true, "{body}");
-    let reports = falaj::gates::reports(&e.reg, "bc", 1).await.unwrap();
+    let reports = falaj_gates::reports(&e.reg, "bc", 1).await.unwrap();
     assert_eq!(reports.len(), 2, "the validate function wrote run 2");
     let (code, body) = status(call(
         "POST",
@@ -360,7 +360,7 @@ async fn upload_registers_then_validates_under_the_runtime_api() {
         "{body}"
     );
     assert_eq!(
-        falaj::gates::reports(&e.reg, "bc", 1).await.unwrap().len(),
+        falaj_gates::reports(&e.reg, "bc", 1).await.unwrap().len(),
         2
     );
     // Both runs were the validate function's, not the webhook's own.

@@ -5,8 +5,10 @@
 //! that can read the deployment signing key (`FALAJ_SIGNING_KEY_PARAM`, an SSM SecureString;
 //! `FALAJ_SIGNING_KEY`, a file, in tests). All logic lives in `falaj::pipeline`.
 
-use falaj::function;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+mod handler;
+
+use falaj_lambda as function;
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
 #[tokio::main]
@@ -15,15 +17,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let registry = &*Box::leak(Box::new(function::registry_from_env().await?));
     let key = &*Box::leak(Box::new(function::signing_key_from_env().await?));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
-        falaj::pipeline::promote_invoke(registry, key, &ev.payload)
-            .await
-            .map_err(|e| {
-                let (error_type, error_message) = function::promote_error_message(&e);
-                Diagnostic {
-                    error_type,
-                    error_message,
-                }
-            })
+        handler::handle(registry, key, &ev.payload).await
     }))
     .await
 }

@@ -4,18 +4,20 @@
 //! with `{"model": ..., "version": ...}`, or invoked by the webhook with
 //! `{"webhook_validate": ...}` for `POST …/validate` (the webhook links no tract). Scores the
 //! version on the holdout its gate policy names and writes the immutable gate report; all
-//! logic lives in `falaj::pipeline`. When the gates pass and the policy says `auto_staging`,
+//! logic lives in `falaj_gates::pipeline`. When the gates pass and the policy says `auto_staging`,
 //! the response asks for a promotion to staging, which a Lambda destination or the caller
 //! hands to the promote function (the only holder of the signing key).
 
-use falaj::function;
-use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+mod handler;
+
+use falaj_lambda as function;
+use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
 fn main() -> Result<(), lambda_runtime::Error> {
     // Run as `bootstrap __falaj-gates-worker`, this binary measures one model in a child
-    // process under the gates' deadline and memory cap (falaj::gates::sandbox).
-    falaj::gates::sandbox::serve_worker_if_asked();
+    // process under the gates' deadline and memory cap (falaj_gates::sandbox).
+    falaj_gates::sandbox::serve_worker_if_asked();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
@@ -26,12 +28,7 @@ async fn serve() -> Result<(), lambda_runtime::Error> {
     function::init_json_logs();
     let registry = &*Box::leak(Box::new(function::registry_from_env().await?));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
-        falaj::pipeline::validate_function(registry, &ev.payload)
-            .await
-            .map_err(|(error_type, error_message)| Diagnostic {
-                error_type,
-                error_message,
-            })
+        handler::handle(registry, &ev.payload).await
     }))
     .await
 }

@@ -5,12 +5,14 @@
 //! `FALAJ_WEBHOOK_SECRET_PARAM` (or the file `FALAJ_WEBHOOK_CONFIG`), and hands approvals and
 //! promotions to the promote function `FALAJ_PROMOTE_FUNCTION`, and validations to the
 //! validate function `FALAJ_VALIDATE_FUNCTION` (so it links no tract). All logic lives in
-//! `falaj::webhook`.
+//! `falaj_webhook` (and `falaj_lambda::apigw`).
+
+mod handler;
 
 use std::sync::Arc;
 
-use falaj::function;
-use falaj::webhook::{Webhook, WebhookAuth};
+use falaj_lambda as function;
+use falaj_webhook::{Webhook, WebhookAuth};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -32,7 +34,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Webhook::new(registry, promoter, auth).with_validator(validator),
     ));
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
-        Ok::<Value, lambda_runtime::Error>(falaj::webhook::invoke(hook, ev.payload).await)
+        Ok::<Value, lambda_runtime::Error>(handler::handle(hook, ev.payload).await)
     }))
     .await
 }

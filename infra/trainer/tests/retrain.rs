@@ -1,4 +1,4 @@
-//! The embedded retrainer (`falaj::retrain`, what `falaj serve` runs) with this crate's real
+//! The embedded retrainer (`falaj_cli::retrain`, what `falaj serve` runs) with this crate's real
 //! `falaj-train` binary: a retraining request is claimed once, trained on the dataset plus
 //! the labelled rows it names, uploaded to `incoming/` and registered by the ingest watcher
 //! as a child of the drifted version; a request whose data cannot be joined fails with its
@@ -14,9 +14,9 @@ use common::*;
 use falaj::deploy::DeployKey;
 use falaj::ingest::Outcome;
 use falaj::registry::Registry;
-use falaj::retrain::{Claim, RetrainConfig, RetrainEvent, Retrainer};
-use falaj::serve::{WatchEvent, Watcher};
 use falaj::store::{self, OpenOptions, Precondition, list_all};
+use falaj_cli::retrain::{Claim, RetrainConfig, RetrainEvent, Retrainer};
+use falaj_cli::serve::{WatchEvent, Watcher};
 use falaj_core::StoreKey;
 use falaj_core::manifest::Task;
 use falaj_train::model::Activation;
@@ -95,7 +95,7 @@ async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_chil
     spec.out_dir = dir.path().join("out1");
     spec.store = Some(uri.clone());
     falaj_train::job::run(&spec, &mut |_| {}).await.unwrap();
-    let promoter = Arc::new(falaj::webhook::LocalPromoter::new(
+    let promoter = Arc::new(falaj_webhook::LocalPromoter::new(
         reg.clone(),
         DeployKey::from_seed([7; 32]),
     ));
@@ -167,7 +167,7 @@ async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_chil
 
     // Claimed and finished: neither this retrainer nor a new one (a restart) trains again.
     let claim: Claim = reg
-        .get_json(&falaj::retrain::claim_key(req_key).unwrap())
+        .get_json(&falaj_cli::retrain::claim_key(req_key).unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -220,7 +220,7 @@ async fn a_retraining_request_trains_once_on_the_named_data_and_registers_a_chil
         "{error}"
     );
     let claim: Claim = reg
-        .get_json(&falaj::retrain::claim_key(bad_key).unwrap())
+        .get_json(&falaj_cli::retrain::claim_key(bad_key).unwrap())
         .await
         .unwrap()
         .unwrap()
@@ -252,7 +252,7 @@ async fn a_stale_started_claim_is_taken_over_and_a_fresh_one_is_left_alone() {
         serde_json::to_vec(&json!({"request": key, "state": "started", "at": at, "run_id": "r"}))
             .unwrap()
     };
-    let claim_key = falaj::retrain::claim_key(key).unwrap();
+    let claim_key = falaj_cli::retrain::claim_key(key).unwrap();
     put(&reg, claim_key.as_str(), claim(&falaj::registry::now())).await;
     let config = RetrainConfig {
         trainer: env!("CARGO_BIN_EXE_falaj-train").into(),
@@ -308,7 +308,7 @@ async fn a_request_naming_a_local_file_is_refused() {
     let text = format!("{events:?}");
     assert!(!text.contains("f00dfeed"), "the file leaked: {text}");
     let held: Claim = reg
-        .get_json(&falaj::retrain::claim_key(key).unwrap())
+        .get_json(&falaj_cli::retrain::claim_key(key).unwrap())
         .await
         .unwrap()
         .unwrap()

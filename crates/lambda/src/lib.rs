@@ -1,0 +1,182 @@
+//! What the Lambda functions share: JSON log lines that CloudWatch Logs Insights can query, one
+//! registry opened from the environment at cold start and reused by every invocation, secrets
+//! from SSM, other functions called over Lambda's Invoke API ([`LambdaFunction`]), and the
+//! API Gateway / Function URL adapter of the webhook ([`apigw`]).
+
+use falaj::Registry;
+use falaj::calls::{PromoteError, PromoteRequest, Promoter, ValidateCall, Validator};
+use falaj::deploy::DeployKey;
+use falaj::store::{self, OpenOptions};
+use falaj_core::AllowedRegions;
+use falaj_core::policy::GateReport;
+
+pub mod apigw;
+
+/// How the promote function reports a [`PromoteError`] to Lambda (`falaj::calls`).
+pub use falaj::calls::promote_error_message;
+
+/// JSON log lines on stderr, filtered by `FALAJ_LOG` or `RUST_LOG` (from `falaj-runtime`).
+pub use falaj_runtime::init_json_logs;
+
+/// Opens the registry named by `FALAJ_STORE` (`s3://bucket[/prefix]` in AWS), checking the
+/// bucket's region against `FALAJ_ALLOWED_REGIONS` (default `me-central-1`).
+pub async fn registry_from_env() -> Result<Registry, String> {
+    let uri = std::env::var("FALAJ_STORE").map_err(|_| {
+        "FALAJ_STORE is not set (e.g. s3://falaj-registry-123456789012)".to_string()
+    })?;
+    let allowed =
+        AllowedRegions::parse(&std::env::var("FALAJ_ALLOWED_REGIONS").unwrap_or_default());
+    let opts = OpenOptions {
+        allowed,
+        create: false,
+        endpoint: None,
+    };
+    let store = store::open(&uri, &opts)
+        .await
+        .map_err(|e| format!("cannot open the store {uri}: {e}"))?;
+    Ok(Registry::new(store))
+}
+
+/// A secret for a function: the SSM SecureString parameter named by `param_var` (how AWS
+/// deployments hold it; `terraform/modules/functions` grants `ssm:GetParameter` on exactly
+/// that parameter), else the file named by `file_var` (embedded mode and tests).
+pub async fn secret_from_env(param_var: &str, file_var: &str) -> Result<String, String> {
+    if let Some(name) = std::env::var(param_var).ok().filter(|v| !v.is_empty()) {
+        let conf = aws_config::load_from_env().await;
+        let out = aws_sdk_ssm::Client::new(&conf)
+            .get_parameter()
+            .name(&name)
+            .with_decryption(true)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read SSM parameter {name} ({param_var}): {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(&e)
+                )
+            })?;
+        return out
+            .parameter
+            .and_then(|p| p.value)
+            .ok_or_else(|| format!("SSM parameter {name} ({param_var}) has no value"));
+    }
+    if let Some(path) = std::env::var_os(file_var).filter(|v| !v.is_empty()) {
+        return std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {} ({file_var}): {e}", path.to_string_lossy()));
+    }
+    Err(format!(
+        "neither {param_var} (an SSM parameter) nor {file_var} (a file) is set"
+    ))
+}
+
+/// The deployment signing key of the promote function.
+pub async fn signing_key_from_env() -> Result<DeployKey, String> {
+    let text = secret_from_env("FALAJ_SIGNING_KEY_PARAM", "FALAJ_SIGNING_KEY").await?;
+    DeployKey::from_hex(&text).map_err(|e| format!("the signing key: {e}"))
+}
+
+/// Invokes the function `function` (RequestResponse) with `payload`: its JSON answer, or the
+/// [`PromoteError`] it reported (as JSON in `errorMessage`, see [`promote_error_message`]);
+/// `what` names the function in the messages ("promote", "validate").
+async fn invoke_function(
+    client: &aws_sdk_lambda::Client,
+    function: &str,
+    what: &str,
+    payload: &serde_json::Value,
+) -> Result<serde_json::Value, PromoteError> {
+    let payload = serde_json::to_vec(payload)
+        .map_err(|e| PromoteError::new("internal", 500, e.to_string()))?;
+    let out = client
+        .invoke()
+        .function_name(function)
+        .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+        .send()
+        .await
+        .map_err(|e| {
+            PromoteError::new(
+                format!("{what}_unavailable"),
+                503,
+                format!(
+                    "cannot invoke the {what} function {function}: {}",
+                    aws_sdk_lambda::error::DisplayErrorContext(&e)
+                ),
+            )
+        })?;
+    let body: serde_json::Value = out
+        .payload
+        .map(|b| serde_json::from_slice(b.as_ref()).unwrap_or(serde_json::Value::Null))
+        .unwrap_or(serde_json::Value::Null);
+    if out.function_error.is_none() {
+        return Ok(body);
+    }
+    Err(body["errorMessage"]
+        .as_str()
+        .and_then(|m| serde_json::from_str::<PromoteError>(m).ok())
+        .unwrap_or_else(|| {
+            PromoteError::new(
+                format!("{what}_failed"),
+                502,
+                format!("the {what} function failed: {body}"),
+            )
+        }))
+}
+
+/// Another function, invoked over Lambda's Invoke API: the webhook's [`Promoter`] (the
+/// promote function, `FALAJ_PROMOTE_FUNCTION`, the only holder of the signing key) and its
+/// [`Validator`] (the validate function, `FALAJ_VALIDATE_FUNCTION`, which links tract: sent
+/// `{"webhook_validate": call}`). Answers come back as JSON, failures as [`PromoteError`].
+pub struct LambdaFunction {
+    client: aws_sdk_lambda::Client,
+    function: String,
+}
+
+impl LambdaFunction {
+    /// Invokes `function` (name or ARN) with the default AWS configuration;
+    /// `AWS_ENDPOINT_URL_LAMBDA` points it elsewhere (tests).
+    pub async fn new(function: String) -> Self {
+        let conf = aws_config::load_from_env().await;
+        Self {
+            client: aws_sdk_lambda::Client::new(&conf),
+            function,
+        }
+    }
+
+    /// Another function through the same client: the AWS configuration is loaded once per
+    /// cold start, not once per function.
+    pub fn sibling(&self, function: String) -> Self {
+        Self {
+            client: self.client.clone(),
+            function,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Promoter for LambdaFunction {
+    async fn apply(&self, req: PromoteRequest) -> Result<serde_json::Value, PromoteError> {
+        let payload = serde_json::to_value(&req)
+            .map_err(|e| PromoteError::new("internal", 500, e.to_string()))?;
+        invoke_function(&self.client, &self.function, "promote", &payload).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Validator for LambdaFunction {
+    async fn validate(
+        &self,
+        _reg: &Registry,
+        call: ValidateCall,
+    ) -> Result<GateReport, PromoteError> {
+        let payload = serde_json::json!({ "webhook_validate": call });
+        let v = invoke_function(&self.client, &self.function, "validate", &payload).await?;
+        serde_json::from_value(v.clone()).map_err(|e| {
+            PromoteError::new(
+                "validate_failed",
+                502,
+                format!(
+                    "the validate function answered something that is not a gate report ({e}): {v}"
+                ),
+            )
+        })
+    }
+}
