@@ -328,6 +328,20 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic without a message".into())
 }
 
+/// Row-major raw rows as the edge component gives them to the graph: standardised when the
+/// manifest says standardisation is not folded into the graph (`falaj_core::preprocess`, the
+/// component's own code), unchanged otherwise. The gates score these, so a model is gated on
+/// what it serves.
+pub fn served_rows(
+    manifest: &TrainingManifest,
+    n_features: usize,
+    x: &[f32],
+) -> Result<Vec<f32>, String> {
+    falaj_core::preprocess::Preprocess::from_manifest(Some(manifest), n_features)
+        .map(|pre| pre.apply(x))
+        .map_err(|e| e.to_string())
+}
+
 impl LoadedModel {
     /// Loads and optimises `onnx` for inputs of `n_features`; the error is tract's message.
     pub fn load(onnx: &[u8], n_features: usize) -> Result<Self, String> {
@@ -494,13 +508,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
     let p = inp.policy;
     let d = inp.data;
     let mut gates = Vec::new();
-    // The rows as the edge component gives them to the graph (standardised here when the
-    // manifest says it is not folded into the graph), so a model is gated on what it serves.
-    let preprocess = |m: &TrainingManifest, x: &[f32]| {
-        falaj_core::preprocess::Preprocess::from_manifest(Some(m), d.n_features)
-            .map(|pre| pre.apply(x))
-            .map_err(|e| e.to_string())
-    };
+    let preprocess = |m: &TrainingManifest, x: &[f32]| served_rows(m, d.n_features, x);
     let x = preprocess(m, &d.x)?;
     let model = LoadedModel::load(inp.onnx, d.n_features)?;
     let positive = positive_class(m, p);

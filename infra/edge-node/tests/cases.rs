@@ -1,0 +1,136 @@
+//! The model cases of `tests/fixtures/models/` through the inference component: its API
+//! compiled for the host, and the real component under `wasmtime serve`. Each answer to
+//! `POST /predict` must equal what onnxruntime computed (`scripts/make-model-cases.py`) within
+//! the one tolerance `cases.json` states; the gates run the same cases
+//! (`crates/gates/tests/cases.rs`), so a model is gated on what it is served.
+
+mod component_support;
+
+use std::path::{Path, PathBuf};
+
+use component_support::*;
+use falaj_inference::api::Instance;
+use serde_json::{Value, json};
+
+struct Case {
+    name: String,
+    dir: PathBuf,
+    rows: Vec<Vec<f32>>,
+    want: Vec<Vec<f32>>,
+}
+
+fn floats(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array().unwrap().iter().map(json_f32s).collect()
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// The cases and the tolerance, each case copied into a temp dir holding what the component
+/// reads (the fixtures stay untouched: `wasmtime serve` writes its log beside the dir).
+fn cases(tag: &str) -> (f32, Vec<(Case, TempDir)>) {
+    let models = repo_root().join("tests/fixtures/models");
+    let index = read_json(&models.join("cases.json"));
+    let tol = index["tolerance"].as_f64().unwrap() as f32;
+    let out = index["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap().to_string();
+            let src = models.join(&name);
+            let tmp = TempDir::new(&format!("{tag}-{name}"));
+            for f in ["model.onnx", "manifest.json"] {
+                std::fs::copy(src.join(f), tmp.0.join(f)).unwrap();
+            }
+            let case = Case {
+                rows: floats(&read_json(&src.join("inputs.json"))["rows"]),
+                want: floats(&read_json(&src.join("expected.json"))["outputs"]),
+                dir: tmp.0.clone(),
+                name,
+            };
+            (case, tmp)
+        })
+        .collect::<Vec<_>>();
+    assert!(out.len() >= 4, "cases.json lists {} cases", out.len());
+    (tol, out)
+}
+
+/// The outputs of a `/predict` answer, one row per prediction: the probabilities of a
+/// classifier, the value of a regressor.
+fn outputs(answer: &Value) -> Vec<Vec<f32>> {
+    answer["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| match p.get("probabilities") {
+            Some(probs) => json_f32s(probs),
+            None => vec![p["value"].as_f64().unwrap() as f32],
+        })
+        .collect()
+}
+
+fn check(case: &Case, got: &[Vec<f32>], tol: f32, runner: &str) {
+    assert_eq!(got.len(), case.want.len(), "{}: {runner}: rows", case.name);
+    for (r, (g, w)) in got.iter().zip(&case.want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{}: {runner}: row {r} width", case.name);
+        for (j, (a, b)) in g.iter().zip(w).enumerate() {
+            assert!(
+                (a - b).abs() <= tol,
+                "{}: {runner}: row {r} output {j}: {a}, onnxruntime {b} (tolerance {tol})",
+                case.name
+            );
+        }
+    }
+}
+
+fn body(case: &Case) -> Value {
+    json!({ "inputs": case.rows })
+}
+
+#[test]
+fn every_case_is_served_natively_as_onnxruntime_computes_it() {
+    let (tol, cases) = cases("cases-native");
+    for (case, _tmp) in &cases {
+        let inst = Instance::load(&case.dir);
+        let r = inst.handle(
+            "POST",
+            "/predict",
+            Some("application/json"),
+            &serde_json::to_vec(&body(case)).unwrap(),
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "{}: {}",
+            case.name,
+            String::from_utf8_lossy(&r.body)
+        );
+        let answer: Value = serde_json::from_slice(&r.body).unwrap();
+        check(case, &outputs(&answer), tol, "component API (native)");
+    }
+}
+
+#[test]
+fn every_case_is_served_under_wasmtime_as_onnxruntime_computes_it() {
+    let (tol, cases) = cases("cases-wasmtime");
+    for (case, _tmp) in &cases {
+        let server = Server::start(&case.dir, &[]);
+        let resp = post_json(server.port, &body(case));
+        assert_eq!(
+            resp.status,
+            200,
+            "{}: {}",
+            case.name,
+            String::from_utf8_lossy(&resp.body)
+        );
+        check(
+            case,
+            &outputs(&resp.json()),
+            tol,
+            "component under wasmtime",
+        );
+    }
+}
