@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use falaj_core::StoreKey;
-use falaj_core::layout;
 use falaj_core::manifest::TrainingManifest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -278,18 +277,12 @@ impl Retrainer {
             labelled_key(model, k)?;
         }
         let version = reg.version(model, request.version).await?;
-        let digest = version.manifest_digest.as_deref().ok_or_else(|| {
+        let manifest = reg.training_manifest(&version).await?.ok_or_else(|| {
             RetrainError::Request(format!(
                 "{model}@{} has no training manifest: nothing says how to retrain it",
                 request.version
             ))
         })?;
-        let (manifest, _) = reg
-            .get_json::<TrainingManifest>(&layout::blob(
-                digest.strip_prefix("sha256:").unwrap_or(digest),
-            ))
-            .await?
-            .ok_or_else(|| RetrainError::Request(format!("manifest blob {digest} is missing")))?;
         let (data, labelled_rows) = assemble_data(reg, &request, stamp).await?;
         let out = self.config.work_dir.join(model).join(stamp);
         std::fs::create_dir_all(&out)

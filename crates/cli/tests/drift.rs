@@ -194,10 +194,12 @@ async fn stable_inputs_pass_and_shifted_inputs_request_retraining_once() {
         out["models"][0]["result"]["outcome"], "retrain_requested",
         "{out}"
     );
+    let err = falaj::drift::invoke(&reg, &json!({"psi": -1}))
+        .await
+        .unwrap_err();
     assert!(
-        falaj::drift::invoke(&reg, &json!({"psi": -1}))
-            .await
-            .is_err()
+        matches!(err, falaj::drift::DriftInvokeError::InvalidEvent { .. }) && !err.is_retryable(),
+        "{err}"
     );
 }
 

@@ -138,6 +138,25 @@ pub fn deploy_public_key() -> StoreKey {
 }
 /// `incoming/` — where uploads wait to be registered.
 pub const INCOMING_PREFIX: &str = "incoming/";
+/// `deployments/` — the signed deployment manifests, one directory per environment.
+pub const DEPLOYMENTS_PREFIX: &str = "deployments/";
+/// `deployments/<env>/` (`prod`, `staging`).
+pub fn deployments_prefix(env: &str) -> String {
+    format!("{DEPLOYMENTS_PREFIX}{env}/")
+}
+/// `deployments/<env>/<model>.json`; `production` is spelled `prod` there, as the fleet reads it.
+pub fn deployment(env: &str, model: &str) -> StoreKey {
+    let env = crate::promotion::Stage::for_env(env).map_or(env, |s| s.env());
+    key(format!("{}{model}.json", deployments_prefix(env)))
+}
+/// The one rule for deployment keys: `(env, model)` out of exactly
+/// `deployments/<env>/<model>.json` with a valid model name; anything else (a deeper key, a
+/// hand-made object) is no deployment.
+pub fn parse_deployment_key(key: &str) -> Option<(&str, &str)> {
+    let (env, file) = key.strip_prefix(DEPLOYMENTS_PREFIX)?.split_once('/')?;
+    let model = file.strip_suffix(".json")?;
+    (!env.is_empty() && crate::validate_model_name(model).is_ok()).then_some((env, model))
+}
 
 /// Parses a version number out of `models/<name>/versions/<n>.json`.
 pub fn parse_version_key(name: &str, key: &str) -> Option<u64> {
@@ -201,5 +220,32 @@ mod tests {
             None
         );
         assert_eq!(parse_audit_key("m", audit_event("m", 3).as_str()), Some(3));
+    }
+
+    #[test]
+    fn deployment_keys_have_one_rule() {
+        assert_eq!(
+            deployment("production", "bc").as_str(),
+            "deployments/prod/bc.json"
+        );
+        assert_eq!(
+            deployment("staging", "bc").as_str(),
+            "deployments/staging/bc.json"
+        );
+        assert_eq!(
+            parse_deployment_key("deployments/prod/bc.json"),
+            Some(("prod", "bc"))
+        );
+        for k in [
+            "deployments/prod/a/bc.json",
+            "deployments/prod/bc.txt",
+            "deployments/bc.json",
+            "deployments//bc.json",
+            "deployments/prod/.json",
+            "deployments/prod/Bad Name.json",
+            "models/bc/model.json",
+        ] {
+            assert_eq!(parse_deployment_key(k), None, "{k}");
+        }
     }
 }

@@ -35,11 +35,7 @@ pub const CHALLENGER: &str = "challenger";
 
 /// `deployments/<env>/<model>.json`; `production` is spelled `prod` there, as the fleet reads it.
 pub fn deployment_key(env: &str, model: &str) -> StoreKey {
-    let env: &str = match Stage::for_env(env) {
-        Some(stage) => stage.env(),
-        None => env,
-    };
-    StoreKey::new(format!("deployments/{env}/{model}.json")).expect("validated env and model")
+    falaj_core::layout::deployment(env, model)
 }
 
 /// `keys/deploy.pub`.
@@ -61,6 +57,12 @@ impl std::fmt::Debug for DeployKey {
     }
 }
 
+/// A signing key's text is not 64 hex digits. (The message never quotes the text: it is a
+/// secret.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("expected 64 hex digits (an ed25519 seed)")]
+pub struct BadSeed;
+
 impl DeployKey {
     /// A key from a 32-byte seed (tests, KMS-unwrapped secrets).
     pub fn from_seed(seed: [u8; 32]) -> Self {
@@ -70,12 +72,12 @@ impl DeployKey {
     }
 
     /// A key from 64 hex digits (an ed25519 seed), as kept in the key file or a secret.
-    pub fn from_hex(text: &str) -> std::result::Result<Self, String> {
+    pub fn from_hex(text: &str) -> std::result::Result<Self, BadSeed> {
         hex::decode(text.trim())
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .map(Self::from_seed)
-            .ok_or_else(|| "expected 64 hex digits (an ed25519 seed)".to_string())
+            .ok_or(BadSeed)
     }
 
     /// `FALAJ_SIGNING_KEY`, else `$HOME/.config/falaj/signing.key`.
@@ -374,14 +376,11 @@ pub async fn status(reg: &Registry, model: &str, env: &str) -> Result<Deployment
 /// Every deployment in the store, with its status.
 pub async fn list(reg: &Registry) -> Result<Vec<DeploymentStatus>> {
     let mut out = Vec::new();
-    for key in list_all(reg.store().as_ref(), "deployments/")
+    for key in list_all(reg.store().as_ref(), falaj_core::layout::DEPLOYMENTS_PREFIX)
         .await
         .map_err(RegistryError::from)?
     {
-        let parts: Vec<&str> = key.split('/').collect();
-        if let [_, env, file] = parts[..]
-            && let Some(model) = file.strip_suffix(".json")
-        {
+        if let Some((env, model)) = falaj_core::layout::parse_deployment_key(&key) {
             out.push(status(reg, model, env).await?);
         }
     }

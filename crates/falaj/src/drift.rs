@@ -12,7 +12,6 @@
 use falaj_core::StoreKey;
 use falaj_core::drift::{self, DriftReport, DriftRule};
 use falaj_core::layout;
-use falaj_core::manifest::TrainingManifest;
 use falaj_core::promotion::Stage;
 use falaj_core::sketch::SketchWindow;
 use serde::{Deserialize, Serialize};
@@ -107,6 +106,27 @@ pub enum DriftCheckError {
     },
 }
 
+/// Why a drift invocation checked nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DriftInvokeError {
+    /// The event asks for something impossible.
+    #[error("invalid drift event: {reason}")]
+    InvalidEvent {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The deployments could not be listed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl DriftInvokeError {
+    /// Whether Lambda should retry the invocation.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Registry(e) if e.is_retryable())
+    }
+}
+
 /// `retrain/<model>/`.
 pub fn retrain_prefix(model: &str) -> String {
     format!("retrain/{model}/")
@@ -162,14 +182,12 @@ pub async fn check(
         });
     };
     let version = reg.version(model, deployment.champion.version).await?;
-    let Some(mdigest) = &version.manifest_digest else {
+    let Some(manifest) = reg.training_manifest(&version).await? else {
         return Err(drift::DriftError::NoTrainingDistribution {
             model: model.into(),
         }
         .into());
     };
-    let mkey = layout::blob(mdigest.strip_prefix("sha256:").unwrap_or(mdigest));
-    let manifest: TrainingManifest = read_json(reg, mkey).await?;
     // Windows newer than the last request: the request's key is the newest window's stamp.
     let last_request = list_all(reg.store().as_ref(), &retrain_prefix(model))
         .await
@@ -267,7 +285,8 @@ pub async fn check(
 pub async fn invoke(
     reg: &Registry,
     payload: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, DriftInvokeError> {
+    let invalid = |reason: String| DriftInvokeError::InvalidEvent { reason };
     let env = payload
         .get("env")
         .and_then(|v| v.as_str())
@@ -283,7 +302,10 @@ pub async fn invoke(
         min_rows: num("min_rows").map_or(d.min_rows, |v| v as u64),
     };
     if rule.psi.is_nan() || rule.psi <= 0.0 {
-        return Err(format!("psi must be a positive number, not {}", rule.psi));
+        return Err(invalid(format!(
+            "psi must be a positive number, not {}",
+            rule.psi
+        )));
     }
     let models: Vec<String> = match payload.get("models").and_then(|v| v.as_array()) {
         Some(list) => list
@@ -291,19 +313,14 @@ pub async fn invoke(
             .map(|m| {
                 m.as_str()
                     .map(str::to_owned)
-                    .ok_or_else(|| format!("models must be strings, not {m}"))
+                    .ok_or_else(|| invalid(format!("models must be strings, not {m}")))
             })
             .collect::<Result<_, _>>()?,
-        None => list_all(reg.store().as_ref(), &format!("deployments/{env}/"))
+        None => list_all(reg.store().as_ref(), &layout::deployments_prefix(&env))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(RegistryError::from)?
             .iter()
-            .filter_map(|k| {
-                k.rsplit('/')
-                    .next()?
-                    .strip_suffix(".json")
-                    .map(str::to_owned)
-            })
+            .filter_map(|k| layout::parse_deployment_key(k).map(|(_, m)| m.to_owned()))
             .collect(),
     };
     let mut results = Vec::new();

@@ -175,7 +175,8 @@ pub struct EventError {
 }
 
 /// Decodes an S3 event key: `+` is a space, `%XX` a byte; the result must be UTF-8.
-pub fn decode_key(raw: &str) -> Result<String, String> {
+pub fn decode_key(raw: &str) -> Result<String, EventError> {
+    let bad = |reason: String| EventError { reason };
     let b = raw.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -185,10 +186,10 @@ pub fn decode_key(raw: &str) -> Result<String, String> {
             b'%' => {
                 let hex = raw
                     .get(i + 1..i + 3)
-                    .ok_or_else(|| format!("truncated %-escape in key {raw:?}"))?;
+                    .ok_or_else(|| bad(format!("truncated %-escape in key {raw:?}")))?;
                 out.push(
                     u8::from_str_radix(hex, 16)
-                        .map_err(|_| format!("bad %-escape %{hex} in key {raw:?}"))?,
+                        .map_err(|_| bad(format!("bad %-escape %{hex} in key {raw:?}")))?,
                 );
                 i += 2;
             }
@@ -196,7 +197,7 @@ pub fn decode_key(raw: &str) -> Result<String, String> {
         }
         i += 1;
     }
-    String::from_utf8(out).map_err(|_| format!("key {raw:?} does not decode to UTF-8"))
+    String::from_utf8(out).map_err(|_| bad(format!("key {raw:?} does not decode to UTF-8")))
 }
 
 /// Splits an event into its uploads; a malformed record becomes an `Err` of its own.
@@ -219,7 +220,7 @@ pub fn parse_event(event: &Value) -> Result<Vec<Result<Upload, Outcome>>, EventE
                 let raw = rec.s3.object.key.ok_or_else(|| {
                     Outcome::failed(&label, "the record has no object key", false)
                 })?;
-                let key = decode_key(&raw).map_err(|e| Outcome::failed(&raw, e, false))?;
+                let key = decode_key(&raw).map_err(|e| Outcome::failed(&raw, e.reason, false))?;
                 Ok(Upload {
                     bucket,
                     key,
@@ -250,7 +251,7 @@ pub fn parse_event(event: &Value) -> Result<Vec<Result<Upload, Outcome>>, EventE
                 .ok_or_else(|| Outcome::failed("event", "detail.bucket.name is missing", false))?;
             let raw = s(&obj["key"])
                 .ok_or_else(|| Outcome::failed("event", "detail.object.key is missing", false))?;
-            let key = decode_key(&raw).map_err(|e| Outcome::failed(&raw, e, false))?;
+            let key = decode_key(&raw).map_err(|e| Outcome::failed(&raw, e.reason, false))?;
             Ok(Upload {
                 bucket,
                 key,

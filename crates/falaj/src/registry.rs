@@ -412,6 +412,29 @@ impl Registry {
         Ok(n)
     }
 
+    /// A version's training manifest (the one decoder of the manifest blob): `None` when the
+    /// version was registered without one; `Corrupt` when its blob is missing or unreadable.
+    pub async fn training_manifest(&self, v: &ModelVersion) -> Result<Option<TrainingManifest>> {
+        let Some(digest) = v.manifest_digest.as_deref() else {
+            return Ok(None);
+        };
+        let key = layout::blob(digest.strip_prefix("sha256:").unwrap_or(digest));
+        let o = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| RegistryError::Corrupt {
+                key: key.to_string(),
+                reason: "the manifest blob is missing".into(),
+            })?;
+        serde_json::from_slice(&o.bytes)
+            .map(Some)
+            .map_err(|e| RegistryError::Corrupt {
+                key: key.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
     /// Reads version `n`.
     pub async fn version(&self, model: &str, n: u64) -> Result<ModelVersion> {
         match self.get_json(&layout::version(model, n)).await? {
@@ -980,9 +1003,9 @@ impl Registry {
             }
         }
         for env in ["prod", "staging"] {
-            let k = format!("deployments/{env}/{model}.json");
-            if self.store.get(&StoreKey::new(k.clone())?).await?.is_some() {
-                keys.insert(k);
+            let k = layout::deployment(env, model);
+            if self.store.get(&k).await?.is_some() {
+                keys.insert(k.to_string());
             }
         }
         Ok(keys)

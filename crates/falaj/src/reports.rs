@@ -228,32 +228,14 @@ pub async fn latest_report(
     Ok(reports(reg, model, version).await?.pop())
 }
 
-/// Reads a version's training manifest.
+/// Reads a version's training manifest; [`GateError::NoManifest`] when it has none.
 pub async fn manifest_of(reg: &Registry, v: &ModelVersion) -> Result<TrainingManifest, GateError> {
-    let digest = v
-        .manifest_digest
-        .as_ref()
+    reg.training_manifest(v)
+        .await?
         .ok_or_else(|| GateError::NoManifest {
             model: v.model.clone(),
             version: v.version,
-        })?;
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    let key = layout::blob(hex);
-    let o = reg
-        .store()
-        .get(&key)
-        .await
-        .map_err(RegistryError::from)?
-        .ok_or_else(|| RegistryError::Corrupt {
-            key: key.to_string(),
-            reason: "the manifest blob is missing".into(),
-        })?;
-    serde_json::from_slice(&o.bytes).map_err(|e| {
-        GateError::Registry(RegistryError::Corrupt {
-            key: key.to_string(),
-            reason: e.to_string(),
         })
-    })
 }
 
 /// Reads a version's ONNX bytes.

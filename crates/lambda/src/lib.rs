@@ -18,11 +18,70 @@ pub use falaj::calls::promote_error_message;
 /// JSON log lines on stderr, filtered by `FALAJ_LOG` or `RUST_LOG` (from `falaj-runtime`).
 pub use falaj_runtime::init_json_logs;
 
+/// Why a function could not start: its environment names no store or secret, or what it
+/// names cannot be read. Each message names the variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A required variable is unset.
+    #[error("{var} is not set (e.g. {example})")]
+    Unset {
+        /// The variable.
+        var: &'static str,
+        /// What it usually holds.
+        example: &'static str,
+    },
+    /// The store cannot be opened.
+    #[error("cannot open the store {uri} (FALAJ_STORE): {source}")]
+    Store {
+        /// As given.
+        uri: String,
+        /// Why.
+        #[source]
+        source: store::StoreError,
+    },
+    /// The SSM parameter cannot be read.
+    #[error("cannot read SSM parameter {name} ({var}): {reason}")]
+    Ssm {
+        /// Parameter name.
+        name: String,
+        /// The variable that named it.
+        var: String,
+        /// The service's answer.
+        reason: String,
+    },
+    /// The secret file cannot be read.
+    #[error("cannot read {path} ({var}): {source}")]
+    File {
+        /// Path.
+        path: String,
+        /// The variable that named it.
+        var: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither the parameter nor the file variable is set.
+    #[error("neither {param_var} (an SSM parameter) nor {file_var} (a file) is set")]
+    NoSecret {
+        /// The SSM variable.
+        param_var: String,
+        /// The file variable.
+        file_var: String,
+    },
+    /// The signing key does not parse.
+    #[error("the signing key: {reason}")]
+    SigningKey {
+        /// Why.
+        reason: String,
+    },
+}
+
 /// Opens the registry named by `FALAJ_STORE` (`s3://bucket[/prefix]` in AWS), checking the
 /// bucket's region against `FALAJ_ALLOWED_REGIONS` (default `me-central-1`).
-pub async fn registry_from_env() -> Result<Registry, String> {
-    let uri = std::env::var("FALAJ_STORE").map_err(|_| {
-        "FALAJ_STORE is not set (e.g. s3://falaj-registry-123456789012)".to_string()
+pub async fn registry_from_env() -> Result<Registry, StartError> {
+    let uri = std::env::var("FALAJ_STORE").map_err(|_| StartError::Unset {
+        var: "FALAJ_STORE",
+        example: "s3://falaj-registry-123456789012",
     })?;
     let allowed =
         AllowedRegions::parse(&std::env::var("FALAJ_ALLOWED_REGIONS").unwrap_or_default());
@@ -33,46 +92,52 @@ pub async fn registry_from_env() -> Result<Registry, String> {
     };
     let store = store::open(&uri, &opts)
         .await
-        .map_err(|e| format!("cannot open the store {uri}: {e}"))?;
+        .map_err(|source| StartError::Store { uri, source })?;
     Ok(Registry::new(store))
 }
 
 /// A secret for a function: the SSM SecureString parameter named by `param_var` (how AWS
 /// deployments hold it; `terraform/modules/functions` grants `ssm:GetParameter` on exactly
 /// that parameter), else the file named by `file_var` (embedded mode and tests).
-pub async fn secret_from_env(param_var: &str, file_var: &str) -> Result<String, String> {
+pub async fn secret_from_env(param_var: &str, file_var: &str) -> Result<String, StartError> {
     if let Some(name) = std::env::var(param_var).ok().filter(|v| !v.is_empty()) {
         let conf = aws_config::load_from_env().await;
+        let ssm = |reason: String| StartError::Ssm {
+            name: name.clone(),
+            var: param_var.into(),
+            reason,
+        };
         let out = aws_sdk_ssm::Client::new(&conf)
             .get_parameter()
             .name(&name)
             .with_decryption(true)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot read SSM parameter {name} ({param_var}): {}",
-                    aws_sdk_ssm::error::DisplayErrorContext(&e)
-                )
-            })?;
+            .map_err(|e| ssm(aws_sdk_ssm::error::DisplayErrorContext(&e).to_string()))?;
         return out
             .parameter
             .and_then(|p| p.value)
-            .ok_or_else(|| format!("SSM parameter {name} ({param_var}) has no value"));
+            .ok_or_else(|| ssm("it has no value".into()));
     }
     if let Some(path) = std::env::var_os(file_var).filter(|v| !v.is_empty()) {
-        return std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {} ({file_var}): {e}", path.to_string_lossy()));
+        return std::fs::read_to_string(&path).map_err(|source| StartError::File {
+            path: path.to_string_lossy().into_owned(),
+            var: file_var.into(),
+            source,
+        });
     }
-    Err(format!(
-        "neither {param_var} (an SSM parameter) nor {file_var} (a file) is set"
-    ))
+    Err(StartError::NoSecret {
+        param_var: param_var.into(),
+        file_var: file_var.into(),
+    })
 }
 
 /// The deployment signing key of the promote function.
-pub async fn signing_key_from_env() -> Result<DeployKey, String> {
+pub async fn signing_key_from_env() -> Result<DeployKey, StartError> {
     let text = secret_from_env("FALAJ_SIGNING_KEY_PARAM", "FALAJ_SIGNING_KEY").await?;
-    DeployKey::from_hex(&text).map_err(|e| format!("the signing key: {e}"))
+    DeployKey::from_hex(&text).map_err(|e| StartError::SigningKey {
+        reason: e.to_string(),
+    })
 }
 
 /// Invokes the function `function` (RequestResponse) with `payload`: its JSON answer, or the

@@ -8,8 +8,13 @@ use serde_json::Value;
 pub async fn handle(registry: &Registry, event: &Value) -> Result<Value, Diagnostic> {
     falaj::drift::invoke(registry, event)
         .await
-        .map_err(|error_message| Diagnostic {
-            error_type: "DriftCheckFailed".into(),
-            error_message,
+        .map_err(|e| Diagnostic {
+            error_type: if e.is_retryable() {
+                "Retryable"
+            } else {
+                "DriftCheckFailed"
+            }
+            .into(),
+            error_message: e.to_string(),
         })
 }

@@ -203,17 +203,20 @@ impl Fleet {
 
     /// One pass over `deployments/<env>/`: applies every manifest that changed.
     pub async fn sync(&self) -> Result<()> {
-        let prefix = format!("deployments/{}/", self.env);
+        let prefix = falaj_core::layout::deployments_prefix(&self.env);
         let keys = list_all(self.store.as_ref(), &prefix)
             .await
             .with_context(|| format!("listing {prefix}"))?;
         for key in keys {
-            let Some(model) = key
-                .strip_prefix(&prefix)
-                .and_then(|k| k.strip_suffix(".json"))
-                .filter(|m| !m.contains('/'))
-                .map(str::to_owned)
+            let Some(model) = falaj_core::layout::parse_deployment_key(&key)
+                .filter(|(env, _)| *env == self.env)
+                .map(|(_, m)| m.to_owned())
             else {
+                // A hand-made object no falaj key names: skipped, never stopping the pass.
+                tracing::warn!(
+                    key,
+                    "not a deployment key (deployments/<env>/<model>.json); skipped"
+                );
                 continue;
             };
             // One key falaj could not have written (a hand-made object) is skipped, never
