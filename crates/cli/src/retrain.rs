@@ -376,10 +376,15 @@ fn header(bytes: &[u8]) -> &[u8] {
 
 /// Concatenates CSVs that share one header row; returns the bytes and the rows added after
 /// the first. A file whose header differs is refused by name.
-pub fn concat_csv(base: &[u8], extra: &[(String, Vec<u8>)]) -> Result<(Vec<u8>, usize), String> {
+pub fn concat_csv(
+    base: &[u8],
+    extra: &[(String, Vec<u8>)],
+) -> Result<(Vec<u8>, usize), RetrainError> {
     let head = header(base);
     if head.is_empty() {
-        return Err("the dataset has no header row".into());
+        return Err(RetrainError::Request(
+            "the dataset has no header row".into(),
+        ));
     }
     let mut out = base.to_vec();
     let mut added = 0;
@@ -387,11 +392,11 @@ pub fn concat_csv(base: &[u8], extra: &[(String, Vec<u8>)]) -> Result<(Vec<u8>, 
         if header(bytes) != head {
             // Counts only: the error goes to logs and the claim, and must never quote data.
             let n = |h: &[u8]| h.split(|b| *b == b',').count();
-            return Err(format!(
+            return Err(RetrainError::Request(format!(
                 "{name}: its header differs from the dataset's ({} columns against {}); give both the same columns in the same order",
                 n(header(bytes)),
                 n(head)
-            ));
+            )));
         }
         let body = bytes
             .iter()
@@ -439,7 +444,7 @@ async fn assemble_data(
             .ok_or_else(|| RetrainError::Request(format!("labelled data {k} is missing")))?;
         extra.push((k.clone(), o.bytes.to_vec()));
     }
-    let (bytes, added) = concat_csv(&base_bytes, &extra).map_err(RetrainError::Request)?;
+    let (bytes, added) = concat_csv(&base_bytes, &extra)?;
     let k = key(format!("datasets/{}/retrain/{stamp}.csv", req.model))?;
     let bytes = Bytes::from(bytes);
     match reg
@@ -619,7 +624,9 @@ mod tests {
         .unwrap();
         assert_eq!(out, b"a,b,y\n1,2,0\n3,4,1\n5,6,1\r\n\n");
         assert_eq!(added, 1);
-        let e = concat_csv(base, &[("bad.csv".into(), b"a,y\n1,0\n".to_vec())]).unwrap_err();
+        let e = concat_csv(base, &[("bad.csv".into(), b"a,y\n1,0\n".to_vec())])
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("bad.csv") && e.contains("2 columns against 3"),
             "{e}"

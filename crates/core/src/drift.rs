@@ -216,7 +216,8 @@ pub fn evaluate(
         rows += w.rows;
         version = w.version;
         for (m, f) in merged.iter_mut().zip(&w.features) {
-            m.merge(f).map_err(DriftError::Mismatch)?;
+            m.merge(f)
+                .map_err(|e| DriftError::Mismatch(e.to_string()))?;
         }
     }
     let enough_rows = rows >= rule.min_rows;

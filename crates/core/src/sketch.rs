@@ -88,12 +88,12 @@ impl FeatureSketch {
     }
 
     /// Adds `other` (same feature, same edges) into this one.
-    pub fn merge(&mut self, other: &FeatureSketch) -> Result<(), String> {
+    pub fn merge(&mut self, other: &FeatureSketch) -> Result<(), SketchMismatch> {
         if other.name != self.name || other.edges != self.edges {
-            return Err(format!(
-                "cannot merge sketches of {} and {}: names or bin edges differ",
-                self.name, other.name
-            ));
+            return Err(SketchMismatch {
+                left: self.name.clone(),
+                right: other.name.clone(),
+            });
         }
         self.count += other.count;
         self.non_finite += other.non_finite;
@@ -106,6 +106,16 @@ impl FeatureSketch {
         }
         Ok(())
     }
+}
+
+/// Two sketches that cannot be added: other features, or other bin edges.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot merge sketches of {left} and {right}: names or bin edges differ")]
+pub struct SketchMismatch {
+    /// The sketch merged into.
+    pub left: String,
+    /// The sketch merged.
+    pub right: String,
 }
 
 /// The sketches of one model version over one window, as written to the store.
@@ -276,7 +286,12 @@ mod tests {
         assert_eq!((a.count, a.counts.clone()), (3, vec![1, 1, 1]));
         assert_eq!(a.mean(), Some(0.5));
         let other = FeatureSketch::new("f", vec![0.0]);
-        assert!(a.merge(&other).unwrap_err().contains("edges differ"));
+        assert!(
+            a.merge(&other)
+                .unwrap_err()
+                .to_string()
+                .contains("edges differ")
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod pipeline;
 pub mod sandbox;
 mod validator;
 
-pub use pipeline::{handle_event, invoke, validate_function, validate_version};
+pub use pipeline::{FunctionError, handle_event, invoke, validate_function, validate_version};
 pub use validator::LocalValidator;
 
 /// Name and version of this evaluator, recorded in every report.
@@ -328,6 +328,22 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic without a message".into())
 }
 
+/// A model tract cannot load or run, or whose outputs do not fit its manifest or the holdout:
+/// not an error of the command. The version is rejected and this message is recorded in its
+/// gate report (`error`, and the failed `edge.load` gate).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    /// What tract or the check said.
+    pub message: String,
+}
+
+impl From<String> for ModelError {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
 /// Row-major raw rows as the edge component gives them to the graph: standardised when the
 /// manifest says standardisation is not folded into the graph (`falaj_core::preprocess`, the
 /// component's own code), unchanged otherwise. The gates score these, so a model is gated on
@@ -336,15 +352,15 @@ pub fn served_rows(
     manifest: &TrainingManifest,
     n_features: usize,
     x: &[f32],
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<f32>, ModelError> {
     falaj_core::preprocess::Preprocess::from_manifest(Some(manifest), n_features)
         .map(|pre| pre.apply(x))
-        .map_err(|e| e.to_string())
+        .map_err(|e| ModelError::from(e.to_string()))
 }
 
 impl LoadedModel {
     /// Loads and optimises `onnx` for inputs of `n_features`; the error is tract's message.
-    pub fn load(onnx: &[u8], n_features: usize) -> Result<Self, String> {
+    pub fn load(onnx: &[u8], n_features: usize) -> Result<Self, ModelError> {
         let run = || -> TractResult<Arc<TypedRunnableModel>> {
             let model = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
             let batch = model.symbols.sym("N");
@@ -363,7 +379,7 @@ impl LoadedModel {
     }
 
     /// Runs `rows` rows; returns the outputs row-major and the width of one output row.
-    pub fn predict(&self, x: &[f32], rows: usize) -> Result<(Vec<f32>, usize), String> {
+    pub fn predict(&self, x: &[f32], rows: usize) -> Result<(Vec<f32>, usize), ModelError> {
         let mut out = Vec::new();
         let mut width = 0;
         for start in (0..rows).step_by(BATCH) {
@@ -380,10 +396,9 @@ impl LoadedModel {
                 .map_err(|p| format!("tract panicked running the model: {}", panic_message(p)))?
                 .map_err(|e| format!("running the model failed: {e:#}"))?;
             if vals.len() % n != 0 || vals.is_empty() {
-                return Err(format!(
-                    "the model returned {} values for {n} rows",
-                    vals.len()
-                ));
+                return Err(
+                    format!("the model returned {} values for {n} rows", vals.len()).into(),
+                );
             }
             width = vals.len() / n;
             out.extend(vals);
@@ -392,7 +407,7 @@ impl LoadedModel {
     }
 
     /// Times `runs` single-row inferences and returns the p99 in milliseconds.
-    pub fn single_row_p99_ms(&self, x: &[f32], rows: usize, runs: u32) -> Result<f64, String> {
+    pub fn single_row_p99_ms(&self, x: &[f32], rows: usize, runs: u32) -> Result<f64, ModelError> {
         let mut times = Vec::with_capacity(runs as usize);
         for i in 0..(runs as usize + 10) {
             let r = i % rows;
@@ -426,14 +441,15 @@ pub fn score(
     task: Task,
     n_classes: usize,
     positive: usize,
-) -> Result<Scored, String> {
+) -> Result<Scored, ModelError> {
     let (out, width) = model.predict(x, data.rows)?;
     match task {
         Task::Regression => {
             if width != 1 {
                 return Err(format!(
                     "a regression model must output one value per row, this one outputs {width}"
-                ));
+                )
+                .into());
             }
             let pred: Vec<f64> = out.iter().map(|v| f64::from(*v)).collect();
             Ok(Scored {
@@ -447,7 +463,7 @@ pub fn score(
             if n_classes > 0 && k != n_classes {
                 return Err(format!(
                     "the model outputs {width} value(s) per row but its manifest lists {n_classes} classes"
-                ));
+                ).into());
             }
             let probs: Vec<f64> = if width == 1 {
                 out.iter()
@@ -460,7 +476,8 @@ pub fn score(
             if let Some(bad) = truth.iter().find(|t| **t >= k) {
                 return Err(format!(
                     "the holdout has class index {bad} but the model has {k} outputs"
-                ));
+                )
+                .into());
             }
             let pred = metrics::argmax_rows(&probs, k);
             let positive_scores = probs.chunks(k).map(|r| r[positive.min(k - 1)]).collect();
@@ -502,7 +519,7 @@ fn positive_class(manifest: &TrainingManifest, policy: &GatePolicy) -> usize {
 
 /// Measures every gate: the pure part of validation (no store access), run off the async
 /// runtime. `Err` carries the loader's message: the version is then rejected.
-pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, String> {
+pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
     let v = inp.version;
     let m = inp.manifest;
     let p = inp.policy;
@@ -846,10 +863,10 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
             _ => None,
         },
     };
-    let limits = sandbox::Limits::from_env().map_err(|reason| GateError::Incompatible {
+    let limits = sandbox::Limits::from_env().map_err(|e| GateError::Incompatible {
         model: req.model.clone(),
         version: req.version,
-        reason,
+        reason: e.to_string(),
     })?;
     let rows = data.rows;
     let measured = sandbox::measure_within(
@@ -868,15 +885,15 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
     .map(|g| (g, rows));
     let (gates, error, rows) = match measured {
         Ok((g, rows)) => (g, None, rows as u64),
-        Err(msg) => (
+        Err(e) => (
             vec![GateResult {
                 gate: "edge.load".into(),
                 measured: None,
                 bound: None,
                 passed: false,
-                detail: msg.clone(),
+                detail: e.message.clone(),
             }],
-            Some(msg),
+            Some(e.message),
             0,
         ),
     };

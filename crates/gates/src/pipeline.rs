@@ -152,10 +152,16 @@ pub async fn invoke(reg: &Registry, event: &Value) -> Result<ValidateReport, Inv
 /// The validate function's handler for every event it gets: a call from the webhook
 /// (`{"webhook_validate": ValidateCall}`, answered with the gate report or a [`PromoteError`]
 /// as JSON in the error message, which `LambdaFunction` reads back), else an upload or
-/// direct event for [`invoke`]. `Err` is (error type, message) for Lambda.
-pub async fn validate_function(reg: &Registry, event: &Value) -> Result<Value, (String, String)> {
+/// direct event for [`invoke`]. `Err` is the Lambda error to report.
+pub async fn validate_function(reg: &Registry, event: &Value) -> Result<Value, FunctionError> {
     if let Some(call) = event.get("webhook_validate") {
-        let remote = |e: PromoteError| promote_error_message(&e);
+        let remote = |e: PromoteError| {
+            let (error_type, message) = promote_error_message(&e);
+            FunctionError {
+                error_type,
+                message,
+            }
+        };
         let call: ValidateCall = serde_json::from_value(call.clone()).map_err(|e| {
             remote(PromoteError::new(
                 "invalid_request",
@@ -169,5 +175,19 @@ pub async fn validate_function(reg: &Registry, event: &Value) -> Result<Value, (
     invoke(reg, event)
         .await
         .map(|report| serde_json::to_value(report).unwrap_or_default())
-        .map_err(|e| (e.error_type.into(), e.message))
+        .map_err(|e| FunctionError {
+            error_type: e.error_type.into(),
+            message: e.message,
+        })
+}
+
+/// What a function reports to Lambda when an invocation fails: the `errorType` (a stable code,
+/// or `Retryable`) and the `errorMessage`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct FunctionError {
+    /// Lambda's `errorType`.
+    pub error_type: String,
+    /// Lambda's `errorMessage`.
+    pub message: String,
 }

@@ -27,7 +27,7 @@ use falaj_core::{ModelVersion, TrainingManifest};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{GateInputs, HoldoutData, measure, parse_holdout};
+use super::{GateInputs, HoldoutData, ModelError, measure, parse_holdout};
 
 /// The argument that makes a gates binary a worker.
 pub const WORKER_ARG: &str = "__falaj-gates-worker";
@@ -45,30 +45,21 @@ pub struct Limits {
     pub worker: Option<PathBuf>,
 }
 
-fn positive(name: &str, default: u64) -> Result<u64, String> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| format!("{name}={v:?}: expected a positive whole number")),
-    }
-}
-
 impl Limits {
     /// From `FALAJ_GATES_DEADLINE_SECS` (300), `FALAJ_GATES_MAX_MEMORY_BYTES` (4 GiB) and
     /// `FALAJ_GATES_WORKER` (else this executable, if it serves as a worker).
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, falaj_runtime::BadLimit> {
         let worker = match std::env::var_os("FALAJ_GATES_WORKER").filter(|v| !v.is_empty()) {
             Some(p) => Some(PathBuf::from(p)),
             None if SELF_IS_WORKER.load(Ordering::Relaxed) => std::env::current_exe().ok(),
             None => None,
         };
         Ok(Self {
-            deadline: Duration::from_secs(positive("FALAJ_GATES_DEADLINE_SECS", 300)?),
-            max_memory: positive("FALAJ_GATES_MAX_MEMORY_BYTES", 4 << 30)?,
+            deadline: Duration::from_secs(falaj_runtime::positive_env(
+                "FALAJ_GATES_DEADLINE_SECS",
+                300,
+            )?),
+            max_memory: falaj_runtime::positive_env("FALAJ_GATES_MAX_MEMORY_BYTES", 4 << 30)?,
             worker,
         })
     }
@@ -114,7 +105,7 @@ pub struct Measurement {
     pub baseline: Option<(u64, bytes::Bytes, TrainingManifest)>,
 }
 
-fn run(m: &Measurement, policy: &GatePolicy) -> Result<Vec<GateResult>, String> {
+fn run(m: &Measurement, policy: &GatePolicy) -> Result<Vec<GateResult>, ModelError> {
     measure(&GateInputs {
         version: &m.version,
         manifest: &m.manifest,
@@ -130,7 +121,10 @@ fn gib(bytes: u64) -> String {
 }
 
 /// Measures every gate under `limits`; `Err` is the reason the version is rejected.
-pub async fn measure_within(m: Measurement, limits: &Limits) -> Result<Vec<GateResult>, String> {
+pub async fn measure_within(
+    m: Measurement,
+    limits: &Limits,
+) -> Result<Vec<GateResult>, ModelError> {
     let deadline = limits.deadline;
     let late = || {
         format!(
@@ -150,8 +144,10 @@ pub async fn measure_within(m: Measurement, limits: &Limits) -> Result<Vec<GateR
             .map_err(|e| format!("cannot start the evaluator: {e}"))?;
         return match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the evaluator stopped without an answer (it panicked)".into()),
-            Err(_) => Err(late()),
+            Ok(Err(_)) => {
+                Err(String::from("the evaluator stopped without an answer (it panicked)").into())
+            }
+            Err(_) => Err(late().into()),
         };
     };
     let job = Job {
@@ -216,7 +212,7 @@ pub async fn measure_within(m: Measurement, limits: &Limits) -> Result<Vec<GateR
     let (status, out, err) = match tokio::time::timeout(deadline, work).await {
         Ok(r) => r,
         // Dropping the child kills it (kill_on_drop).
-        Err(_) => return Err(late()),
+        Err(_) => return Err(late().into()),
     };
     let status = status.map_err(|e| format!("the gates worker failed: {e}"))?;
     let out_of_memory = |said: &str| {
@@ -237,12 +233,12 @@ pub async fn measure_within(m: Measurement, limits: &Limits) -> Result<Vec<GateR
         return match answer {
             Answer::Measured(g) => Ok(g),
             // tract turns a refused allocation into a panic, which the loader reports.
-            Answer::Refused(why) => Err(out_of_memory(&why).unwrap_or(why)),
+            Answer::Refused(why) => Err(out_of_memory(&why).unwrap_or(why).into()),
         };
     }
     let err = String::from_utf8_lossy(&err);
     if let Some(why) = out_of_memory(&err) {
-        return Err(why);
+        return Err(why.into());
     }
     let last = err
         .lines()
@@ -256,7 +252,8 @@ pub async fn measure_within(m: Measurement, limits: &Limits) -> Result<Vec<GateR
         } else {
             format!(": {last}")
         }
-    ))
+    )
+    .into())
 }
 
 /// In `main` of a binary that runs the gates: run as a worker if asked (never returns then);
@@ -317,6 +314,6 @@ fn worker() -> Result<Answer, String> {
     };
     Ok(match run(&m, &policy) {
         Ok(g) => Answer::Measured(g),
-        Err(e) => Answer::Refused(e),
+        Err(e) => Answer::Refused(e.message),
     })
 }

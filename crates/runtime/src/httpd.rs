@@ -24,20 +24,14 @@ pub struct Limits {
 impl Limits {
     /// The defaults (512 connections, 10 s), overridden by `FALAJ_HTTP_MAX_CONNECTIONS` and
     /// `FALAJ_HTTP_HEADER_TIMEOUT_MS`; a value that does not parse is an error naming it.
-    pub fn from_env() -> Result<Self, String> {
-        fn var(name: &str, default: u64) -> Result<u64, String> {
-            match std::env::var(name) {
-                Err(_) => Ok(default),
-                Ok(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("{name}={v:?}: expected a positive whole number")),
-            }
-        }
+    pub fn from_env() -> Result<Self, crate::BadLimit> {
+        use crate::positive_env;
         Ok(Self {
-            max_connections: var("FALAJ_HTTP_MAX_CONNECTIONS", 512)? as usize,
-            header_timeout: Duration::from_millis(var("FALAJ_HTTP_HEADER_TIMEOUT_MS", 10_000)?),
+            max_connections: positive_env("FALAJ_HTTP_MAX_CONNECTIONS", 512)? as usize,
+            header_timeout: Duration::from_millis(positive_env(
+                "FALAJ_HTTP_HEADER_TIMEOUT_MS",
+                10_000,
+            )?),
         })
     }
 }

@@ -6,6 +6,30 @@
 
 pub mod httpd;
 
+/// A limit set in the environment that is not a positive whole number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?}: expected a positive whole number")]
+pub struct BadLimit {
+    /// The variable.
+    pub var: &'static str,
+    /// What it holds.
+    pub value: String,
+}
+
+/// The positive whole number in `var`, `default` when it is unset; anything else is refused
+/// by name (a typo must not silently mean "no limit").
+pub fn positive_env(var: &'static str, default: u64) -> Result<u64, BadLimit> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(BadLimit { var, value: v }),
+    }
+}
+
 /// The current time, RFC 3339 in UTC with milliseconds: the format of every timestamp falaj
 /// stores.
 pub fn now() -> String {

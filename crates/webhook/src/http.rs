@@ -149,8 +149,16 @@ pub fn parse_query(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Why a body is not base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Base64Error {
+    /// What is wrong with it.
+    pub reason: String,
+}
+
 /// Decodes standard base64 (with or without padding; whitespace ignored).
-pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+pub fn base64_decode(s: &str) -> Result<Vec<u8>, Base64Error> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',
@@ -165,20 +173,26 @@ pub fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
     let data = match clean.iter().position(|&c| c == b'=') {
         Some(p) => {
             if clean[p..].iter().any(|&c| c != b'=') || clean.len() - p > 2 {
-                return Err("padding in the middle of the data".into());
+                return Err(Base64Error {
+                    reason: "padding in the middle of the data".into(),
+                });
             }
             &clean[..p]
         }
         None => &clean[..],
     };
     if data.len() % 4 == 1 {
-        return Err("truncated data".into());
+        return Err(Base64Error {
+            reason: "truncated data".into(),
+        });
     }
     let mut out = Vec::with_capacity(data.len() * 3 / 4);
     for chunk in data.chunks(4) {
         let mut acc = 0u32;
         for (i, &c) in chunk.iter().enumerate() {
-            let v = val(c).ok_or_else(|| format!("invalid character {:?}", c as char))?;
+            let v = val(c).ok_or_else(|| Base64Error {
+                reason: format!("invalid character {:?}", c as char),
+            })?;
             acc |= v << (18 - 6 * i);
         }
         let bytes = acc.to_be_bytes();

@@ -9,8 +9,8 @@ use serde_json::Value;
 pub async fn handle(registry: &Registry, event: &Value) -> Result<Value, Diagnostic> {
     falaj_gates::validate_function(registry, event)
         .await
-        .map_err(|(error_type, error_message)| Diagnostic {
-            error_type,
-            error_message,
+        .map_err(|e| Diagnostic {
+            error_type: e.error_type,
+            error_message: e.message,
         })
 }

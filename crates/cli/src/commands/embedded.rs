@@ -90,8 +90,8 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                     cli.store
                 );
             }
-            let limits =
-                falaj_runtime::httpd::Limits::from_env().map_err(|e| fail("usage", 2, e))?;
+            let limits = falaj_runtime::httpd::Limits::from_env()
+                .map_err(|e| fail("usage", 2, e.to_string()))?;
             tokio::spawn(falaj_cli::serve::serve_http(listener, hook, limits));
             let every = std::time::Duration::from_millis(*poll_ms);
             if let Some(r) = retrainer {
