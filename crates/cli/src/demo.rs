@@ -232,13 +232,14 @@ pub async fn run(reg: Arc<Registry>, key: DeployKey, cfg: DemoConfig) -> R<DemoS
         }
     }
 
-    r.say("roles: platform (admin), dana (data-scientist), mel (ml-engineer), ann and bob (approvers)");
+    r.say("roles: platform (admin), dana (data-scientist), mel (ml-engineer), ann and bob (approvers), falaj-ingest (data-scientist: uploads may register)");
     for (who, role) in [
         ("platform", Role::Admin),
         ("dana", Role::DataScientist),
         ("mel", Role::MlEngineer),
         ("ann", Role::Approver),
         ("bob", Role::Approver),
+        (falaj::ingest::INGEST_ACTOR, Role::DataScientist),
     ] {
         r.or_fail(falaj::promotion::grant(&reg, "platform", who, role).await)
             .map_err(|e| DemoError {

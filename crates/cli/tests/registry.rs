@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use falaj::store::{self, OpenOptions, Precondition, Store, StoreError, list_all, no_progress};
 use falaj::{Artifact, Expect, NewModel, Registration, Registry, RegistryError, VersionFilter};
+use falaj_core::promotion::Role;
 use falaj_core::version::ModelRef;
 use falaj_core::{AllowedRegions, AuditProblem, StoreKey, layout};
 
@@ -726,6 +727,9 @@ async fn concurrent_writers_in_processes(b: Backend) {
     const WRITERS: u64 = 16;
     let f = Fixture::new(b).await;
     new_model(&f.registry().await, "race").await;
+    let writers: Vec<String> = (0..WRITERS).map(|i| format!("w{i}")).collect();
+    let writers: Vec<&str> = writers.iter().map(String::as_str).collect();
+    support::grant(&f.registry().await, &writers, Role::DataScientist).await;
     let dir = tempfile::tempdir().unwrap();
     let mut children = Vec::new();
     for i in 0..WRITERS {
@@ -773,14 +777,14 @@ async fn killed_upload_leaves_no_version_and_no_blob(b: Backend) {
     let f = Fixture::new(b).await;
     let reg = f.registry().await;
     new_model(&reg, "big").await;
+    support::grant(&reg, &["pusher"], Role::DataScientist).await;
     // A valid ONNX header followed by a large initializer: the upload takes a while.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.onnx");
     write_big_onnx(&path, 768 << 20);
     let mut child = f
         .cli()
-        .arg("push")
-        .arg("big")
+        .args(["--as", "pusher", "push", "big"])
         .arg(&path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1128,4 +1132,52 @@ fn store_keys_never_escape() {
     for n in names {
         assert!(StoreKey::new(n).is_err(), "{n:?}");
     }
+}
+
+/// `falaj push` needs a role that may register, as the webhook and ingest do: without one it
+/// exits 6 naming the fix, audits the refusal and writes no version; with one it registers.
+#[tokio::test]
+async fn push_needs_a_role_that_may_register() {
+    let f = Fixture::new(Backend::Dir).await;
+    let reg = f.registry().await;
+    new_model(&reg, "wine").await;
+    support::grant(&reg, &["dana"], Role::DataScientist).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    std::fs::write(&path, support::onnx_bytes(3)).unwrap();
+    let push = |who: &str| {
+        f.cli()
+            .args(["--as", who, "push", "wine"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = push("eve");
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"forbidden\"") && err.contains("falaj roles grant eve"),
+        "{err}"
+    );
+    assert!(
+        reg.versions("wine", &VersionFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let events = reg.audit_events("wine").await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, e)| e.action == "refused" && e.actor == "eve"),
+        "{events:?}"
+    );
+    let out = push("dana");
+    assert!(out.status.success(), "{out:?}");
+    let versions = reg
+        .versions("wine", &VersionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].author, "dana");
 }

@@ -132,6 +132,21 @@ pub async fn authorize(
     }
 }
 
+/// Registers a version as its author, who must hold a role that may register
+/// (data-scientist, ml-engineer, admin). Every registration path checks it: `falaj push`
+/// calls this, the webhook too (after checking the same role before it reads anything),
+/// and ingest checks the uploader's role before it claims the upload. A refusal is audited
+/// and nothing is written.
+pub async fn register(
+    reg: &Registry,
+    req: crate::Registration,
+    progress: crate::store::Progress,
+) -> Result<crate::Registered> {
+    let model = req.model.clone();
+    authorize(reg, &model, &req.author, Action::Register, &model).await?;
+    Ok(reg.register(req, progress).await?)
+}
+
 /// Audits a refusal and turns it into the error to return.
 pub(crate) async fn refuse(
     reg: &Registry,

@@ -25,6 +25,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3EventRecord;
 use bytes::Bytes;
 use falaj_core::StoreKey;
+use falaj_core::promotion::Action;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -419,6 +420,14 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
     let model = parts[1];
     if let Err(e) = falaj_core::validate_model_name(model) {
         return Outcome::failed(key, e, false);
+    }
+    // The uploader must hold a role that may register, like every other registration path;
+    // a refusal is audited and not retried (a grant, then a new upload, registers it).
+    if let Err(e) =
+        crate::access::authorize(registry, model, INGEST_ACTOR, Action::Register, key).await
+    {
+        let retryable = e.is_retryable();
+        return Outcome::failed(key, e, retryable);
     }
     let model_key = match StoreKey::new(
         manifest_key

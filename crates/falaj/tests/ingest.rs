@@ -25,7 +25,9 @@ async fn registry() -> (Registry, tempfile::TempDir) {
         create: true,
         ..Default::default()
     };
-    (Registry::new(store::open(&uri, &opts).await.unwrap()), d)
+    let reg = Registry::new(store::open(&uri, &opts).await.unwrap());
+    support::let_uploads_register(&reg).await;
+    (reg, d)
 }
 
 /// Uploads a run directory the way falaj-train does: model first, manifest last.
@@ -47,6 +49,56 @@ async fn upload_run(reg: &Registry, dir: &str, seed: u32) {
             .unwrap(),
     )
     .await;
+}
+
+/// Registering needs a role, on every path: a store whose roles do not let `falaj-ingest`
+/// register refuses the upload (audited, not retried, nothing registered, the fix named),
+/// and the same upload registers once the role is granted.
+#[tokio::test]
+async fn an_upload_registers_only_if_the_uploader_may_register() {
+    let d = tempfile::tempdir().unwrap();
+    let uri = format!("dir://{}", d.path().join("store").display());
+    let opts = OpenOptions {
+        create: true,
+        ..Default::default()
+    };
+    let reg = Registry::new(store::open(&uri, &opts).await.unwrap());
+    support::grant(&reg, &["dana"], falaj_core::promotion::Role::DataScientist).await;
+    upload_run(&reg, "incoming/wine/run 1 + été", 1).await;
+    let event = fixture("s3-put-manifest.json");
+    let refused = handle_event(&reg, &event).await.unwrap();
+    match &refused.results[..] {
+        [
+            Outcome::Failed {
+                error, retryable, ..
+            },
+        ] => {
+            assert!(!retryable, "a refusal is not retried");
+            assert!(
+                error.contains("falaj-ingest may not register")
+                    && error.contains("falaj roles grant falaj-ingest"),
+                "{error}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        reg.versions("wine", &VersionFilter::default()).await,
+        Err(falaj::RegistryError::ModelNotFound { .. })
+    ));
+    let events = reg.audit_events("wine").await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, e)| e.action == "refused" && e.actor == "falaj-ingest"),
+        "{events:?}"
+    );
+    support::let_uploads_register(&reg).await;
+    let again = handle_event(&reg, &event).await.unwrap();
+    assert!(
+        matches!(&again.results[..], [Outcome::Registered { version: 1, .. }]),
+        "{again:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,6 +234,7 @@ async fn a_prefixed_s3_store_ingests_its_uploads() {
             .await
             .unwrap(),
     );
+    support::let_uploads_register(&reg).await;
     upload_run(&reg, "incoming/wine/run1", 1).await;
     let event = |key: &str| {
         let mut e = fixture("s3-put-manifest.json");

@@ -21,6 +21,7 @@ async fn uploads_register_while_their_claims_are_refreshed() {
         ..Default::default()
     };
     let reg = Registry::new(store::open(&format!("s3://{bucket}"), &opts).await.unwrap());
+    support::let_uploads_register(&reg).await;
     let path = format!(
         "{}/../../tests/fixtures/events/s3-put-manifest.json",
         env!("CARGO_MANIFEST_DIR")

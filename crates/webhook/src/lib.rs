@@ -685,6 +685,8 @@ async fn register(
     semver: Option<String>,
     actor: &str,
 ) -> Result<HttpResponse, ApiError> {
+    // Checked again by `falaj::access::register` below; checked here first so a caller
+    // without the role learns nothing about which objects exist.
     promotion::authorize(reg, model, actor, Action::Register, model).await?;
     let read = |k: &StoreKey| {
         let k = k.clone();
@@ -743,20 +745,20 @@ async fn register(
             Err(e) => return Err(e.into()),
         }
     }
-    let r = reg
-        .register(
-            Registration {
-                model: model.into(),
-                artifact: Artifact::Bytes(art.bytes),
-                artifact_name: artifact.to_string(),
-                manifest: Some((manifest.to_string(), man.bytes)),
-                semver,
-                author: actor.into(),
-                source: Some(source),
-            },
-            no_progress(),
-        )
-        .await?;
+    let r = falaj::access::register(
+        reg,
+        Registration {
+            model: model.into(),
+            artifact: Artifact::Bytes(art.bytes),
+            artifact_name: artifact.to_string(),
+            manifest: Some((manifest.to_string(), man.bytes)),
+            semver,
+            author: actor.into(),
+            source: Some(source),
+        },
+        no_progress(),
+    )
+    .await?;
     Ok(HttpResponse::json(
         201,
         &json!({"version": r.version, "blob_created": r.blob_created, "duplicate": false}),

@@ -70,6 +70,15 @@ async fn new_store() -> (tempfile::TempDir, String, Arc<Registry>) {
         ..OpenOptions::default()
     };
     let reg = Arc::new(Registry::new(store::open(&uri, &opts).await.unwrap()));
+    // Uploads register as falaj-ingest, which needs a role that may register.
+    falaj::promotion::grant(
+        &reg,
+        "platform",
+        falaj::ingest::INGEST_ACTOR,
+        falaj_core::promotion::Role::DataScientist,
+    )
+    .await
+    .unwrap();
     (dir, uri, reg)
 }
 

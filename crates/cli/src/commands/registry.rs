@@ -108,20 +108,20 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             }
             let (progress, bar) = progress_bar(file, !cli.json);
             let started = std::time::Instant::now();
-            let r = reg
-                .register(
-                    Registration {
-                        model: model.clone(),
-                        artifact: Artifact::File(file.clone()),
-                        artifact_name: file.display().to_string(),
-                        manifest,
-                        semver: semver.clone(),
-                        author: me.clone(),
-                        source: Some(file.display().to_string()),
-                    },
-                    progress,
-                )
-                .await;
+            let r = falaj::access::register(
+                &reg,
+                Registration {
+                    model: model.clone(),
+                    artifact: Artifact::File(file.clone()),
+                    artifact_name: file.display().to_string(),
+                    manifest,
+                    semver: semver.clone(),
+                    author: me.clone(),
+                    source: Some(file.display().to_string()),
+                },
+                progress,
+            )
+            .await;
             if let Some(b) = bar {
                 b.finish_and_clear();
             }

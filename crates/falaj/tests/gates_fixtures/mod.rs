@@ -270,7 +270,8 @@ pub struct Env {
 }
 
 /// A fresh `dir://` store with roles: root (admin), sam (data-scientist), mel (ml-engineer),
-/// ann and bob (approvers), eve (viewer).
+/// ann and bob (approvers), eve (viewer), and falaj-ingest (data-scientist: uploads to
+/// `incoming/` may register).
 pub async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("dir://{}", dir.path().join("store").display());
@@ -287,6 +288,7 @@ pub async fn env() -> Env {
         ("ann", Role::Approver),
         ("bob", Role::Approver),
         ("eve", Role::Viewer),
+        (falaj::ingest::INGEST_ACTOR, Role::DataScientist),
     ] {
         promotion::grant(&reg, "root", who, role).await.unwrap();
     }

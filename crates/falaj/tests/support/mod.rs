@@ -86,6 +86,26 @@ pub async fn s3_bucket(region: &str) -> String {
     name
 }
 
+/// Grants `role` to each of `who` (the first grant makes `platform` the store's admin).
+pub async fn grant(reg: &falaj::Registry, who: &[&str], role: falaj_core::promotion::Role) {
+    for w in who {
+        falaj::promotion::grant(reg, "platform", w, role)
+            .await
+            .unwrap();
+    }
+}
+
+/// Lets uploads to `incoming/` register: ingest registers as `falaj-ingest`, which needs a
+/// role that may register, like every other registration path.
+pub async fn let_uploads_register(reg: &falaj::Registry) {
+    grant(
+        reg,
+        &[falaj::ingest::INGEST_ACTOR],
+        falaj_core::promotion::Role::DataScientist,
+    )
+    .await;
+}
+
 /// A tiny valid ONNX model; `seed` changes its weights (and so its digest).
 pub fn onnx_bytes(seed: u32) -> Vec<u8> {
     let w: Vec<f32> = (0..6).map(|i| (i as f32 + seed as f32) * 0.1).collect();
