@@ -227,15 +227,7 @@ impl Watcher {
         );
         events.push(WatchEvent::Validate { outcome });
         if stage {
-            let req = PromoteRequest::Promote {
-                model: model.into(),
-                version,
-                actor: VALIDATOR.into(),
-                to: Stage::Staging,
-                canary: None,
-                blue_green: false,
-                expect: ExpectAlias::Any,
-            };
+            let req = PromoteRequest::auto_staging(model, version);
             let result = match self.promoter.apply(req).await {
                 Ok(v) => v,
                 Err(e) => json!({"error": e}),

@@ -110,6 +110,20 @@ pub enum PromoteRequest {
 }
 
 impl PromoteRequest {
+    /// What follows a passing validation whose policy says `auto_staging`: promote
+    /// `model@version` to staging as the validator (the identity that may do only that).
+    pub fn auto_staging(model: &str, version: u64) -> Self {
+        Self::Promote {
+            model: model.into(),
+            version,
+            actor: falaj_core::promotion::VALIDATOR.into(),
+            to: Stage::Staging,
+            canary: None,
+            blue_green: false,
+            expect: ExpectAlias::Any,
+        }
+    }
+
     /// The model it is about.
     pub fn model(&self) -> &str {
         match self {

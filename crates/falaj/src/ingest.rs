@@ -633,40 +633,61 @@ pub struct InvocationError {
     pub message: String,
 }
 
+impl InvocationError {
+    /// The event itself could not be read: not retried.
+    pub fn invalid_event(e: impl std::fmt::Display) -> Self {
+        Self {
+            error_type: "InvalidEvent",
+            message: e.to_string(),
+        }
+    }
+
+    /// The invocation's error when any of `outcomes` failed (`failed` says which, and whether
+    /// a retry may cure it): `Retryable` if one may be retried, else `RecordsFailed`, naming
+    /// each failure as JSON. `None` when nothing failed. `what` names the items ("records").
+    pub fn from_failures<T: Serialize>(
+        outcomes: &[T],
+        failed: impl Fn(&T) -> Option<bool>,
+        what: &str,
+    ) -> Option<Self> {
+        let failures: Vec<(&T, bool)> = outcomes
+            .iter()
+            .filter_map(|o| failed(o).map(|r| (o, r)))
+            .collect();
+        if failures.is_empty() {
+            return None;
+        }
+        let retryable = failures.iter().any(|(_, r)| *r);
+        let listed: Vec<&T> = failures.iter().map(|(o, _)| *o).collect();
+        Some(Self {
+            error_type: if retryable {
+                "Retryable"
+            } else {
+                "RecordsFailed"
+            },
+            message: format!(
+                "{} of {} {what} failed: {}",
+                failures.len(),
+                outcomes.len(),
+                serde_json::to_string(&listed).unwrap_or_default()
+            ),
+        })
+    }
+}
+
 /// Handles one Lambda invocation: the report, or an error naming every failed record.
 pub async fn invoke(registry: &Registry, event: &Value) -> Result<BatchReport, InvocationError> {
     let report = handle_event(registry, event)
         .await
-        .map_err(|e| InvocationError {
-            error_type: "InvalidEvent",
-            message: e.to_string(),
-        })?;
-    let failed = report.failures();
-    if failed.is_empty() {
-        return Ok(report);
+        .map_err(InvocationError::invalid_event)?;
+    let failed = |o: &Outcome| match o {
+        Outcome::Failed { retryable, .. } => Some(*retryable),
+        _ => None,
+    };
+    match InvocationError::from_failures(&report.results, failed, "records") {
+        None => Ok(report),
+        Some(e) => Err(e),
     }
-    let retryable = failed.iter().any(|o| {
-        matches!(
-            o,
-            Outcome::Failed {
-                retryable: true,
-                ..
-            }
-        )
-    });
-    Err(InvocationError {
-        error_type: if retryable {
-            "Retryable"
-        } else {
-            "RecordsFailed"
-        },
-        message: format!(
-            "{} of {} records failed: {}",
-            failed.len(),
-            report.results.len(),
-            serde_json::to_string(&failed).unwrap_or_default()
-        ),
-    })
 }
 
 /// How long finished claims are kept on a store that does not expire them itself (`dir://`;

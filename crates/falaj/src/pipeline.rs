@@ -168,15 +168,7 @@ pub async fn promote_invoke(
             let (Some(model), Some(version)) = (r["model"].as_str(), r["version"].as_u64()) else {
                 continue;
             };
-            let req = PromoteRequest::Promote {
-                model: model.into(),
-                version,
-                actor: VALIDATOR.into(),
-                to: Stage::Staging,
-                canary: None,
-                blue_green: false,
-                expect: ExpectAlias::Any,
-            };
+            let req = PromoteRequest::auto_staging(model, version);
             results.push(apply_promote_request(reg, key, req).await?);
         }
         return Ok(serde_json::json!({ "results": results }));

@@ -18,14 +18,20 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-async fn registry() -> (Registry, tempfile::TempDir) {
+/// A fresh `dir://` store with no roles at all.
+async fn bare_registry() -> (Registry, tempfile::TempDir) {
     let d = tempfile::tempdir().unwrap();
     let uri = format!("dir://{}", d.path().join("store").display());
     let opts = OpenOptions {
         create: true,
         ..Default::default()
     };
-    let reg = Registry::new(store::open(&uri, &opts).await.unwrap());
+    (Registry::new(store::open(&uri, &opts).await.unwrap()), d)
+}
+
+/// A fresh `dir://` store whose uploads may register.
+async fn registry() -> (Registry, tempfile::TempDir) {
+    let (reg, d) = bare_registry().await;
     support::let_uploads_register(&reg).await;
     (reg, d)
 }
@@ -56,13 +62,7 @@ async fn upload_run(reg: &Registry, dir: &str, seed: u32) {
 /// and the same upload registers once the role is granted.
 #[tokio::test]
 async fn an_upload_registers_only_if_the_uploader_may_register() {
-    let d = tempfile::tempdir().unwrap();
-    let uri = format!("dir://{}", d.path().join("store").display());
-    let opts = OpenOptions {
-        create: true,
-        ..Default::default()
-    };
-    let reg = Registry::new(store::open(&uri, &opts).await.unwrap());
+    let (reg, _d) = bare_registry().await;
     support::grant(&reg, &["dana"], falaj_core::promotion::Role::DataScientist).await;
     upload_run(&reg, "incoming/wine/run 1 + été", 1).await;
     let event = fixture("s3-put-manifest.json");

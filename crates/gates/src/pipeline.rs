@@ -113,40 +113,15 @@ pub async fn handle_event(reg: &Registry, event: &Value) -> Result<ValidateRepor
 pub async fn invoke(reg: &Registry, event: &Value) -> Result<ValidateReport, InvocationError> {
     let report = handle_event(reg, event)
         .await
-        .map_err(|e| InvocationError {
-            error_type: "InvalidEvent",
-            message: e.to_string(),
-        })?;
-    let failed: Vec<&ValidateOutcome> = report
-        .results
-        .iter()
-        .filter(|o| matches!(o, ValidateOutcome::Failed { .. }))
-        .collect();
-    if failed.is_empty() {
-        return Ok(report);
+        .map_err(InvocationError::invalid_event)?;
+    let failed = |o: &ValidateOutcome| match o {
+        ValidateOutcome::Failed { retryable, .. } => Some(*retryable),
+        _ => None,
+    };
+    match InvocationError::from_failures(&report.results, failed, "requests") {
+        None => Ok(report),
+        Some(e) => Err(e),
     }
-    let retryable = failed.iter().any(|o| {
-        matches!(
-            o,
-            ValidateOutcome::Failed {
-                retryable: true,
-                ..
-            }
-        )
-    });
-    Err(InvocationError {
-        error_type: if retryable {
-            "Retryable"
-        } else {
-            "RecordsFailed"
-        },
-        message: format!(
-            "{} of {} requests failed: {}",
-            failed.len(),
-            report.results.len(),
-            serde_json::to_string(&failed).unwrap_or_default()
-        ),
-    })
 }
 
 /// The validate function's handler for every event it gets: a call from the webhook
