@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use falaj_core::StoreKey;
 use falaj_core::drift::DriftRule;
+use falaj_core::layout;
 use falaj_core::promotion::{Role, Stage};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -273,7 +274,7 @@ pub async fn run(reg: Arc<Registry>, key: DeployKey, cfg: DemoConfig) -> R<DemoS
         }
         Err(e) => return r.fail(e.to_string()),
     }
-    let holdout_key = format!("datasets/{model}/holdout.csv");
+    let holdout_key = layout::datasets_prefix(&model) + "holdout.csv";
     let policy = POLICY.replace("HOLDOUT_KEY", &holdout_key);
     r.or_fail(
         falaj::promotion::set_policy(&reg, &model, "falaj demo policy", &policy, "mel").await,
@@ -282,7 +283,7 @@ pub async fn run(reg: Arc<Registry>, key: DeployKey, cfg: DemoConfig) -> R<DemoS
 
     r.say("dataset upload: every 5th row is the holdout the gates score, the rest trains");
     let (train_csv, holdout_csv) = split(BREAST_CANCER_CSV);
-    let train_key = format!("datasets/{model}/train.csv");
+    let train_key = layout::datasets_prefix(&model) + "train.csv";
     r.put(&train_key, train_csv.clone().into_bytes()).await?;
     r.put(&holdout_key, holdout_csv.clone().into_bytes())
         .await?;
@@ -700,7 +701,7 @@ async fn train(r: &mut Run, trainer: &Path, args: &[&str], out: &Path) -> R<()> 
 
 /// Waits for the upload under `incoming/<model>/<run>/` to be registered.
 async fn wait_registered(r: &mut Run, model: &str, run: &str) -> R<u64> {
-    let upload = format!("incoming/{model}/{run}/");
+    let upload = format!("{}{run}/", layout::incoming_prefix(model));
     r.wait_for("registration", Duration::from_secs(120), |ev| match ev {
         WatchEvent::Ingest {
             outcome:

@@ -3,79 +3,23 @@
 //! Each subcommand turns its arguments into library calls and prints the result, as text for
 //! people or as JSON (`--json`) for scripts. `args.rs` is the command line and its `--help`;
 //! `commands/` one module per command group; `output.rs` what is printed; `failure.rs` the
-//! error codes and the one exit-status rule. This file opens the store, sends each command to
+//! error codes and the one exit-status rule; `context.rs` what every command reads (who is
+//! asking, the store, the signing key, references). This file opens the store, sends each command to
 //! its group and turns a failure into its exit status.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use falaj::Registry;
-use falaj::store::{self, OpenOptions};
-use falaj_core::AllowedRegions;
-use falaj_core::version::ModelRef;
 
 mod args;
 mod commands;
+mod context;
 mod failure;
 mod output;
 
 use args::*;
 use failure::*;
 use output::*;
-
-pub(crate) fn identity(cli: &Cli) -> String {
-    cli.identity
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "local-user".into())
-}
-
-pub(crate) fn signing_key() -> Result<falaj::deploy::DeployKey, Failure> {
-    Ok(falaj::deploy::DeployKey::load_or_create(
-        &falaj::deploy::DeployKey::default_path(),
-    )?)
-}
-
-pub(crate) fn parse_stage(s: &str) -> Result<falaj_core::promotion::Stage, Failure> {
-    falaj_core::promotion::Stage::parse(s).ok_or_else(|| {
-        fail(
-            "invalid_name",
-            2,
-            format!("unknown stage {s:?}: use staging or production"),
-        )
-    })
-}
-
-pub(crate) fn numbered(r: &ModelRef) -> Result<u64, Failure> {
-    match r.version {
-        falaj_core::version::VersionRef::Number(n) => Ok(n),
-        _ => Err(fail(
-            "invalid_name",
-            2,
-            format!("{r}: give a version number, MODEL@N"),
-        )),
-    }
-}
-
-pub(crate) fn parse_ref(s: &str) -> Result<ModelRef, Failure> {
-    s.parse::<ModelRef>().map_err(|e| {
-        fail(
-            "invalid_name",
-            2,
-            format!("{e} (expected MODEL@N, MODEL@ALIAS or MODEL)"),
-        )
-    })
-}
-
-pub(crate) async fn registry(cli: &Cli, create: bool) -> Result<Registry, Failure> {
-    let opts = OpenOptions {
-        allowed: AllowedRegions::parse(&cli.allowed_regions),
-        create,
-        endpoint: None,
-    };
-    Ok(Registry::new(store::open(&cli.store, &opts).await?))
-}
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let out = Out { json: cli.json };

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use falaj_core::StoreKey;
+use falaj_core::layout;
 use falaj_core::manifest::TrainingManifest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -144,7 +145,8 @@ pub struct Retrainer {
 
 /// `idempotency/<request key>`.
 pub fn claim_key(request: &str) -> Result<StoreKey, RegistryError> {
-    key(format!("idempotency/{request}"))
+    falaj_core::layout::retrain_claim(request)
+        .map_err(|e| RegistryError::from(falaj::store::StoreError::from(e)))
 }
 
 fn key(k: String) -> Result<StoreKey, RegistryError> {
@@ -333,7 +335,7 @@ fn is_request_key(k: &str) -> bool {
 /// (the signing key sits on this machine) and never another model's data.
 fn dataset_key(reg: &Registry, model: &str, uri: &str) -> Result<StoreKey, RetrainError> {
     let store = reg.store();
-    let prefix = format!("datasets/{model}/");
+    let prefix = layout::datasets_prefix(model);
     let refused = || {
         RetrainError::Request(format!(
             "the request's dataset must be an object of this store under {prefix} (`{}/{prefix}...`); it names {uri:?}, which the retrainer does not read",
@@ -351,7 +353,7 @@ fn dataset_key(reg: &Registry, model: &str, uri: &str) -> Result<StoreKey, Retra
 
 /// Checks a labelled-data key lies under `datasets/<model>/`.
 fn labelled_key(model: &str, k: &str) -> Result<StoreKey, RetrainError> {
-    let prefix = format!("datasets/{model}/");
+    let prefix = layout::datasets_prefix(model);
     match StoreKey::new(k) {
         Ok(key) if k.starts_with(&prefix) => Ok(key),
         _ => Err(RetrainError::Request(format!(
@@ -445,7 +447,8 @@ async fn assemble_data(
         extra.push((k.clone(), o.bytes.to_vec()));
     }
     let (bytes, added) = concat_csv(&base_bytes, &extra)?;
-    let k = key(format!("datasets/{}/retrain/{stamp}.csv", req.model))?;
+    let k = layout::dataset(&req.model, &format!("retrain/{stamp}.csv"))
+        .map_err(|e| RegistryError::from(falaj::store::StoreError::from(e)))?;
     let bytes = Bytes::from(bytes);
     match reg
         .store()

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use falaj_core::layout;
-use falaj_core::promotion::{Stage, VALIDATOR};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -28,7 +27,7 @@ use falaj::ingest::{self, Outcome, Upload};
 use falaj::pipeline::{ValidateOutcome, ValidateRequest};
 use falaj::registry::Registry;
 use falaj::store::list_all;
-use falaj_webhook::{self as webhook, ExpectAlias, HttpRequest, PromoteRequest, Promoter, Webhook};
+use falaj_webhook::{self as webhook, HttpRequest, PromoteRequest, Promoter, Webhook};
 
 /// The bucket name events carry in embedded mode.
 pub const LOCAL_BUCKET: &str = "falaj-local";

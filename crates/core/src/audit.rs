@@ -224,7 +224,7 @@ pub fn verify_head(
     head: Option<&AuditHead>,
 ) -> Vec<AuditProblem> {
     let last = events.last().map_or(0, |(_, s, _)| *s);
-    let key = format!("audit/{model}/head.json");
+    let key = crate::layout::audit_head(model).to_string();
     match head {
         None if last > 0 => vec![AuditProblem::HeadMissing { key }],
         None => Vec::new(),

@@ -158,6 +158,101 @@ pub fn parse_deployment_key(key: &str) -> Option<(&str, &str)> {
     (!env.is_empty() && crate::validate_model_name(model).is_ok()).then_some((env, model))
 }
 
+/// `models/<name>/versions/<n>/` — what belongs to one version (reports, tags, markers).
+pub fn version_dir(name: &str, n: u64) -> String {
+    format!("models/{name}/versions/{n}/")
+}
+/// `models/<name>/versions/<n>/gates.json` for run 1, `gates-<run>.json` after.
+pub fn gate_report_run(name: &str, n: u64, run: u32) -> StoreKey {
+    if run <= 1 {
+        gate_report(name, n)
+    } else {
+        key(format!("{}gates-{run}.json", version_dir(name, n)))
+    }
+}
+/// The run of a gate report key of `name@n` (`gates.json` is run 1), `None` for any other key.
+pub fn parse_gate_report_run(name: &str, n: u64, key: &str) -> Option<u32> {
+    let rest = key.strip_prefix(&version_dir(name, n))?;
+    if rest == "gates.json" {
+        return Some(1);
+    }
+    rest.strip_prefix("gates-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+/// `models/<name>/versions/<n>/archived.json` — written once a version leaves production.
+pub fn archived(name: &str, n: u64) -> StoreKey {
+    key(format!("{}archived.json", version_dir(name, n)))
+}
+/// `models/<name>/approvals/`
+pub fn approvals_of_model(name: &str) -> String {
+    format!("models/{name}/approvals/")
+}
+/// `models/<name>/approvals/<n>/`
+pub fn approvals_prefix(name: &str, n: u64) -> String {
+    format!("{}{n}/", approvals_of_model(name))
+}
+/// `models/<name>/approvals/<n>/<who>.json` (`who` a validated identity).
+pub fn approval(name: &str, n: u64, who: &str) -> StoreKey {
+    key(format!("{}{who}.json", approvals_prefix(name, n)))
+}
+/// `roles.json` — who holds which role, store-wide.
+pub fn roles() -> StoreKey {
+    key("roles.json".into())
+}
+/// `incoming/<name>/` — where uploads of one model wait.
+pub fn incoming_prefix(name: &str) -> String {
+    format!("{INCOMING_PREFIX}{name}/")
+}
+/// `incoming/<name>/<run>/<file>`; `run` is the uploader's and may be refused.
+pub fn incoming_file(name: &str, run: &str, file: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("{}{run}/{file}", incoming_prefix(name)))
+}
+/// `idempotency/ingest/<hex>.json` — the claim of one upload.
+pub fn ingest_claim(hex: &str) -> StoreKey {
+    key(format!("idempotency/ingest/{hex}.json"))
+}
+/// `idempotency/webhook/<hex>.json` — a signed request, claimed once.
+pub fn webhook_claim(hex: &str) -> StoreKey {
+    key(format!("idempotency/webhook/{hex}.json"))
+}
+/// `idempotency/<request key>` — the claim of a retraining request.
+pub fn retrain_claim(request: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("idempotency/{request}"))
+}
+/// `retrain/<name>/` — retraining requests of one model.
+pub fn retrain_prefix(name: &str) -> String {
+    format!("retrain/{name}/")
+}
+/// `datasets/<name>/` — the data a model may be trained or retrained on.
+pub fn datasets_prefix(name: &str) -> String {
+    format!("datasets/{name}/")
+}
+/// `datasets/<name>/<file>`; `file` may be refused.
+pub fn dataset(name: &str, file: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("{}{file}", datasets_prefix(name)))
+}
+/// `datasets/<name>/labelled/` — labelled rows that arrived after training.
+pub fn labelled_prefix(name: &str) -> String {
+    format!("{}labelled/", datasets_prefix(name))
+}
+/// `telemetry/<env>/`
+pub fn telemetry_prefix(env: &str) -> String {
+    format!("telemetry/{env}/")
+}
+/// `telemetry/<env>/<node>/<model>/<stamp>-v<version>.json` — one node's sketches of a window.
+pub fn telemetry(env: &str, node: &str, model: &str, stamp: &str, version: u64) -> String {
+    format!(
+        "{}{node}/{model}/{stamp}-v{version}.json",
+        telemetry_prefix(env)
+    )
+}
+/// `tmp/falaj-probe/<hex>` — the throw-away object that checks a store's conditional writes.
+pub fn probe(hex: &str) -> StoreKey {
+    key(format!("tmp/falaj-probe/{hex}"))
+}
+
 /// Parses a version number out of `models/<name>/versions/<n>.json`.
 pub fn parse_version_key(name: &str, key: &str) -> Option<u64> {
     key.strip_prefix(&versions_prefix(name))?

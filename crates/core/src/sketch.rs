@@ -230,7 +230,7 @@ pub fn feature_edges(m: &TrainingManifest, i: usize) -> Vec<f64> {
 
 /// `telemetry/<env>/<node>/<model>/<stamp>-v<version>.json`.
 pub fn telemetry_key(env: &str, node: &str, model: &str, stamp: &str, version: u64) -> String {
-    format!("telemetry/{env}/{node}/{model}/{stamp}-v{version}.json")
+    crate::layout::telemetry(env, node, model, stamp, version)
 }
 
 /// `n` deterministic, roughly standard-normal values (the sum of 12 uniforms from a 64-bit

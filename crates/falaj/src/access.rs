@@ -93,19 +93,17 @@ type Result<T, E = PromotionError> = std::result::Result<T, E>;
 
 /// `roles.json` at the store root.
 pub fn roles_key() -> StoreKey {
-    StoreKey::new("roles.json").expect("valid key")
+    falaj_core::layout::roles()
 }
 
 /// `models/<m>/approvals/<n>/<who>.json`.
 pub fn approval_key(model: &str, version: u64, who: &str) -> StoreKey {
-    StoreKey::new(format!("models/{model}/approvals/{version}/{who}.json"))
-        .expect("validated model name and identity")
+    falaj_core::layout::approval(model, version, who)
 }
 
 /// `models/<m>/versions/<n>/archived.json`: written once a version is replaced at production.
 pub fn archived_key(model: &str, version: u64) -> StoreKey {
-    StoreKey::new(format!("models/{model}/versions/{version}/archived.json"))
-        .expect("validated model name")
+    falaj_core::layout::archived(model, version)
 }
 
 /// The role bindings (empty before bootstrap).
@@ -179,7 +177,7 @@ pub(crate) async fn refuse(
 
 /// Approvals recorded for `model@version`.
 pub async fn approvals(reg: &Registry, model: &str, version: u64) -> Result<Vec<Approval>> {
-    let prefix = format!("models/{model}/approvals/{version}/");
+    let prefix = falaj_core::layout::approvals_prefix(model, version);
     let mut out = Vec::new();
     for key in list_all(reg.store().as_ref(), &prefix)
         .await

@@ -129,13 +129,13 @@ impl DriftInvokeError {
 
 /// `retrain/<model>/`.
 pub fn retrain_prefix(model: &str) -> String {
-    format!("retrain/{model}/")
+    layout::retrain_prefix(model)
 }
 
 /// `datasets/<model>/labelled/`: labelled rows that arrived after training (ground truth for
 /// served inputs), which a retraining request names for the retrain to use.
 pub fn labelled_prefix(model: &str) -> String {
-    format!("datasets/{model}/labelled/")
+    layout::labelled_prefix(model)
 }
 
 fn stamp_of(key: &str) -> Option<(&str, u64)> {
@@ -201,7 +201,7 @@ pub async fn check(
         })
         .max();
     let mut keys: Vec<(String, String)> =
-        list_all(reg.store().as_ref(), &format!("telemetry/{env}/"))
+        list_all(reg.store().as_ref(), &layout::telemetry_prefix(env))
             .await
             .map_err(RegistryError::from)?
             .into_iter()

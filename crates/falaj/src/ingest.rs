@@ -90,11 +90,7 @@ impl Upload {
             h.update(part.as_bytes());
             h.update([0]);
         }
-        StoreKey::new(format!(
-            "idempotency/ingest/{}.json",
-            hex::encode(h.finalize())
-        ))
-        .expect("hex key is valid")
+        falaj_core::layout::ingest_claim(&hex::encode(h.finalize()))
     }
 }
 

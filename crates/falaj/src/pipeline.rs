@@ -13,11 +13,10 @@
 //! numbered, so the result is a second immutable report, never a lost or mixed one.
 
 use falaj_core::layout;
-use falaj_core::promotion::{Stage, VALIDATOR};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::calls::{ExpectAlias, PromoteError, PromoteRequest, apply_promote_request};
+use crate::calls::{PromoteError, PromoteRequest, apply_promote_request};
 use crate::ingest::{self, EventError};
 use crate::registry::Registry;
 

@@ -993,7 +993,7 @@ impl Registry {
             .collect();
         for prefix in [
             layout::aliases_prefix(model),
-            format!("models/{model}/approvals/"),
+            layout::approvals_of_model(model),
         ] {
             keys.extend(list_all(self.store.as_ref(), &prefix).await?);
         }

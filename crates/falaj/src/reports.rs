@@ -171,27 +171,10 @@ pub struct Validation {
     pub actor: String,
 }
 
-/// `models/<m>/versions/<n>/gates.json` for run 1, `gates-<run>.json` after.
+/// `models/<m>/versions/<n>/gates.json` for run 1, `gates-<run>.json` after
+/// (`falaj_core::layout::gate_report_run`).
 pub fn report_key(model: &str, version: u64, run: u32) -> StoreKey {
-    if run <= 1 {
-        layout::gate_report(model, version)
-    } else {
-        StoreKey::new(format!(
-            "models/{model}/versions/{version}/gates-{run}.json"
-        ))
-        .expect("validated model name")
-    }
-}
-
-fn parse_report_run(model: &str, version: u64, key: &str) -> Option<u32> {
-    let rest = key.strip_prefix(&format!("models/{model}/versions/{version}/"))?;
-    if rest == "gates.json" {
-        return Some(1);
-    }
-    rest.strip_prefix("gates-")?
-        .strip_suffix(".json")?
-        .parse()
-        .ok()
+    layout::gate_report_run(model, version, run)
 }
 
 /// Every gate report of a version, oldest run first.
@@ -200,11 +183,11 @@ pub async fn reports(
     model: &str,
     version: u64,
 ) -> Result<Vec<GateReport>, RegistryError> {
-    let prefix = format!("models/{model}/versions/{version}/");
+    let prefix = layout::version_dir(model, version);
     let mut runs: Vec<u32> = list_all(reg.store().as_ref(), &prefix)
         .await?
         .iter()
-        .filter_map(|k| parse_report_run(model, version, k))
+        .filter_map(|k| layout::parse_gate_report_run(model, version, k))
         .collect();
     runs.sort_unstable();
     let mut out = Vec::new();

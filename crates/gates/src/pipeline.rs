@@ -9,7 +9,9 @@ use falaj_core::policy::{Evidence, GatePolicy};
 use falaj_core::promotion::VALIDATOR;
 use serde_json::Value;
 
-use crate::{GateError, Holdout, LocalValidator, Validation};
+use falaj::reports::{GateError, Holdout, Validation};
+
+use crate::validator::LocalValidator;
 
 /// Validates one version per its model's policy.
 pub async fn validate_version(reg: &Registry, req: &ValidateRequest) -> ValidateOutcome {
@@ -37,7 +39,7 @@ pub async fn validate_version(reg: &Registry, req: &ValidateRequest) -> Validate
         Ok(Evidence::Passed(r) | Evidence::Failed(r)) => {
             return skipped(format!(
                 "already validated: {}",
-                crate::report_key(&req.model, req.version, r.run)
+                falaj::reports::report_key(&req.model, req.version, r.run)
             ));
         }
         Ok(_) => {}
@@ -81,13 +83,13 @@ pub async fn validate_version(reg: &Registry, req: &ValidateRequest) -> Validate
         policy: None,
         actor: VALIDATOR.into(),
     };
-    match crate::validate(reg, validation).await {
+    match crate::validate::validate(reg, validation).await {
         Ok(report) => ValidateOutcome::Validated {
             model: req.model.clone(),
             version: req.version,
             passed: report.passed,
             failed: report.failures().iter().map(|g| g.gate.clone()).collect(),
-            report: crate::report_key(&req.model, req.version, report.run).to_string(),
+            report: falaj::reports::report_key(&req.model, req.version, report.run).to_string(),
             promote_to_staging: report.passed && policy.auto_staging,
         },
         Err(e) => failed(e),

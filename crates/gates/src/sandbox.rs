@@ -27,7 +27,9 @@ use falaj_core::{ModelVersion, TrainingManifest};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{GateInputs, HoldoutData, ModelError, measure, parse_holdout};
+use crate::holdout::{HoldoutData, parse_holdout};
+use crate::measure::{GateInputs, measure};
+use crate::model::ModelError;
 
 /// The argument that makes a gates binary a worker.
 pub const WORKER_ARG: &str = "__falaj-gates-worker";

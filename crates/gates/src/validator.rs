@@ -6,7 +6,7 @@ use falaj::registry::Registry;
 use falaj_core::StoreKey;
 use falaj_core::policy::GateReport;
 
-use crate::{Holdout, Validation};
+use falaj::reports::{Holdout, Validation};
 
 /// Runs the gates in this process (tract): `falaj serve`, the validate function, tests.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,7 +26,7 @@ impl Validator for LocalValidator {
                 format!("holdout {:?}: {e}", call.holdout),
             )
         })?;
-        crate::validate(
+        crate::validate::validate(
             reg,
             Validation {
                 model: call.model,

@@ -181,7 +181,7 @@ impl S3Store {
 
     /// Writes a probe object three ways and checks the server refuses what it must.
     async fn probe_conditional_writes(&self) -> Result<(), StoreError> {
-        let key = StoreKey::new(format!("tmp/falaj-probe/{:032x}", rand::random::<u128>()))?;
+        let key = falaj_core::layout::probe(&format!("{:032x}", rand::random::<u128>()));
         let fail = |detail: &str| StoreError::NoConditionalWrites {
             endpoint: self.endpoint.clone(),
             detail: detail.into(),

@@ -384,7 +384,10 @@ fn environment(env: &str) -> Result<&'static str, ApiError> {
 fn incoming_key(model: &str, field: &str, key: &str) -> Result<StoreKey, ApiError> {
     let k = StoreKey::new(key)
         .map_err(|e| ApiError::bad_request("invalid_key", format!("\"{field}\": {e}")))?;
-    if !k.as_str().starts_with(&format!("incoming/{model}/")) {
+    if !k
+        .as_str()
+        .starts_with(&falaj_core::layout::incoming_prefix(model))
+    {
         return Err(ApiError::bad_request(
             "invalid_key",
             format!("\"{field}\": {key:?} must be an uploaded object under incoming/{model}/"),
@@ -594,8 +597,7 @@ async fn claim_signature(
         return Ok(());
     };
     let digest = hex::encode(Sha256::digest(sig));
-    let key =
-        StoreKey::new(format!("idempotency/webhook/{digest}.json")).map_err(RegistryError::from)?;
+    let key = falaj_core::layout::webhook_claim(&digest);
     let record = json!({
         "identity": caller.identity,
         "timestamp": req.header(auth::TIMESTAMP_HEADER),

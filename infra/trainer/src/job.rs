@@ -499,19 +499,15 @@ pub async fn run(
         ),
         None => None,
     };
-    let prefix = format!(
-        "{}{}/{}/",
-        falaj_core::layout::INCOMING_PREFIX,
-        spec.model,
-        run_id
-    );
     let keys: Vec<StoreKey> = FILES
         .iter()
         .map(|f| {
-            StoreKey::new(format!("{prefix}{f}")).map_err(|e| JobError::InvalidName {
-                what: "run id",
-                value: run_id.clone(),
-                reason: e.to_string(),
+            falaj_core::layout::incoming_file(&spec.model, &run_id, f).map_err(|e| {
+                JobError::InvalidName {
+                    what: "run id",
+                    value: run_id.clone(),
+                    reason: e.to_string(),
+                }
             })
         })
         .collect::<Result<_, _>>()?;
@@ -633,7 +629,7 @@ pub async fn run(
                 })?;
             uploaded.push(key.to_string());
         }
-        tracing::info!(store = dest.uri(), prefix = %prefix, "uploaded");
+        tracing::info!(store = dest.uri(), keys = ?uploaded, "uploaded");
     }
     Ok(JobOutcome {
         run_id,

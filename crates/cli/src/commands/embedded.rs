@@ -1,9 +1,9 @@
 //! The pipeline on one machine: `serve`, `demo` and `drift`.
 
 use crate::args::*;
+use crate::context::{registry, signing_key};
 use crate::failure::*;
 use crate::output::*;
-use crate::{registry, signing_key};
 
 /// Runs one command of this group (`main` sends only these here).
 pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {

@@ -1,9 +1,9 @@
 //! The gates: `validate` and `policy`.
 
 use crate::args::*;
+use crate::context::{identity, parse_ref, registry};
 use crate::failure::*;
 use crate::output::*;
-use crate::{identity, parse_ref, registry};
 
 /// Runs one command of this group (`main` sends only these here).
 pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {

@@ -3,9 +3,9 @@
 use falaj::Expect;
 
 use crate::args::*;
+use crate::context::{identity, numbered, parse_ref, parse_stage, registry, signing_key};
 use crate::failure::*;
 use crate::output::*;
-use crate::{identity, numbered, parse_ref, parse_stage, registry, signing_key};
 
 /// Runs one command of this group (`main` sends only these here).
 pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
