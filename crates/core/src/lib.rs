@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod deployment;
 pub mod drift;
+pub mod input;
 pub mod layout;
 pub mod manifest;
 pub mod names;

@@ -210,47 +210,24 @@ impl Sketches {
     }
 }
 
-/// Rows of a prediction body, as f64; empty when the body is not one the component takes.
+/// Rows of a prediction body, as f64, read by the component's own parser
+/// (`falaj_core::input`); empty when the body is not one the component takes.
 pub fn parse_rows(
     content_type: Option<&str>,
     body: &[u8],
     n: usize,
     names: &[String],
 ) -> Vec<Vec<f64>> {
-    let ct = content_type.unwrap_or("application/json");
-    if ct.starts_with("application/octet-stream") {
-        if n == 0 || !body.len().is_multiple_of(4 * n) {
-            return Vec::new();
+    use falaj_core::input;
+    let batch = input::body_kind(content_type).and_then(|kind| input::parse(kind, body, names, n));
+    match batch {
+        Ok(b) if n > 0 => {
+            b.x.chunks(n)
+                .map(|row| row.iter().map(|&v| f64::from(v)).collect())
+                .collect()
         }
-        return body
-            .chunks_exact(4 * n)
-            .map(|row| {
-                row.chunks_exact(4)
-                    .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                    .collect()
-            })
-            .collect();
+        _ => Vec::new(),
     }
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return Vec::new();
-    };
-    let Some(inputs) = v.get("inputs").and_then(|i| i.as_array()) else {
-        return Vec::new();
-    };
-    inputs
-        .iter()
-        .filter_map(|row| match row {
-            serde_json::Value::Array(xs) => xs
-                .iter()
-                .map(|x| x.as_f64().or_else(|| x.is_null().then_some(f64::NAN)))
-                .collect::<Option<Vec<f64>>>(),
-            serde_json::Value::Object(map) if !names.is_empty() => names
-                .iter()
-                .map(|name| map.get(name).and_then(|x| x.as_f64()))
-                .collect(),
-            _ => None,
-        })
-        .collect()
 }
 
 #[cfg(test)]
