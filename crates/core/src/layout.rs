@@ -217,6 +217,10 @@ pub fn ingest_claim(hex: &str) -> StoreKey {
 pub fn webhook_claim(hex: &str) -> StoreKey {
     key(format!("idempotency/webhook/{hex}.json"))
 }
+/// `keys/oidc/<issuer host>.json` — the pinned JSON Web Key Set of a CI platform's tokens.
+pub fn oidc_keys(host: &str) -> StoreKey {
+    key(format!("keys/oidc/{host}.json"))
+}
 /// `idempotency/<request key>` — the claim of a retraining request.
 pub fn retrain_claim(request: &str) -> Result<StoreKey, KeyError> {
     StoreKey::new(format!("idempotency/{request}"))

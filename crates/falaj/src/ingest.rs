@@ -711,7 +711,11 @@ pub async fn expire_claims(
             let v: Value = serde_json::from_slice(&obj.bytes).unwrap_or(Value::Null);
             let at = v.get("at").and_then(Value::as_str).unwrap_or("");
             let expired = if prefix.ends_with("webhook/") {
-                crate::claim::is_stale(at, webhook_ttl)
+                // An OIDC token's claim outlives the token (its `exp`), whatever the TTL.
+                let token_alive = v.get("exp").and_then(Value::as_i64).is_some_and(|exp| {
+                    time::OffsetDateTime::now_utc().unix_timestamp() <= exp + 60
+                });
+                crate::claim::is_stale(at, webhook_ttl) && !token_alive
             } else {
                 let finished = matches!(
                     v.get("state").and_then(Value::as_str),

@@ -1,5 +1,5 @@
-//! Who is calling: HMAC-signed requests (v2: method, path, query and body bound) from CI
-//! systems and bearer tokens for people.
+//! Who is calling: OpenID Connect tokens from CI ([`crate::oidc`]), HMAC-signed requests (v2:
+//! method, path, query and body bound) from CI systems, and bearer tokens for people.
 //!
 //! Authentication only names an identity. What the identity may do is decided by the
 //! store's `roles.json` (`falaj::promotion::authorize`); a role claimed in a request is
@@ -85,6 +85,9 @@ pub struct WebhookAuth {
     /// Bearer tokens (digests) of people.
     #[serde(default)]
     pub tokens: Vec<TokenIdentity>,
+    /// CI platforms whose OIDC tokens are accepted, and the claims that name each identity.
+    #[serde(default)]
+    pub oidc: Vec<crate::oidc::OidcTrust>,
     /// A signed request is accepted when its timestamp is within this many seconds of the
     /// server's clock, either way.
     #[serde(default = "default_window")]
@@ -99,6 +102,7 @@ impl Default for WebhookAuth {
         Self {
             ci: Vec::new(),
             tokens: Vec::new(),
+            oidc: Vec::new(),
             replay_window_secs: DEFAULT_REPLAY_WINDOW_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
@@ -197,6 +201,30 @@ impl WebhookAuth {
                 ));
             }
         }
+        for o in &self.oidc {
+            if let Err(e) = falaj_core::promotion::validate_identity(&o.identity) {
+                return err(format!("oidc identity: {e}"));
+            }
+            if crate::oidc::issuer_host(&o.issuer).is_none() {
+                return err(format!(
+                    "oidc issuer {:?} must be an https:// URL, exactly as the tokens' \"iss\" (e.g. {})",
+                    o.issuer,
+                    crate::oidc::GITHUB_ISSUER
+                ));
+            }
+            if o.audience.trim().is_empty() {
+                return err(format!(
+                    "oidc entry {:?} needs an audience: a falaj-specific value the CI job asks its token for",
+                    o.identity
+                ));
+            }
+            if !o.claims.keys().any(|k| k.ends_with("_id")) {
+                return err(format!(
+                    "oidc entry {:?} must match an immutable id claim (repository_id, repository_owner_id, project_id or namespace_id): names can be renamed and re-registered by someone else",
+                    o.identity
+                ));
+            }
+        }
         if self.replay_window_secs == 0 || self.replay_window_secs > DEFAULT_REPLAY_WINDOW_SECS {
             return err(format!(
                 "replay_window_secs must be 1 to {DEFAULT_REPLAY_WINDOW_SECS}"
@@ -254,16 +282,20 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// How a caller proved who it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Credential {
     /// An HMAC signature; the raw 32 bytes (its digest names the replay claim).
     Signature(Vec<u8>),
     /// A bearer token.
     Bearer,
+    /// A CI platform's OIDC token, not verified yet: its key set is in the store.
+    Jwt(String),
+    /// A verified OIDC token (its `jti` names the replay claim).
+    Oidc(crate::oidc::VerifiedToken),
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     /// The identity (roles come from `roles.json`).
     pub identity: String,
@@ -401,6 +433,13 @@ fn verify_bearer(auth: &WebhookAuth, value: &str) -> Result<Caller, ApiError> {
             ));
         }
     };
+    if !auth.oidc.is_empty() && crate::oidc::looks_like_jwt(token) {
+        // Verified by the caller of `authenticate`, which reads the issuer's key set.
+        return Ok(Caller {
+            identity: String::new(),
+            credential: Credential::Jwt(token.to_string()),
+        });
+    }
     let digest = Sha256::digest(token.as_bytes());
     // Compare with every configured digest, without stopping at the first match.
     let mut found: Option<&TokenIdentity> = None;

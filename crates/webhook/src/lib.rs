@@ -44,6 +44,7 @@ use falaj::store::{Precondition, no_progress};
 pub mod auth;
 mod errors;
 pub mod http;
+pub mod oidc;
 
 pub use auth::{Caller, Credential, WebhookAuth, WebhookConfigError, sign, token_digest};
 pub use errors::ApiError;
@@ -332,8 +333,17 @@ async fn dispatch(
             json!({"status": "ok", "service": "falaj-webhook", "version": env!("CARGO_PKG_VERSION")}),
         );
     }
-    let caller = auth::authenticate(&ctx.auth, req, (ctx.clock)())
+    let mut caller = auth::authenticate(&ctx.auth, req, (ctx.clock)())
         .map_err(|e| e.with_header("www-authenticate", "Bearer realm=\"falaj\""))?;
+    if let Credential::Jwt(token) = &caller.credential {
+        let verified = verify_oidc(ctx, token)
+            .await
+            .map_err(|e| e.with_header("www-authenticate", "Bearer realm=\"falaj\""))?;
+        caller = Caller {
+            identity: verified.identity.clone(),
+            credential: Credential::Oidc(verified),
+        };
+    }
     trace.identity = Some(caller.identity.clone());
     let reg = ctx.registry.as_ref();
     if req.method == "GET" {
@@ -341,7 +351,10 @@ async fn dispatch(
         claim_signature(ctx, req, &caller, request_id).await?;
         return get(reg, req, route).await;
     }
-    // POST: everything the request says is checked before the store is touched.
+    // POST: everything the request says is checked before the store is written.
+    if let Credential::Oidc(token) = &caller.credential {
+        oidc::check_bound(token, &req.body)?;
+    }
     let action = prepare(req, route, &caller.identity)?;
     claim_signature(ctx, req, &caller, request_id).await?;
     execute(ctx, action, &caller.identity).await
@@ -429,6 +442,9 @@ struct RegisterBody {
     semver: Option<String>,
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
+    /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
+    #[serde(default, rename = "ci")]
+    _ci: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -439,6 +455,9 @@ struct ValidateBody {
     policy: Option<String>,
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
+    /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
+    #[serde(default, rename = "ci")]
+    _ci: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -449,6 +468,9 @@ struct ApproveBody {
     comment: String,
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
+    /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
+    #[serde(default, rename = "ci")]
+    _ci: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +485,9 @@ struct PromoteBody {
     expect: Option<Option<u64>>,
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
+    /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
+    #[serde(default, rename = "ci")]
+    _ci: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -471,6 +496,9 @@ struct RolloutBody {
     weight: u32,
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
+    /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
+    #[serde(default, rename = "ci")]
+    _ci: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -478,6 +506,9 @@ struct RolloutBody {
 struct EmptyBody {
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
+    /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
+    #[serde(default, rename = "ci")]
+    _ci: Option<IgnoredAny>,
 }
 
 /// A checked write, ready to run.
@@ -586,17 +617,76 @@ fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiErr
     })
 }
 
-/// Claims a signed request's signature, create-only: a second use is a replay.
+/// Verifies a CI platform's OIDC token against its issuer's key set pinned in the store.
+async fn verify_oidc(ctx: &Webhook, token: &str) -> Result<oidc::VerifiedToken, ApiError> {
+    let issuer = oidc::issuer_of(token)?;
+    let trusted = ctx.auth.oidc.iter().any(|t| t.issuer == issuer);
+    let (true, Some(host)) = (trusted, oidc::issuer_host(&issuer)) else {
+        return Err(ApiError::new(
+            401,
+            "wrong_issuer",
+            format!(
+                "tokens from {issuer:?} are not trusted here; the webhook configuration's [[oidc]] entries name the issuers it trusts"
+            ),
+        ));
+    };
+    let key = falaj_core::layout::oidc_keys(host);
+    let keys = match ctx
+        .registry
+        .get_json::<jsonwebtoken::jwk::JwkSet>(&key)
+        .await
+    {
+        Ok(Some((k, _))) => k,
+        Ok(None) => {
+            return Err(ApiError::new(
+                401,
+                "no_issuer_keys",
+                format!(
+                    "no key set is pinned for {issuer} at {key}; an operator pins it once (Terraform, or the issuer's /.well-known/jwks)"
+                ),
+            ));
+        }
+        Err(RegistryError::Corrupt { .. }) => {
+            return Err(ApiError::new(
+                500,
+                "corrupt_object",
+                format!("{key} is not a JSON Web Key Set"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    oidc::verify(&ctx.auth.oidc, &keys, token, (ctx.clock)())
+}
+
+/// Claims a signed request's signature, or an OIDC token's `jti`, create-only: a second use
+/// is a replay.
 async fn claim_signature(
     ctx: &Webhook,
     req: &HttpRequest,
     caller: &Caller,
     request_id: &str,
 ) -> Result<(), ApiError> {
-    let Credential::Signature(sig) = &caller.credential else {
-        return Ok(());
+    let (digest, exp, replayed) = match &caller.credential {
+        Credential::Signature(sig) => (
+            hex::encode(Sha256::digest(sig)),
+            None,
+            ApiError::new(
+                409,
+                "replayed",
+                "this signed request was already received: every signature is accepted once. Sign each request afresh with the current X-Falaj-Timestamp (to send the same body twice within a second, add a \"nonce\" field)",
+            ),
+        ),
+        Credential::Oidc(t) => (
+            hex::encode(Sha256::digest(format!("oidc\n{}\n{}", t.issuer, t.jti))),
+            Some(t.exp),
+            ApiError::new(
+                409,
+                "token_replayed",
+                "this CI token was already used: each token (its jti) is accepted once. Ask for a fresh token for every call",
+            ),
+        ),
+        Credential::Bearer | Credential::Jwt(_) => return Ok(()),
     };
-    let digest = hex::encode(Sha256::digest(sig));
     let key = falaj_core::layout::webhook_claim(&digest);
     let record = json!({
         "identity": caller.identity,
@@ -606,6 +696,8 @@ async fn claim_signature(
         "body_sha256": hex::encode(Sha256::digest(&req.body)),
         "request_id": request_id,
         "at": now(),
+        // Kept at least until the token expires (falaj::ingest::expire_claims).
+        "exp": exp,
     });
     match ctx
         .registry
@@ -613,11 +705,7 @@ async fn claim_signature(
         .await
     {
         Ok(_) => Ok(()),
-        Err(RegistryError::Store(e)) if e.is_conflict() => Err(ApiError::new(
-            409,
-            "replayed",
-            "this signed request was already received: every signature is accepted once. Sign each request afresh with the current X-Falaj-Timestamp (to send the same body twice within a second, add a \"nonce\" field)",
-        )),
+        Err(RegistryError::Store(e)) if e.is_conflict() => Err(replayed),
         Err(e) => Err(e.into()),
     }
 }
