@@ -81,9 +81,16 @@ fn push_bench(dir: &Path) {
         // A fresh store each time, so the blob is really written (no dedup).
         n += 1;
         let store = format!("dir://{}", dir.join(format!("store{n}")).display());
+        // Registering needs a role: granted before the clock starts.
+        let granted = Command::new(bin)
+            .args(["--store", &store, "--as", "bench", "roles", "grant", "bench"])
+            .arg("data-scientist")
+            .output()
+            .unwrap();
+        assert!(granted.status.success(), "{granted:?}");
         let r = timed(
             Command::new(bin)
-                .args(["--store", &store, "--json", "push", "big", "--create"])
+                .args(["--store", &store, "--json", "--as", "bench", "push", "big", "--create"])
                 .arg(&file)
                 .stdout(std::process::Stdio::null()),
         );

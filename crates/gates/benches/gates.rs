@@ -141,6 +141,8 @@ async fn promotion_latency() {
     let n = env_u64("FALAJ_BENCH_PROMOTIONS", 50) as usize;
     let e = fx::env().await;
     fx::create(&e.reg, "bench").await;
+    // Only the attached policy's reports count (an own `--policy` run is advisory).
+    fx::attach_policy(&e.reg, "bench", "[metrics]\naccuracy = { min = 0.5 }\n").await;
     let f = fx::breast_cancer();
     let key = DeployKey::from_seed([3; 32]);
     let mut times = Vec::new();
@@ -153,10 +155,7 @@ async fn promotion_latency() {
                 model: "bench".into(),
                 version: v,
                 holdout: Holdout::Path(fx::dataset("breast_cancer.csv")),
-                policy: Some((
-                    "p.toml".into(),
-                    "[metrics]\naccuracy = { min = 0.5 }\n".into(),
-                )),
+                policy: None,
                 actor: "sam".into(),
             },
         )
