@@ -83,14 +83,18 @@ fn push_bench(dir: &Path) {
         let store = format!("dir://{}", dir.join(format!("store{n}")).display());
         // Registering needs a role: granted before the clock starts.
         let granted = Command::new(bin)
-            .args(["--store", &store, "--as", "bench", "roles", "grant", "bench"])
+            .args([
+                "--store", &store, "--as", "bench", "roles", "grant", "bench",
+            ])
             .arg("data-scientist")
             .output()
             .unwrap();
         assert!(granted.status.success(), "{granted:?}");
         let r = timed(
             Command::new(bin)
-                .args(["--store", &store, "--json", "--as", "bench", "push", "big", "--create"])
+                .args([
+                    "--store", &store, "--json", "--as", "bench", "push", "big", "--create",
+                ])
                 .arg(&file)
                 .stdout(std::process::Stdio::null()),
         );
