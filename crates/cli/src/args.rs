@@ -229,6 +229,12 @@ pub(crate) enum Command {
     /// Grant and list roles (viewer, data-scientist, ml-engineer, approver, admin).
     #[command(subcommand)]
     Roles(RolesCmd),
+    /// Print the identity this command line acts as and the roles the store gives it.
+    ///
+    /// The identity is `--as` (or FALAJ_IDENTITY), else $USER. It is what you type, not what
+    /// someone verified: on an s3:// store, identities from AWS (STS) are still to come, so
+    /// `verified` is false everywhere today.
+    Whoami,
     /// Run the serverless flow on this machine: the webhook API on loopback, and a watcher
     /// that registers uploads to incoming/, validates them and stages them per policy.
     ///

@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Deployments { .. }
         | Command::Promote { .. }
         | Command::Roles(_)
+        | Command::Whoami
         | Command::Rollback { .. }
         | Command::Rollout { .. } => commands::promotion::run(&cli, &out).await,
         Command::Demo { .. } | Command::Drift { .. } | Command::Serve { .. } => {

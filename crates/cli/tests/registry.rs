@@ -1181,3 +1181,27 @@ async fn push_needs_a_role_that_may_register() {
     assert_eq!(versions.len(), 1);
     assert_eq!(versions[0].author, "dana");
 }
+
+/// `falaj whoami` names the identity a command acts as and the roles the store gives it.
+#[tokio::test]
+async fn whoami_prints_the_identity_and_its_roles() {
+    let f = Fixture::new(Backend::Dir).await;
+    let reg = f.registry().await;
+    support::grant(&reg, &["dana"], Role::DataScientist).await;
+    support::grant(&reg, &["dana"], Role::Approver).await;
+    let run = |who: &str| {
+        let out = f.cli().args(["--as", who, "whoami"]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run("dana");
+    assert_eq!(v["identity"], "dana");
+    assert_eq!(
+        v["roles"],
+        serde_json::json!(["data-scientist", "approver"])
+    );
+    assert_eq!(v["from"], "--as");
+    assert_eq!(v["verified"], false);
+    let v = run("eve");
+    assert_eq!(v["roles"], serde_json::json!([]));
+}

@@ -166,6 +166,37 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                     .join("\n")
             });
         }
+        Command::Whoami => {
+            let reg = registry(cli, false).await?;
+            let bindings = falaj::promotion::roles(&reg).await?;
+            let roles: Vec<&str> = bindings.roles_of(&me).iter().map(|r| r.name()).collect();
+            let source = if cli.identity.is_some() {
+                "--as"
+            } else if std::env::var("USER").is_ok_and(|u| !u.is_empty()) {
+                "$USER"
+            } else {
+                "default"
+            };
+            let v = serde_json::json!({
+                "identity": me,
+                "roles": roles,
+                "from": source,
+                "verified": false,
+                "store": cli.store,
+            });
+            out.print(&v, || {
+                format!(
+                    "{me} (from {source}, not verified) in {}\nroles: {}",
+                    cli.store,
+                    if roles.is_empty() {
+                        "none: ask an admin for one with `falaj roles grant IDENTITY ROLE`"
+                            .to_string()
+                    } else {
+                        roles.join(", ")
+                    }
+                )
+            });
+        }
         _ => unreachable!("main sends only this group's commands here"),
     }
     Ok(())
