@@ -390,6 +390,14 @@ async fn expired_claims_go_and_live_ones_stay() {
         serde_json::json!({"at": ago(5)}),
     )
     .await;
+    // An OIDC token's jti claim outlives the TTL while the token is alive: expiring it would
+    // let the token be replayed.
+    let in_an_hour = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    put(
+        "idempotency/webhook/oidc-live.json",
+        serde_json::json!({"at": ago(3600), "exp": in_an_hour}),
+    )
+    .await;
     put(
         "idempotency/ingest/done-old.json",
         serde_json::json!({"state": "done", "at": ago(8 * day)}),
@@ -424,6 +432,7 @@ async fn expired_claims_go_and_live_ones_stay() {
             "idempotency/ingest/done-new.json",
             "idempotency/retrain/m/old.json",
             "idempotency/webhook/new.json",
+            "idempotency/webhook/oidc-live.json",
         ]
     );
     // Nothing outside idempotency/ can be expired.
