@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::retrain::{RetrainConfig, RetrainEvent, Retrainer};
 use crate::serve::{WatchEvent, Watcher};
 use falaj::deploy::DeployKey;
-use falaj::drift::{self, DriftOutcome, labelled_prefix};
+use falaj::drift::{self, DriftOutcome};
 use falaj::ingest::Outcome;
 use falaj::pipeline::ValidateOutcome;
 use falaj::registry::{NewModel, Registry};
@@ -1055,7 +1055,7 @@ async fn traffic(r: &mut Run, edge: &mut Edge, model: &str, n: u64) -> R<()> {
         t.elapsed().as_secs_f64() * 1e3
     ));
     let header = train_csv.lines().next().unwrap_or_default();
-    let key = format!("{}{}.csv", labelled_prefix(model), compact_now());
+    let key = format!("{}{}.csv", layout::labelled_prefix(model), compact_now());
     r.put(&key, labelled_csv(header, &rows_sent).into_bytes())
         .await?;
     r.info(&format!(

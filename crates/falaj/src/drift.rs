@@ -127,17 +127,6 @@ impl DriftInvokeError {
     }
 }
 
-/// `retrain/<model>/`.
-pub fn retrain_prefix(model: &str) -> String {
-    layout::retrain_prefix(model)
-}
-
-/// `datasets/<model>/labelled/`: labelled rows that arrived after training (ground truth for
-/// served inputs), which a retraining request names for the retrain to use.
-pub fn labelled_prefix(model: &str) -> String {
-    layout::labelled_prefix(model)
-}
-
 fn stamp_of(key: &str) -> Option<(&str, u64)> {
     let file = key.rsplit('/').next()?.strip_suffix(".json")?;
     let (stamp, v) = file.rsplit_once("-v")?;
@@ -189,7 +178,7 @@ pub async fn check(
         .into());
     };
     // Windows newer than the last request: the request's key is the newest window's stamp.
-    let last_request = list_all(reg.store().as_ref(), &retrain_prefix(model))
+    let last_request = list_all(reg.store().as_ref(), &layout::retrain_prefix(model))
         .await
         .map_err(RegistryError::from)?
         .into_iter()
@@ -238,7 +227,7 @@ pub async fn check(
         requested_by: ACTOR.into(),
         drifted: report.drifted.clone(),
         dataset: manifest.lineage.datasets.first().map(|d| d.uri.clone()),
-        labelled: list_all(reg.store().as_ref(), &labelled_prefix(model))
+        labelled: list_all(reg.store().as_ref(), &layout::labelled_prefix(model))
             .await
             .map_err(RegistryError::from)?
             .into_iter()
@@ -248,7 +237,7 @@ pub async fn check(
         telemetry: keys.iter().map(|(_, k)| k.clone()).collect(),
         report,
     };
-    let key = store_key(format!("{}{newest}.json", retrain_prefix(model)))?;
+    let key = store_key(format!("{}{newest}.json", layout::retrain_prefix(model)))?;
     match reg.put_json(&key, &request, Precondition::IfAbsent).await {
         Ok(_) => {}
         Err(RegistryError::Store(e)) if e.is_conflict() => {

@@ -655,7 +655,7 @@ async fn verify_oidc(ctx: &Webhook, token: &str) -> Result<oidc::VerifiedToken, 
         }
         Err(e) => return Err(e.into()),
     };
-    oidc::verify(&ctx.auth.oidc, &keys, token, (ctx.clock)())
+    oidc::verify(&ctx.auth.oidc, &keys, &issuer, token, (ctx.clock)())
 }
 
 /// Claims a signed request's signature, or an OIDC token's `jti`, create-only: a second use
