@@ -167,6 +167,7 @@ async fn ops_bench(label: &str, uri: &str, endpoint: Option<String>, ops: u64) {
                     manifest: None,
                     semver: None,
                     author: "bench".into(),
+                    author_principal: None,
                     source: None,
                 },
                 no_progress(),

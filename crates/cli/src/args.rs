@@ -50,7 +50,8 @@ pub(crate) struct Cli {
     /// Print JSON instead of tables (errors too, on stderr).
     #[arg(long, global = true, env = "FALAJ_JSON", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0, default_missing_value = "true", default_value = "false")]
     pub(crate) json: bool,
-    /// Identity recorded as author/actor (defaults to $USER).
+    /// Identity to act as (defaults to $USER). On a dir:// store it is taken as typed; on an
+    /// s3:// store you are who AWS STS says you are, and --as is refused unless that is admin.
     #[arg(long = "as", global = true, env = "FALAJ_IDENTITY")]
     pub(crate) identity: Option<String>,
     /// Comma-separated regions data may live in.
@@ -130,7 +131,8 @@ pub(crate) enum Command {
     /// that every alias, approval, archive marker and deployment is exactly what the event
     /// it names wrote. Exit 5 names each problem by store key.
     Audit {
-        /// Model name.
+        /// Model name, or `_roles` for the store-wide chain (role grants, principal maps,
+        /// OIDC key pins).
         model: String,
         /// Verify the chain and the state (exit 5 on any problem).
         #[arg(long)]
@@ -229,11 +231,15 @@ pub(crate) enum Command {
     /// Grant and list roles (viewer, data-scientist, ml-engineer, approver, admin).
     #[command(subcommand)]
     Roles(RolesCmd),
+    /// Pin a CI platform's OIDC signing keys in the store (keys/oidc/<host>.json), which the
+    /// webhook verifies CI tokens against, offline.
+    #[command(subcommand)]
+    Oidc(OidcCmd),
     /// Print the identity this command line acts as and the roles the store gives it.
     ///
-    /// The identity is `--as` (or FALAJ_IDENTITY), else $USER. It is what you type, not what
-    /// someone verified: on an s3:// store, identities from AWS (STS) are still to come, so
-    /// `verified` is false everywhere today.
+    /// On an s3:// store it is who AWS says you are: STS GetCallerIdentity's ARN, mapped to
+    /// an identity by roles.json (`falaj roles map ARN IDENTITY`); `verified` is true. On a
+    /// dir:// store it is `--as` (or FALAJ_IDENTITY), else $USER, and `verified` is false.
     Whoami,
     /// Run the serverless flow on this machine: the webhook API on loopback, and a watcher
     /// that registers uploads to incoming/, validates them and stages them per policy.
@@ -335,6 +341,32 @@ pub(crate) enum PolicyCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub(crate) enum OidcCmd {
+    /// Fetch ISSUER's JSON Web Key Set once and pin it (admins only; audited).
+    ///
+    /// By default the set is found through ISSUER/.well-known/openid-configuration (its
+    /// `issuer` must be ISSUER exactly; its `jwks_uri` must be https). Run it again when the
+    /// platform rotates its keys: the audit event lists the key ids before and after. Only
+    /// RS256 signing keys with a kid are kept.
+    ///
+    /// Examples:
+    ///   falaj oidc refresh https://token.actions.githubusercontent.com
+    ///   falaj oidc refresh https://gitlab.example.com
+    ///   falaj oidc refresh https://gitlab.example.com --jwks-file keys.json   # air-gapped
+    Refresh {
+        /// The issuer, exactly as tokens name it in `iss`.
+        issuer: String,
+        /// Fetch the key set from this URL instead of the discovery document's `jwks_uri`
+        /// (https; http only on loopback, for a local mirror).
+        #[arg(long, conflicts_with = "jwks_file")]
+        jwks_url: Option<String>,
+        /// Read the key set from this file instead of fetching it.
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub(crate) enum RolesCmd {
     /// Grant ROLE to IDENTITY (admins only; the first grant in a store makes the caller admin).
     Grant {
@@ -344,7 +376,21 @@ pub(crate) enum RolesCmd {
         /// Role.
         role: String,
     },
-    /// List role bindings.
+    /// Map a verified principal (an AWS ARN, as `aws sts get-caller-identity` prints it) to
+    /// the identity it acts as on an s3:// store (admins only).
+    ///
+    /// Map each person's own session ARN, e.g.
+    /// arn:aws:sts::123456789012:assumed-role/falaj-approver/ann, and make the role's trust
+    /// policy (or IAM Identity Center) fix the session name to the person, so that nobody can
+    /// pick someone else's.
+    Map {
+        /// The ARN STS returns for the person.
+        principal: String,
+        /// The identity it acts as.
+        #[arg(value_name = "IDENTITY")]
+        mapped_to: String,
+    },
+    /// List role bindings (and mapped principals).
     List,
 }
 

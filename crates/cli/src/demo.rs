@@ -233,7 +233,7 @@ pub async fn run(reg: Arc<Registry>, key: DeployKey, cfg: DemoConfig) -> R<DemoS
         }
     }
 
-    r.say("roles: platform (admin), dana (data-scientist), mel (ml-engineer), ann and bob (approvers), falaj-ingest (data-scientist: uploads may register)");
+    r.say("roles: platform (admin), dana (data-scientist: she trains, and her uploads register as hers), mel (ml-engineer), ann and bob (approvers), falaj-ingest (data-scientist: uploads that name no author may register)");
     for (who, role) in [
         ("platform", Role::Admin),
         ("dana", Role::DataScientist),
@@ -687,7 +687,15 @@ async fn train(r: &mut Run, trainer: &Path, args: &[&str], out: &Path) -> R<()> 
         }
     };
     let summary = r.or_fail(
-        crate::retrain::run_trainer(trainer, &args, &out.join("train.log"), &mut progress).await,
+        // dana trains: the versions she uploads are hers, so she may not approve them.
+        crate::retrain::run_trainer(
+            trainer,
+            &args,
+            Some("dana"),
+            &out.join("train.log"),
+            &mut progress,
+        )
+        .await,
     )?;
     r.info(&format!(
         "trained: accuracy {:.3} on its validation split; uploaded {}",

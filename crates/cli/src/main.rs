@@ -15,6 +15,7 @@ mod args;
 mod commands;
 mod context;
 mod failure;
+mod fetch;
 mod output;
 
 use args::*;
@@ -36,6 +37,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Deployments { .. }
         | Command::Promote { .. }
         | Command::Roles(_)
+        | Command::Oidc(_)
         | Command::Whoami
         | Command::Rollback { .. }
         | Command::Rollout { .. } => commands::promotion::run(&cli, &out).await,

@@ -310,6 +310,7 @@ impl Retrainer {
         let summary = run_trainer(
             &self.config.trainer,
             &args,
+            None,
             &out.join("train.log"),
             &mut |_| {},
         )
@@ -543,10 +544,13 @@ pub fn trainer_args(
 
 /// Runs `falaj-train` with `args`, writing its log (stderr) to `log` and handing each log
 /// line to `on_line` as it comes (progress); returns its JSON summary (stdout). A failure
-/// names the exit status, the trainer's last log lines and the log's path.
+/// names the exit status, the trainer's last log lines and the log's path. `identity`, when
+/// given, is the `FALAJ_IDENTITY` the trainer uploads as (its versions' author); else it
+/// inherits this process's.
 pub async fn run_trainer(
     trainer: &Path,
     args: &[String],
+    identity: Option<&str>,
     log: &Path,
     on_line: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Value, RetrainError> {
@@ -554,7 +558,11 @@ pub async fn run_trainer(
     let fail = |m: String| RetrainError::Request(m);
     let mut log_file = std::fs::File::create(log)
         .map_err(|e| fail(format!("cannot create {}: {e}", log.display())))?;
-    let mut child = tokio::process::Command::new(trainer)
+    let mut cmd = tokio::process::Command::new(trainer);
+    if let Some(id) = identity {
+        cmd.env("FALAJ_IDENTITY", id);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -71,6 +71,7 @@ async fn world(dir: &std::path::Path) -> Registry {
                 manifest: Some(("manifest.json".into(), Bytes::from(manifest()))),
                 semver: None,
                 author: "dana".into(),
+                author_principal: None,
                 source: None,
             },
             falaj::store::no_progress(),

@@ -236,6 +236,7 @@ async fn a_hand_written_report_and_approval_count_for_nothing() {
             version: v2,
             stage: Stage::Production,
             by: who.into(),
+            principal: None,
             at: falaj::registry::now(),
             comment: String::new(),
             event_seq: None,

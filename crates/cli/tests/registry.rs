@@ -42,11 +42,15 @@ impl Fixture {
             }
             Backend::S3 => {
                 let bucket = support::s3_bucket("me-central-1").await;
-                Self {
+                let f = Self {
                     uri: format!("s3://{bucket}/reg"),
                     endpoint: Some(support::s3_endpoint()),
                     _dir: None,
-                }
+                };
+                // The CLI is who STS says: the test credentials act as the admin, `platform`,
+                // who may act as the identities the tests name with --as.
+                support::map_test_caller(&f.registry().await).await;
+                f
             }
         }
     }
@@ -83,6 +87,7 @@ fn registration(model: &str, bytes: Vec<u8>, author: &str) -> Registration {
         manifest: None,
         semver: None,
         author: author.into(),
+        author_principal: None,
         source: None,
     }
 }

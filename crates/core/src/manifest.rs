@@ -37,6 +37,10 @@ pub struct Standardization {
 pub struct TrainingManifest {
     /// Model name.
     pub model: String,
+    /// The falaj identity that trained and uploaded it (the trainer's `FALAJ_IDENTITY`); an
+    /// upload registers the version as this author, who must hold a role that may register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     /// Semantic version to register under, if the author chose one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semver: Option<String>,

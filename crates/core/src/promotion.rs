@@ -253,6 +253,10 @@ impl Action {
 pub struct RoleBindings {
     /// Identity → roles.
     pub bindings: BTreeMap<String, Vec<Role>>,
+    /// Verified principal (an AWS ARN as STS `GetCallerIdentity` returns it) → the identity
+    /// it acts as. On an `s3://` store a caller whose ARN is not here has no identity.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub principals: BTreeMap<String, String>,
 }
 
 impl RoleBindings {
@@ -282,6 +286,11 @@ impl RoleBindings {
         }
     }
 
+    /// The identity a verified principal acts as, if an admin mapped it.
+    pub fn identity_of(&self, principal: &str) -> Option<&str> {
+        self.principals.get(principal).map(String::as_str)
+    }
+
     /// Removes `role` from `who`.
     pub fn revoke(&mut self, who: &str, role: Role) {
         if let Some(roles) = self.bindings.get_mut(who) {
@@ -309,6 +318,62 @@ pub fn validate_identity(who: &str) -> Result<(), Refusal> {
     }
 }
 
+/// Who makes a call: the identity roles are checked on, and the principal that proved it.
+///
+/// The principal is what an outside authority vouches for: an AWS ARN from STS, a CI
+/// token's issuer and subject, a webhook credential. On a `dir://` store nothing vouches, so
+/// the principal is the identity itself and `verified` is false. Four-eyes compares
+/// principals as well as identities, so one person acting under two names (an admin's
+/// `--as`) still counts once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The falaj identity (`roles.json` key).
+    pub identity: String,
+    /// Who proved it.
+    pub principal: String,
+    /// Whether an outside authority vouched for `principal`.
+    pub verified: bool,
+}
+
+impl Actor {
+    /// An identity nobody vouched for (its own principal).
+    pub fn unverified(identity: impl Into<String>) -> Self {
+        let identity = identity.into();
+        Self {
+            principal: identity.clone(),
+            identity,
+            verified: false,
+        }
+    }
+
+    /// An identity proved by `principal`.
+    pub fn verified(identity: impl Into<String>, principal: impl Into<String>) -> Self {
+        Self {
+            identity: identity.into(),
+            principal: principal.into(),
+            verified: true,
+        }
+    }
+}
+
+impl From<&str> for Actor {
+    fn from(identity: &str) -> Self {
+        Self::unverified(identity)
+    }
+}
+
+impl From<&String> for Actor {
+    fn from(identity: &String) -> Self {
+        Self::unverified(identity.as_str())
+    }
+}
+
+impl From<&Actor> for Actor {
+    fn from(actor: &Actor) -> Self {
+        actor.clone()
+    }
+}
+
 /// `models/<m>/approvals/<n>/<who>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
@@ -320,6 +385,10 @@ pub struct Approval {
     pub stage: Stage,
     /// Approver.
     pub by: String,
+    /// The approver's principal (absent in approvals made before principals were recorded:
+    /// then `by` stands for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     /// RFC 3339.
     pub at: String,
     /// Free text.
@@ -328,6 +397,13 @@ pub struct Approval {
     /// Seq of the audit event that recorded it (its intent is written first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_seq: Option<u64>,
+}
+
+impl Approval {
+    /// The principal that approved (`by` for approvals made before principals were recorded).
+    pub fn principal(&self) -> &str {
+        self.principal.as_deref().unwrap_or(&self.by)
+    }
 }
 
 /// Why a request was refused.
@@ -375,11 +451,29 @@ pub enum Refusal {
         /// How to get there.
         hint: String,
     },
-    /// An author approving their own version.
-    #[error("{who} registered {subject} and cannot approve it; another approver must")]
+    /// An author approving their own version, under their own name or another.
+    #[error(
+        "{subject} was registered by {author} (principal {principal}), who cannot approve it under any name (here as {who}); another approver must"
+    )]
     SelfApproval {
-        /// Identity.
+        /// The identity approving.
         who: String,
+        /// The version's author.
+        author: String,
+        /// The principal that registered it.
+        principal: String,
+        /// `model@n`.
+        subject: String,
+    },
+    /// A principal that already approved, approving again under another name.
+    #[error(
+        "principal {principal} already approved {subject} as {by}; four-eyes needs another person, not another name"
+    )]
+    SamePrincipal {
+        /// The principal.
+        principal: String,
+        /// The identity it approved as first.
+        by: String,
         /// `model@n`.
         subject: String,
     },
@@ -451,16 +545,32 @@ pub fn authorize(roles: &RoleBindings, who: &str, action: Action) -> Result<(), 
     })
 }
 
-/// Checks that `who` may approve version `subject` (by `author`) in `state`.
+/// Checks that `who` may approve version `subject` in `state`: not its author, by identity
+/// or by principal (`author_principal`, absent for versions registered before principals
+/// were recorded), and not a principal that already approved it under another name.
 pub fn check_approval(
     subject: &str,
     state: VersionState,
-    author: &str,
-    who: &str,
+    (author, author_principal): (&str, Option<&str>),
+    who: &Actor,
+    approvals: &[Approval],
 ) -> Result<(), Refusal> {
-    if who == author {
+    let author_principal = author_principal.unwrap_or(author);
+    if who.identity == author || who.principal == author_principal {
         return Err(Refusal::SelfApproval {
-            who: who.into(),
+            who: who.identity.clone(),
+            author: author.into(),
+            principal: author_principal.into(),
+            subject: subject.into(),
+        });
+    }
+    if let Some(a) = approvals
+        .iter()
+        .find(|a| a.principal() == who.principal && a.by != who.identity)
+    {
+        return Err(Refusal::SamePrincipal {
+            principal: who.principal.clone(),
+            by: a.by.clone(),
             subject: subject.into(),
         });
     }
@@ -484,18 +594,20 @@ pub fn check_approval(
     }
 }
 
-/// Approvals that count: for `stage`, by a current approver (or admin), not the author.
+/// Approvals that count: for `stage`, by a current approver (or admin), not the author
+/// (by identity or principal); one per principal, so two names of one person count once.
 pub fn valid_approvals(
     approvals: &[Approval],
     roles: &RoleBindings,
-    author: &str,
+    (author, author_principal): (&str, Option<&str>),
     stage: Stage,
 ) -> u32 {
+    let author_principal = author_principal.unwrap_or(author);
     let mut who: Vec<&str> = approvals
         .iter()
-        .filter(|a| a.stage == stage && a.by != author)
+        .filter(|a| a.stage == stage && a.by != author && a.principal() != author_principal)
         .filter(|a| roles.has(&a.by, Role::Approver) || roles.has(&a.by, Role::Admin))
-        .map(|a| a.by.as_str())
+        .map(Approval::principal)
         .collect();
     who.sort_unstable();
     who.dedup();
@@ -646,27 +758,62 @@ mod tests {
     #[test]
     fn approvals_rules() {
         let r = roles();
+        let sam = ("sam", None);
+        let check =
+            |state, who: &Actor, list: &[Approval]| check_approval("m@1", state, sam, who, list);
         assert!(matches!(
-            check_approval("m@1", VersionState::Validated, "sam", "sam"),
+            check(VersionState::Validated, &"sam".into(), &[]),
             Err(Refusal::SelfApproval { .. })
         ));
-        assert!(check_approval("m@1", VersionState::Rejected, "sam", "ann").is_err());
-        assert!(check_approval("m@1", VersionState::Registered, "sam", "ann").is_err());
-        assert!(check_approval("m@1", VersionState::Staging, "sam", "ann").is_ok());
-        let ap = |by: &str| Approval {
+        assert!(check(VersionState::Rejected, &"ann".into(), &[]).is_err());
+        assert!(check(VersionState::Registered, &"ann".into(), &[]).is_err());
+        assert!(check(VersionState::Staging, &"ann".into(), &[]).is_ok());
+        let ap = |by: &str, principal: Option<&str>| Approval {
             model: "m".into(),
             version: 1,
             stage: Stage::Production,
             by: by.into(),
+            principal: principal.map(Into::into),
             at: String::new(),
             comment: String::new(),
             event_seq: None,
         };
         // The author's and a viewer's approvals don't count; duplicates count once.
-        let list = vec![ap("ann"), ap("ann"), ap("sam"), ap("eve"), ap("bob")];
-        assert_eq!(valid_approvals(&list, &r, "sam", Stage::Production), 2);
-        assert_eq!(valid_approvals(&list, &r, "sam", Stage::Staging), 0);
-        assert_eq!(valid_approvals(&list, &r, "bob", Stage::Production), 1);
+        let list = vec![
+            ap("ann", None),
+            ap("ann", None),
+            ap("sam", None),
+            ap("eve", None),
+            ap("bob", None),
+        ];
+        assert_eq!(valid_approvals(&list, &r, sam, Stage::Production), 2);
+        assert_eq!(valid_approvals(&list, &r, sam, Stage::Staging), 0);
+        assert_eq!(
+            valid_approvals(&list, &r, ("bob", None), Stage::Production),
+            1
+        );
+
+        // Principals: the author's principal under another name is the author; one
+        // principal under two names counts once and is refused the second time.
+        let arn = "arn:aws:sts::1:assumed-role/admin/root";
+        let authored = ("sam", Some(arn));
+        let root_as_ann = Actor::verified("ann", arn);
+        assert!(matches!(
+            check_approval("m@1", VersionState::Validated, authored, &root_as_ann, &[]),
+            Err(Refusal::SelfApproval { .. })
+        ));
+        let two_names = vec![ap("ann", Some("p1")), ap("bob", Some("p1"))];
+        assert_eq!(valid_approvals(&two_names, &r, sam, Stage::Production), 1);
+        let bob_as_p1 = Actor::verified("bob", "p1");
+        assert!(matches!(
+            check(VersionState::Validated, &bob_as_p1, &two_names[..1]),
+            Err(Refusal::SamePrincipal { .. })
+        ));
+        let by_author_principal = vec![ap("ann", Some(arn)), ap("bob", Some("p2"))];
+        assert_eq!(
+            valid_approvals(&by_author_principal, &r, authored, Stage::Production),
+            1
+        );
     }
 
     #[test]

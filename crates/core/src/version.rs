@@ -121,6 +121,10 @@ pub struct ModelVersion {
     pub metrics: BTreeMap<String, f64>,
     /// Who registered it.
     pub author: String,
+    /// The principal that registered it (an AWS ARN, a CI token's subject); absent when
+    /// nothing vouched for the author, and in versions registered before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_principal: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// Region of the store it was registered in.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use falaj_core::deployment::DeployError;
 use falaj_core::policy::GateReport;
-use falaj_core::promotion::{Refusal, Stage};
+use falaj_core::promotion::{Actor, Refusal, Stage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -61,6 +61,10 @@ pub enum PromoteRequest {
         version: u64,
         /// The authenticated identity.
         actor: String,
+        /// The principal that proved it, when the caller verified one (the webhook does);
+        /// else the identity stands for itself, unverified.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
         /// Stage approved for.
         to: Stage,
         /// Free text.
@@ -209,9 +213,14 @@ pub async fn apply_promote_request(
             model,
             version,
             actor,
+            principal,
             to,
             comment,
         } => {
+            let actor = match principal {
+                Some(p) => Actor::verified(actor, p),
+                None => Actor::unverified(actor),
+            };
             let a = promotion::approve(reg, &model, version, to, &comment, &actor).await?;
             Ok(json!({ "approval": a }))
         }

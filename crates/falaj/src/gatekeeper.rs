@@ -192,7 +192,12 @@ async fn counted_approvals(
                 && audited.approvals.contains(&(v.version, a.by.clone()))
         })
         .collect();
-    Ok(valid_approvals(&list, bindings, &v.author, stage))
+    Ok(valid_approvals(
+        &list,
+        bindings,
+        (&v.author, v.author_principal.as_deref()),
+        stage,
+    ))
 }
 
 /// Decides whether `actor` may move `model@version` to `to` by `action`, auditing a refusal.

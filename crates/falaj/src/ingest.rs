@@ -49,7 +49,7 @@ pub fn stale_claim() -> Duration {
         .map_or(STALE_CLAIM, Duration::from_secs_f64)
 }
 
-/// The identity recorded for versions registered by uploads.
+/// The author recorded for versions registered by uploads whose manifest names none.
 pub const INGEST_ACTOR: &str = "falaj-ingest";
 
 /// One uploaded object, as named by an event.
@@ -91,6 +91,38 @@ impl Upload {
             h.update([0]);
         }
         falaj_core::layout::ingest_claim(&hex::encode(h.finalize()))
+    }
+}
+
+/// An uploaded object's bytes; a missing one is named with the order uploads must follow.
+async fn read_upload(registry: &Registry, k: &StoreKey) -> Result<Bytes, RegistryError> {
+    registry
+        .store()
+        .get(k)
+        .await?
+        .map(|o| o.bytes)
+        .ok_or_else(|| RegistryError::InvalidArtifact {
+            source_name: k.to_string(),
+            reason: "it does not exist; upload model.onnx before manifest.json".into(),
+        })
+}
+
+/// The identity an upload's manifest names as its author (`"author"`), else
+/// [`INGEST_ACTOR`]. A manifest that is not JSON, or an author that is not a string, is an
+/// error here; the rest of the manifest is checked when the version is registered.
+fn upload_author(manifest: &[u8]) -> Result<String, RegistryError> {
+    let bad = |reason: String| RegistryError::InvalidArtifact {
+        source_name: "manifest.json".into(),
+        reason,
+    };
+    let v: Value =
+        serde_json::from_slice(manifest).map_err(|e| bad(format!("it is not JSON ({e})")))?;
+    match v.get("author") {
+        None | Some(Value::Null) => Ok(INGEST_ACTOR.into()),
+        Some(Value::String(a)) => Ok(a.clone()),
+        Some(other) => Err(bad(format!(
+            "\"author\" must be a falaj identity (a string), not {other}"
+        ))),
     }
 }
 
@@ -417,10 +449,22 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
     if let Err(e) = falaj_core::validate_model_name(model) {
         return Outcome::failed(key, e, false);
     }
-    // The uploader must hold a role that may register, like every other registration path;
-    // a refusal is audited and not retried (a grant, then a new upload, registers it).
-    if let Err(e) =
-        crate::access::authorize(registry, model, INGEST_ACTOR, Action::Register, key).await
+    // The version's author is the identity the upload names (the manifest's `author`, which
+    // the trainer fills from its FALAJ_IDENTITY), else `falaj-ingest`. It must hold a role
+    // that may register, like every other registration path; a refusal is audited and not
+    // retried (a grant, then a new upload, registers it).
+    let manifest = match read_upload(registry, &manifest_key).await {
+        Ok(m) => m,
+        Err(e) => {
+            let retryable = e.is_retryable();
+            return Outcome::failed(key, e, retryable);
+        }
+    };
+    let author = match upload_author(&manifest) {
+        Ok(a) => a,
+        Err(e) => return Outcome::failed(key, e, false),
+    };
+    if let Err(e) = crate::access::authorize(registry, model, &author, Action::Register, key).await
     {
         let retryable = e.is_retryable();
         return Outcome::failed(key, e, retryable);
@@ -487,20 +531,7 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
         {
             return Ok(v.version);
         }
-        let read = |k: StoreKey| async move {
-            registry
-                .store()
-                .get(&k)
-                .await
-                .map_err(RegistryError::from)?
-                .map(|o| o.bytes)
-                .ok_or_else(|| RegistryError::InvalidArtifact {
-                    source_name: k.to_string(),
-                    reason: "it does not exist; upload model.onnx before manifest.json".into(),
-                })
-        };
-        let manifest: Bytes = read(manifest_key.clone()).await?;
-        let onnx: Bytes = read(model_key.clone()).await?;
+        let onnx: Bytes = read_upload(registry, &model_key).await?;
         if held.lock().expect("claim lock").1 {
             return Err(RegistryError::Contention {
                 what: format!("the ingest claim of {key} (taken over by another invocation)"),
@@ -514,7 +545,7 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
                     description: "created by an upload to incoming/".into(),
                     ..Default::default()
                 },
-                INGEST_ACTOR,
+                &author,
             )
             .await
         {
@@ -527,9 +558,10 @@ pub async fn ingest_upload(registry: &Registry, upload: &Upload) -> Outcome {
                     model: model.into(),
                     artifact: Artifact::Bytes(onnx),
                     artifact_name: model_key.to_string(),
-                    manifest: Some((manifest_key.to_string(), manifest)),
+                    manifest: Some((manifest_key.to_string(), manifest.clone())),
                     semver: None,
-                    author: INGEST_ACTOR.into(),
+                    author: author.clone(),
+                    author_principal: None,
                     source: Some(source),
                 },
                 no_progress(),

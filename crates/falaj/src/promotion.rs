@@ -11,9 +11,10 @@ use falaj_core::deployment::DeployError;
 use falaj_core::layout;
 use falaj_core::policy::GatePolicy;
 use falaj_core::promotion::{
-    Action, Approval, Role, RoleBindings, Stage, VersionState, authorize as check_roles,
-    check_approval, validate_identity,
+    Action, Actor, Approval, Refusal, Role, RoleBindings, Stage, VersionState,
+    authorize as check_roles, check_approval, validate_identity,
 };
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::access::refuse;
@@ -30,9 +31,65 @@ type Result<T, E = PromotionError> = std::result::Result<T, E>;
 
 /// Grants `role` to `who`. Bootstrap: if no `roles.json` exists, it is created with the
 /// caller as admin.
-pub async fn grant(reg: &Registry, actor: &str, who: &str, role: Role) -> Result<RoleBindings> {
-    validate_identity(actor)?;
+pub async fn grant(
+    reg: &Registry,
+    actor: impl Into<Actor>,
+    who: &str,
+    role: Role,
+) -> Result<RoleBindings> {
     validate_identity(who)?;
+    change_roles(
+        reg,
+        &actor.into(),
+        who,
+        "role.granted",
+        json!({"role": role.name()}),
+        |b| b.grant(who, role),
+    )
+    .await
+}
+
+/// Maps a verified principal (an AWS ARN) to the identity it acts as; admins only. On an
+/// `s3://` store that is how a person gets an identity: their ARN, mapped here.
+pub async fn map_principal(
+    reg: &Registry,
+    actor: impl Into<Actor>,
+    principal: &str,
+    identity: &str,
+) -> Result<RoleBindings> {
+    validate_identity(identity)?;
+    if principal.is_empty() || principal.len() > 2048 || principal.chars().any(char::is_control) {
+        return Err(Refusal::BadIdentity {
+            who: principal.into(),
+        }
+        .into());
+    }
+    change_roles(
+        reg,
+        &actor.into(),
+        identity,
+        "principal.mapped",
+        json!({"principal": principal}),
+        |b| {
+            b.principals.insert(principal.into(), identity.into());
+        },
+    )
+    .await
+}
+
+/// Changes `roles.json` by compare-and-swap as `actor`, who must be admin, except while the
+/// file does not exist: then the first change creates it and makes its caller admin (and,
+/// when STS vouched for the caller, maps the caller's principal to that identity).
+async fn change_roles(
+    reg: &Registry,
+    actor: &Actor,
+    subject: &str,
+    event: &str,
+    detail: serde_json::Value,
+    change: impl Fn(&mut RoleBindings),
+) -> Result<RoleBindings> {
+    let by = actor.identity.as_str();
+    validate_identity(by)?;
     for _ in 0..100 {
         let (mut bindings, pre, bootstrap) =
             match reg.get_json::<RoleBindings>(&roles_key()).await? {
@@ -40,23 +97,25 @@ pub async fn grant(reg: &Registry, actor: &str, who: &str, role: Role) -> Result
                 None => (RoleBindings::default(), Precondition::IfAbsent, true),
             };
         if bootstrap {
-            bindings.grant(actor, Role::Admin);
-        } else if let Err(r) = check_roles(&bindings, actor, Action::GrantRoles) {
-            return Err(refuse(reg, ROLES_AUDIT, actor, Action::GrantRoles, who, r).await);
+            bindings.grant(by, Role::Admin);
+            if actor.verified {
+                bindings
+                    .principals
+                    .insert(actor.principal.clone(), by.into());
+            }
+        } else if let Err(r) = check_roles(&bindings, by, Action::GrantRoles) {
+            return Err(refuse(reg, ROLES_AUDIT, by, Action::GrantRoles, subject, r).await);
         }
-        bindings.grant(who, role);
+        change(&mut bindings);
         match reg.put_json(&roles_key(), &bindings, pre).await {
             Err(RegistryError::Store(e)) if e.is_conflict() => continue,
             r => r?,
         };
-        reg.append_audit(
-            ROLES_AUDIT,
-            actor,
-            "role.granted",
-            who,
-            serde_json::json!({"role": role.name(), "bootstrap": bootstrap}),
-        )
-        .await?;
+        let mut detail = detail.clone();
+        detail["bootstrap"] = json!(bootstrap);
+        detail["by_principal"] = json!(actor.principal);
+        reg.append_audit(ROLES_AUDIT, by, event, subject, detail)
+            .await?;
         return Ok(bindings);
     }
     Err(RegistryError::Contention {
@@ -111,28 +170,36 @@ pub async fn version_state(reg: &Registry, model: &str, version: u64) -> Result<
     crate::gatekeeper::state_with(reg, &v, evidence.passed()).await
 }
 
-/// Records `actor`'s approval of `model@version` for `stage`; one approval per identity.
+/// Records `actor`'s approval of `model@version` for `stage`; one approval per identity,
+/// and one per principal: the author, or a principal that already approved under another
+/// name, is refused (and the refusal audited).
 pub async fn approve(
     reg: &Registry,
     model: &str,
     version: u64,
     stage: Stage,
     comment: &str,
-    actor: &str,
+    actor: impl Into<Actor>,
 ) -> Result<Approval> {
+    let actor = &actor.into();
     let subject = format!("{model}@{version}");
-    authorize(reg, model, actor, Action::Approve, &subject).await?;
+    let who = actor.identity.as_str();
+    authorize(reg, model, who, Action::Approve, &subject).await?;
     let v = reg.version(model, version).await?;
     let state = version_state(reg, model, version).await?;
-    if let Err(r) = check_approval(&subject, state, &v.author, actor) {
-        return Err(refuse(reg, model, actor, Action::Approve, &subject, r).await);
+    let mut given = crate::access::approvals(reg, model, version).await?;
+    given.retain(|a| a.stage == stage);
+    let author = (v.author.as_str(), v.author_principal.as_deref());
+    if let Err(r) = check_approval(&subject, state, author, actor, &given) {
+        return Err(refuse(reg, model, who, Action::Approve, &subject, r).await);
     }
     let at = now();
     let approval = |seq: u64| Approval {
         model: model.into(),
         version,
         stage,
-        by: actor.into(),
+        by: who.into(),
+        principal: Some(actor.principal.clone()),
         at: at.clone(),
         comment: comment.into(),
         event_seq: Some(seq),
@@ -140,11 +207,11 @@ pub async fn approve(
     match reg
         .commit_state(
             model,
-            actor,
+            who,
             "version.approved",
             &subject,
-            serde_json::json!({"stage": stage, "comment": comment}),
-            &approval_key(model, version, actor),
+            serde_json::json!({"stage": stage, "comment": comment, "principal": actor.principal, "verified": actor.verified}),
+            &approval_key(model, version, who),
             Precondition::IfAbsent,
             approval,
         )
@@ -153,7 +220,7 @@ pub async fn approve(
         Ok((a, _)) => Ok(a),
         // Approving twice is harmless: the first approval stands.
         Err(RegistryError::Store(e)) if e.is_conflict() => reg
-            .get_json::<Approval>(&approval_key(model, version, actor))
+            .get_json::<Approval>(&approval_key(model, version, who))
             .await?
             .map(|(a, _)| a)
             .ok_or_else(|| RegistryError::Store(e).into()),

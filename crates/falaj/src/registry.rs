@@ -73,6 +73,8 @@ pub struct Registration {
     pub semver: Option<String>,
     /// Who registers it.
     pub author: String,
+    /// The principal that vouched for `author` (see [`falaj_core::promotion::Actor`]), if any.
+    pub author_principal: Option<String>,
     /// Where it came from (`incoming/...` key or a path).
     pub source: Option<String>,
 }
@@ -340,6 +342,7 @@ impl Registry {
             lineage,
             metrics,
             author: req.author.clone(),
+            author_principal: req.author_principal.clone(),
             created_at: now(),
             region: self.store.region().to_string(),
             source: req.source.clone(),
@@ -964,7 +967,7 @@ impl Registry {
 
     /// A model's audit events in order, as `(key, seq from key, event)`.
     pub async fn audit_events(&self, model: &str) -> Result<Vec<(String, u64, AuditEvent)>> {
-        falaj_core::validate_model_name(model)?;
+        audit_chain_name(model)?;
         let mut out = Vec::new();
         for key in list_all(self.store.as_ref(), &layout::audit_prefix(model)).await? {
             let Some(seq) = layout::parse_audit_key(model, &key) else {
@@ -1035,7 +1038,7 @@ impl Registry {
         model: &str,
         settle: bool,
     ) -> Result<(Vec<AuditProblem>, Vec<String>)> {
-        falaj_core::validate_model_name(model)?;
+        audit_chain_name(model)?;
         let mut events = Vec::new();
         let mut problems = Vec::new();
         for key in list_all(self.store.as_ref(), &layout::audit_prefix(model)).await? {
@@ -1136,4 +1139,13 @@ fn apply_tags(tags: &mut BTreeMap<String, String>, set: &[(String, String)], rem
     for (k, v) in set {
         tags.insert(k.clone(), v.clone());
     }
+}
+
+/// A chain that can be read: a model's, or `_roles`, the store-wide one (role grants,
+/// principal maps, OIDC key pins).
+fn audit_chain_name(model: &str) -> Result<()> {
+    if model != crate::access::ROLES_AUDIT {
+        falaj_core::validate_model_name(model)?;
+    }
+    Ok(())
 }

@@ -38,6 +38,11 @@ async fn registry() -> (Registry, tempfile::TempDir) {
 
 /// Uploads a run directory the way falaj-train does: model first, manifest last.
 async fn upload_run(reg: &Registry, dir: &str, seed: u32) {
+    upload_run_by(reg, dir, seed, serde_json::Value::Null).await;
+}
+
+/// [`upload_run`], with a manifest naming `author` (null: none).
+async fn upload_run_by(reg: &Registry, dir: &str, seed: u32, author: serde_json::Value) {
     let put = |k: String, b: Vec<u8>| async move {
         reg.store()
             .put(
@@ -51,8 +56,10 @@ async fn upload_run(reg: &Registry, dir: &str, seed: u32) {
     put(format!("{dir}/model.onnx"), support::onnx_bytes(seed)).await;
     put(
         format!("{dir}/manifest.json"),
-        serde_json::to_vec(&serde_json::json!({"model": "wine", "metrics": {"accuracy": 0.9}}))
-            .unwrap(),
+        serde_json::to_vec(
+            &serde_json::json!({"model": "wine", "author": author, "metrics": {"accuracy": 0.9}}),
+        )
+        .unwrap(),
     )
     .await;
 }
@@ -99,6 +106,51 @@ async fn an_upload_registers_only_if_the_uploader_may_register() {
         matches!(&again.results[..], [Outcome::Registered { version: 1, .. }]),
         "{again:?}"
     );
+}
+
+/// The version records who uploaded it: the identity the manifest names (the trainer's
+/// FALAJ_IDENTITY), who must hold a role that may register; an author that is not a string
+/// is refused with the field named. Nothing is registered for a refused upload.
+#[tokio::test]
+async fn an_upload_is_authored_by_the_identity_its_manifest_names() {
+    let (reg, _d) = bare_registry().await;
+    support::grant(&reg, &["dana"], falaj_core::promotion::Role::DataScientist).await;
+    let event = fixture("s3-put-manifest.json");
+    let dir = "incoming/wine/run 1 + été";
+    for (author, needle) in [
+        (serde_json::json!("eve"), "eve may not register"),
+        (serde_json::json!(42), "\"author\" must be a falaj identity"),
+        (serde_json::json!("../x"), "identity \"../x\" is invalid"),
+    ] {
+        upload_run_by(&reg, dir, 1, author).await;
+        let r = handle_event(&reg, &event).await.unwrap();
+        match &r.results[..] {
+            [
+                Outcome::Failed {
+                    error, retryable, ..
+                },
+            ] => {
+                assert!(!retryable);
+                assert!(error.contains(needle), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            reg.versions("wine", &VersionFilter::default())
+                .await
+                .is_err()
+        );
+    }
+    upload_run_by(&reg, dir, 1, serde_json::json!("dana")).await;
+    let r = handle_event(&reg, &event).await.unwrap();
+    assert!(
+        matches!(&r.results[..], [Outcome::Registered { version: 1, .. }]),
+        "{r:?}"
+    );
+    let v = reg.version("wine", 1).await.unwrap();
+    assert_eq!(v.author, "dana");
+    // The store vouched for nobody: no principal is recorded.
+    assert_eq!(v.author_principal, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1054,7 +1054,10 @@ async fn refusals_for_state_are_422_and_lost_races_409() {
         &got,
         422,
         "refused",
-        &["root registered bc@1 and cannot approve it"],
+        &[
+            "bc@1 was registered by root",
+            "cannot approve it under any name",
+        ],
     );
 
     // Not enough approvals.

@@ -563,6 +563,7 @@ fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiErr
                 to: stage(&b.to)?,
                 model: m,
                 version,
+                principal: Some(actor.clone()),
                 actor,
                 comment: b.comment,
             })
@@ -844,6 +845,8 @@ async fn register(
             manifest: Some((manifest.to_string(), man.bytes)),
             semver,
             author: actor.into(),
+            // The credential that authenticated the caller vouches for it.
+            author_principal: Some(actor.into()),
             source: Some(source),
         },
         no_progress(),

@@ -345,3 +345,144 @@ pub fn check_bound(token: &VerifiedToken, body: &[u8]) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// A key set pinned by [`pin_keys`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Pinned {
+    /// The issuer, as tokens name it.
+    pub issuer: String,
+    /// Store key written (`keys/oidc/<host>.json`).
+    pub key: String,
+    /// Key ids now pinned.
+    pub kids: Vec<String>,
+    /// Key ids pinned before (empty the first time).
+    pub previous: Vec<String>,
+    /// `sha256:<hex>` of the object written.
+    pub digest: String,
+    /// Keys in the set that were left out (not RS256 signing keys with a `kid`).
+    pub skipped: usize,
+}
+
+/// Why a key set was not pinned.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The issuer is not `https://HOST`.
+    #[error(
+        "issuer {0:?} is not an https://HOST URL; give it exactly as tokens name it in `iss` (https://token.actions.githubusercontent.com, https://gitlab.example.com)"
+    )]
+    BadIssuer(String),
+    /// The key set is unusable.
+    #[error("the key set from {from} cannot be pinned: {reason}")]
+    BadKeys {
+        /// Where it came from.
+        from: String,
+        /// Why.
+        reason: String,
+    },
+    /// Roles refused it, or the store failed.
+    #[error(transparent)]
+    Promotion(#[from] falaj::promotion::PromotionError),
+}
+
+impl PinError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadIssuer(_) => "invalid_issuer",
+            Self::BadKeys { .. } => "invalid_keys",
+            Self::Promotion(e) => e.code(),
+        }
+    }
+}
+
+/// Pins `issuer`'s JSON Web Key Set (`bytes`, read from `from`) at `keys/oidc/<host>.json`,
+/// the one place the webhook reads keys from; admins only, audited under `_roles` with the
+/// key ids before and after. Only RS256 signing keys with a `kid` are kept; a set with none
+/// is refused, and nothing is written.
+pub async fn pin_keys(
+    reg: &falaj::Registry,
+    actor: &falaj_core::promotion::Actor,
+    issuer: &str,
+    from: &str,
+    bytes: &[u8],
+) -> Result<Pinned, PinError> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, KeyAlgorithm, PublicKeyUse};
+    use sha2::Digest as _;
+    let host = issuer_host(issuer).ok_or_else(|| PinError::BadIssuer(issuer.into()))?;
+    let key = falaj_core::layout::oidc_keys(host);
+    falaj::promotion::authorize(
+        reg,
+        falaj::promotion::ROLES_AUDIT,
+        &actor.identity,
+        falaj_core::promotion::Action::GrantRoles,
+        key.as_str(),
+    )
+    .await?;
+    let bad = |reason: String| PinError::BadKeys {
+        from: from.into(),
+        reason,
+    };
+    let set: JwkSet = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("it is not a JSON Web Key Set ({e})")))?;
+    let total = set.keys.len();
+    let keys: Vec<_> = set
+        .keys
+        .into_iter()
+        .filter(|k| {
+            matches!(k.algorithm, AlgorithmParameters::RSA(_))
+                && k.common.key_id.as_deref().is_some_and(|id| !id.is_empty())
+                && matches!(k.common.key_algorithm, None | Some(KeyAlgorithm::RS256))
+                && matches!(
+                    k.common.public_key_use,
+                    None | Some(PublicKeyUse::Signature)
+                )
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(bad(format!(
+            "none of its {total} keys is an RS256 signing key with a kid (falaj verifies RS256 only)"
+        )));
+    }
+    let kids: Vec<String> = keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .collect();
+    let pinned = JwkSet { keys };
+    let body = serde_json::to_vec_pretty(&pinned).map_err(|e| bad(e.to_string()))?;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)));
+    let previous: Vec<String> = match reg.get_json::<JwkSet>(&key).await {
+        Ok(Some((old, _))) => old
+            .keys
+            .into_iter()
+            .filter_map(|k| k.common.key_id)
+            .collect(),
+        // An unreadable old set is replaced; the event says nothing was pinned before.
+        Ok(None) | Err(falaj::RegistryError::Corrupt { .. }) => Vec::new(),
+        Err(e) => return Err(falaj::promotion::PromotionError::from(e).into()),
+    };
+    reg.store()
+        .put(
+            &key,
+            bytes::Bytes::from(body),
+            falaj::store::Precondition::None,
+        )
+        .await
+        .map_err(|e| falaj::promotion::PromotionError::from(falaj::RegistryError::from(e)))?;
+    reg.append_audit(
+        falaj::promotion::ROLES_AUDIT,
+        &actor.identity,
+        "oidc.keys_pinned",
+        key.as_str(),
+        serde_json::json!({"issuer": issuer, "kids": kids, "previous": previous, "digest": digest, "from": from, "by_principal": actor.principal}),
+    )
+    .await
+    .map_err(falaj::promotion::PromotionError::from)?;
+    Ok(Pinned {
+        issuer: issuer.into(),
+        key: key.to_string(),
+        kids,
+        previous,
+        digest,
+        skipped: total - pinned.keys.len(),
+    })
+}

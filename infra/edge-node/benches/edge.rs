@@ -235,6 +235,7 @@ async fn deploy(
                     .map(|b| ("manifest.json".to_string(), Bytes::from(b))),
                 semver: None,
                 author: "bench".into(),
+                author_principal: None,
                 source: None,
             },
             falaj::store::no_progress(),

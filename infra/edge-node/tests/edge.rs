@@ -133,6 +133,7 @@ impl World {
                     manifest: None,
                     semver: None,
                     author: "dana".into(),
+                    author_principal: None,
                     source: None,
                 },
                 falaj::store::no_progress(),

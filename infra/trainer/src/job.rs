@@ -571,6 +571,10 @@ pub async fn run(
     }
     let manifest = TrainingManifest {
         model: spec.model.clone(),
+        // Who uploads: the job's identity, which the version records as its author.
+        author: std::env::var("FALAJ_IDENTITY")
+            .ok()
+            .filter(|s| !s.trim().is_empty()),
         semver: None,
         run_id: run_id.clone(),
         task: spec.task,

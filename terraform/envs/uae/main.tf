@@ -34,6 +34,8 @@ module "functions" {
   lambda_dist_dir          = coalesce(var.lambda_dist_dir, "${path.root}/../../../dist/lambda")
   allowed_regions          = local.allowed_regions
   permissions_boundary_arn = module.guardrails.permissions_boundary_arn
+  webhook_jwt_authorizer   = var.webhook_jwt_authorizer
+  oidc_key_sets            = var.oidc_key_sets
   tags                     = var.tags
 }
 

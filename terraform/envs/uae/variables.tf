@@ -113,6 +113,21 @@ variable "trainer_image_tag" {
   default     = "latest"
 }
 
+variable "webhook_jwt_authorizer" {
+  description = "Optional API Gateway JWT authorizer for CI's OIDC tokens (one issuer, its audiences); see the functions module. Null: the function alone authenticates."
+  type = object({
+    issuer    = string
+    audiences = list(string)
+  })
+  default = null
+}
+
+variable "oidc_key_sets" {
+  description = "CI OIDC key sets to pin, issuer host => JSON Web Key Set document (or use `falaj oidc refresh ISSUER`)."
+  type        = map(string)
+  default     = {}
+}
+
 variable "tags" {
   description = "Tags added to every resource."
   type        = map(string)

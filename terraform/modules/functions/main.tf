@@ -371,8 +371,9 @@ resource "aws_sqs_queue_policy" "dlq" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Webhook: a regional HTTP API in front of falaj-fn-webhook. The function checks each request's
-# HMAC signature (GitHub/GitLab style); the API adds throttling and access logs.
+# Webhook: a regional HTTP API in front of falaj-fn-webhook. The function authenticates each
+# request (a CI job's OIDC token, an HMAC signature or a bearer token); the API adds
+# throttling, access logs and, optionally, a JWT authorizer for one CI issuer.
 
 resource "aws_apigatewayv2_api" "webhook" {
   name          = "${var.name_prefix}-webhook"
@@ -388,11 +389,40 @@ resource "aws_apigatewayv2_integration" "webhook" {
   payload_format_version = "2.0"
 }
 
+# Optional: API Gateway checks a CI token's signature, issuer, audience and expiry before the
+# function runs. The function still verifies the token against the pinned key set, claims its
+# jti once and maps its immutable claims to an identity: the authorizer only turns away
+# tokenless traffic early.
+resource "aws_apigatewayv2_authorizer" "ci_oidc" {
+  count            = var.webhook_jwt_authorizer == null ? 0 : 1
+  api_id           = aws_apigatewayv2_api.webhook.id
+  name             = "${var.name_prefix}-ci-oidc"
+  authorizer_type  = "JWT"
+  identity_sources = ["$request.header.Authorization"]
+
+  jwt_configuration {
+    issuer   = var.webhook_jwt_authorizer.issuer
+    audience = var.webhook_jwt_authorizer.audiences
+  }
+}
+
 resource "aws_apigatewayv2_route" "webhook" {
   api_id             = aws_apigatewayv2_api.webhook.id
   route_key          = "POST /webhook"
   target             = "integrations/${aws_apigatewayv2_integration.webhook.id}"
-  authorization_type = "NONE"
+  authorization_type = var.webhook_jwt_authorizer == null ? "NONE" : "JWT"
+  authorizer_id      = var.webhook_jwt_authorizer == null ? null : aws_apigatewayv2_authorizer.ci_oidc[0].id
+}
+
+# CI OIDC key sets, pinned where the webhook reads them (keys/oidc/<issuer host>.json).
+resource "aws_s3_object" "oidc_keys" {
+  for_each     = var.oidc_key_sets
+  bucket       = var.bucket_name
+  key          = "keys/oidc/${each.key}.json"
+  content      = each.value
+  content_type = "application/json"
+  kms_key_id   = var.kms_key_arn
+  tags         = var.tags
 }
 
 resource "aws_cloudwatch_log_group" "webhook_api" {

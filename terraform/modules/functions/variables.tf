@@ -131,6 +131,31 @@ variable "permissions_boundary_arn" {
   default     = null
 }
 
+variable "webhook_jwt_authorizer" {
+  description = "Optional API Gateway JWT authorizer on the webhook route: one CI OIDC issuer (exactly as tokens name it in iss) and the audiences its jobs ask for. API Gateway then refuses requests without a valid token from that issuer before the function runs; the function still verifies every token against the key set pinned in the store and applies the claim policy of its [[oidc]] entries. With it set, HMAC and bearer callers cannot reach the webhook: use it when CI signs in with OIDC only."
+  type = object({
+    issuer    = string
+    audiences = list(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.webhook_jwt_authorizer == null ? true : (startswith(var.webhook_jwt_authorizer.issuer, "https://") && length(var.webhook_jwt_authorizer.audiences) > 0)
+    error_message = "webhook_jwt_authorizer needs an https:// issuer and at least one audience (GitLab has no default audience; GitHub's default is the repository owner's URL: set a falaj-specific one)."
+  }
+}
+
+variable "oidc_key_sets" {
+  description = "CI OIDC key sets to pin in the store, by issuer host (token.actions.githubusercontent.com, gitlab.example.com) to the JSON Web Key Set document; written to keys/oidc/<host>.json, where the webhook verifies tokens offline. `falaj oidc refresh ISSUER` writes the same object (and audits it) when you would rather not keep keys in Terraform."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for h, doc in var.oidc_key_sets : can(regex("^[A-Za-z0-9.-]+$", h)) && can(jsondecode(doc).keys)])
+    error_message = "oidc_key_sets maps an issuer host (letters, digits, dots, dashes) to a JSON Web Key Set document ({\"keys\": [...]})."
+  }
+}
+
 variable "webhook_throttle" {
   description = "Rate limits of the webhook HTTP API."
   type = object({

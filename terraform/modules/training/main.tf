@@ -31,6 +31,8 @@ locals {
       { name = "FALAJ_STORE", value = "s3://${var.bucket_name}" },
       { name = "FALAJ_ALLOWED_REGIONS", value = join(",", var.allowed_regions) },
       { name = "AWS_REGION", value = var.region },
+      # The identity the job uploads as: the version's author (roles.json must let it register).
+      { name = "FALAJ_IDENTITY", value = var.job.identity },
     ]
     jobRoleArn       = aws_iam_role.job.arn
     executionRoleArn = aws_iam_role.execution.arn

@@ -84,7 +84,7 @@ variable "cpu" {
 }
 
 variable "job" {
-  description = "The falaj-train job: image tag in the module's ECR repository, command (Ref::trigger_key is the S3 key that started the job), resources (gpus = 0 runs on CPU), timeout, retries and log retention."
+  description = "The falaj-train job: image tag in the module's ECR repository, command (Ref::trigger_key is the S3 key that started the job), resources (gpus = 0 runs on CPU), timeout, retries, log retention, and the falaj identity it uploads as (the author of the versions it trains; grant it data-scientist)."
   type = object({
     image_tag         = optional(string, "latest")
     command           = optional(list(string), ["falaj-train", "--trigger-key", "Ref::trigger_key"])
@@ -94,6 +94,7 @@ variable "job" {
     timeout_s         = optional(number, 21600)
     attempts          = optional(number, 2)
     log_retention_day = optional(number, 365)
+    identity          = optional(string, "falaj-trainer")
   })
   default = {}
 
@@ -105,6 +106,11 @@ variable "job" {
   validation {
     condition     = contains([365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.job.log_retention_day)
     error_message = "job.log_retention_day must be a CloudWatch Logs retention value of at least 365."
+  }
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_@+-][A-Za-z0-9._@+-]{0,127}$", var.job.identity))
+    error_message = "job.identity must be 1-128 letters, digits or ._@+- (a falaj identity), not starting with a dot."
   }
 }
 

@@ -1,13 +1,12 @@
 //! The gates: `validate` and `policy`.
 
 use crate::args::*;
-use crate::context::{identity, parse_ref, registry};
+use crate::context::{actor, parse_ref, registry};
 use crate::failure::*;
 use crate::output::*;
 
 /// Runs one command of this group (`main` sends only these here).
 pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
-    let me = identity(cli);
     match &cli.command {
         Command::Validate {
             reference,
@@ -16,6 +15,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         } => {
             let r = parse_ref(reference)?;
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let v = reg.resolve(&r).await?;
             let policy = match policy {
                 Some(p) => Some((
@@ -68,6 +68,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                 )
             })?;
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let p =
                 falaj::promotion::set_policy(&reg, model, &file.display().to_string(), &src, &me)
                     .await?;

@@ -3,13 +3,40 @@
 use falaj::Expect;
 
 use crate::args::*;
-use crate::context::{identity, numbered, parse_ref, parse_stage, registry, signing_key};
+use crate::context::{actor, caller, numbered, parse_ref, parse_stage, registry, signing_key};
 use crate::failure::*;
 use crate::output::*;
 
+/// The `jwks_uri` of `issuer`'s discovery document, which must name `issuer` exactly.
+async fn jwks_uri(issuer: &str) -> Result<String, Failure> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&crate::fetch::get(&url).await?)
+        .map_err(|e| fail("fetch_failed", 1, format!("{url} is not JSON: {e}")))?;
+    if doc["issuer"] != issuer {
+        return Err(fail(
+            "invalid_issuer",
+            1,
+            format!(
+                "{url} names the issuer {} , not {issuer}; give the issuer exactly as tokens name it",
+                doc["issuer"]
+            ),
+        ));
+    }
+    match doc["jwks_uri"].as_str() {
+        Some(u) if u.starts_with("https://") => Ok(u.to_string()),
+        other => Err(fail(
+            "fetch_failed",
+            1,
+            format!("{url} has no https jwks_uri (it says {other:?}); pass --jwks-url"),
+        )),
+    }
+}
+
 /// Runs one command of this group (`main` sends only these here).
 pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
-    let me = identity(cli);
     match &cli.command {
         Command::Approve {
             reference,
@@ -19,6 +46,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             let r = parse_ref(reference)?;
             let n = numbered(&r)?;
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?;
             let a = falaj::promotion::approve(&reg, &r.model, n, parse_stage(to)?, comment, &me)
                 .await?;
             out.print(&a, || {
@@ -49,6 +77,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                 })?),
             };
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let key = signing_key()?;
             let p = falaj::promotion::promote(
                 &reg,
@@ -90,12 +119,14 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         }
         Command::Rollout { model, env, weight } => {
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let key = signing_key()?;
             let c = falaj::deploy::rollout(&reg, &key, model, env, *weight, &me).await?;
             out.print(&c, || deployment_line(&c.deployment, c.repaired.as_deref()));
         }
         Command::Rollback { model, env } => {
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let key = signing_key()?;
             let c = falaj::deploy::rollback(&reg, &key, model, env, &me).await?;
             out.print(&c, || deployment_line(&c.deployment, c.repaired.as_deref()));
@@ -103,6 +134,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         Command::Deployments { repair } => {
             let reg = registry(cli, false).await?;
             if *repair {
+                let me = actor(cli, &reg).await?.identity;
                 let key = signing_key()?;
                 for st in falaj::deploy::list(&reg).await? {
                     if st.divergence.is_some() {
@@ -147,46 +179,103 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                 fail("invalid_name", 2, format!("unknown role {role:?}: use viewer, data-scientist, ml-engineer, approver or admin"))
             })?;
             let reg = registry(cli, true).await?;
+            let me = actor(cli, &reg).await?;
             let b = falaj::promotion::grant(&reg, &me, who, role).await?;
             out.print(&b, || format!("granted {role} to {who}"));
+        }
+        Command::Roles(RolesCmd::Map {
+            principal,
+            mapped_to,
+        }) => {
+            let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?;
+            let b = falaj::promotion::map_principal(&reg, &me, principal, mapped_to).await?;
+            out.print(&b, || format!("{principal} now acts as {mapped_to}"));
+        }
+        Command::Oidc(OidcCmd::Refresh {
+            issuer,
+            jwks_url,
+            jwks_file,
+        }) => {
+            let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?;
+            let (from, bytes) = match (jwks_file, jwks_url) {
+                (Some(f), _) => (
+                    f.display().to_string(),
+                    std::fs::read(f).map_err(|e| {
+                        fail(
+                            "invalid_keys",
+                            1,
+                            format!("cannot read {}: {e}", f.display()),
+                        )
+                    })?,
+                ),
+                (None, Some(u)) => (u.clone(), crate::fetch::get(u).await?),
+                (None, None) => {
+                    let u = jwks_uri(issuer).await?;
+                    let b = crate::fetch::get(&u).await?;
+                    (u, b)
+                }
+            };
+            let p = falaj_webhook::oidc::pin_keys(&reg, &me, issuer, &from, &bytes)
+                .await
+                .map_err(|e| fail(e.code(), exit_for(e.code()), e.to_string()))?;
+            out.print(&p, || {
+                format!(
+                    "pinned {} key(s) of {} at {} ({}): {}{}",
+                    p.kids.len(),
+                    p.issuer,
+                    p.key,
+                    p.digest,
+                    p.kids.join(", "),
+                    if p.previous.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\nbefore: {}", p.previous.join(", "))
+                    }
+                )
+            });
         }
         Command::Roles(RolesCmd::List) => {
             let reg = registry(cli, false).await?;
             let b = falaj::promotion::roles(&reg).await?;
             out.print(&b, || {
-                b.bindings
+                let roles = b.bindings.iter().map(|(w, rs)| {
+                    format!(
+                        "{w:<24} {}",
+                        rs.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+                    )
+                });
+                let principals = b
+                    .principals
                     .iter()
-                    .map(|(w, rs)| {
-                        format!(
-                            "{w:<24} {}",
-                            rs.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                    .map(|(p, id)| format!("{id:<24} <- {p}"));
+                roles.chain(principals).collect::<Vec<_>>().join("\n")
             });
         }
         Command::Whoami => {
             let reg = registry(cli, false).await?;
+            let c = caller(cli, &reg).await?;
             let bindings = falaj::promotion::roles(&reg).await?;
-            let roles: Vec<&str> = bindings.roles_of(&me).iter().map(|r| r.name()).collect();
-            let source = if cli.identity.is_some() {
-                "--as"
-            } else if std::env::var("USER").is_ok_and(|u| !u.is_empty()) {
-                "$USER"
-            } else {
-                "default"
-            };
+            let me = &c.actor.identity;
+            let roles: Vec<&str> = bindings.roles_of(me).iter().map(|r| r.name()).collect();
             let v = serde_json::json!({
                 "identity": me,
+                "principal": c.actor.principal,
+                "verified": c.actor.verified,
                 "roles": roles,
-                "from": source,
-                "verified": false,
+                "from": c.from,
+                "note": c.note,
                 "store": cli.store,
             });
             out.print(&v, || {
-                format!(
-                    "{me} (from {source}, not verified) in {}\nroles: {}",
+                let how = if c.actor.verified {
+                    format!("verified: AWS says {}", c.actor.principal)
+                } else {
+                    format!("from {}, not verified", c.from)
+                };
+                let mut text = format!(
+                    "{me} ({how}) in {}\nroles: {}",
                     cli.store,
                     if roles.is_empty() {
                         "none: ask an admin for one with `falaj roles grant IDENTITY ROLE`"
@@ -194,7 +283,11 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                     } else {
                         roles.join(", ")
                     }
-                )
+                );
+                if let Some(n) = &c.note {
+                    text.push_str(&format!("\nnote: {n}"));
+                }
+                text
             });
         }
         _ => unreachable!("main sends only this group's commands here"),

@@ -3,16 +3,16 @@
 use falaj::{Artifact, Expect, NewModel, Registration, RegistryError, VersionFilter};
 
 use crate::args::*;
-use crate::context::{identity, parse_ref, registry};
+use crate::context::{actor, parse_ref, registry};
 use crate::failure::*;
 use crate::output::*;
 
 /// Runs one command of this group (`main` sends only these here).
 pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
-    let me = identity(cli);
     match &cli.command {
         Command::Model(ModelCmd::Create(a)) => {
             let reg = registry(cli, true).await?;
+            let me = actor(cli, &reg).await?.identity;
             let rec = reg
                 .create_model(
                     NewModel {
@@ -71,6 +71,8 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             create,
         } => {
             let reg = registry(cli, true).await?;
+            let actor = actor(cli, &reg).await?;
+            let me = actor.identity.clone();
             if *create
                 && matches!(
                     reg.model(model).await,
@@ -117,6 +119,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                     manifest,
                     semver: semver.clone(),
                     author: me.clone(),
+                    author_principal: actor.verified.then(|| actor.principal.clone()),
                     source: Some(file.display().to_string()),
                 },
                 progress,
@@ -206,6 +209,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                 })?),
             };
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let rec = reg
                 .move_alias(model, alias, Some(*version), expect, &me)
                 .await?;
@@ -223,6 +227,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             expect,
         }) => {
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let rec = reg
                 .move_alias(
                     model,
@@ -273,6 +278,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             }
             let r = parse_ref(reference)?;
             let reg = registry(cli, false).await?;
+            let me = actor(cli, &reg).await?.identity;
             let tags = match r.version {
                 falaj_core::version::VersionRef::Latest if !reference.contains('@') => {
                     reg.tag_model(&r.model, set, remove, &me).await?.tags
@@ -292,7 +298,10 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         }
         Command::Audit { model, verify } => {
             let reg = registry(cli, false).await?;
-            reg.model(model).await?;
+            // `_roles` is the store-wide chain (role grants, principal maps, OIDC key pins).
+            if model != falaj::promotion::ROLES_AUDIT {
+                reg.model(model).await?;
+            }
             if *verify {
                 let (problems, rolled) = reg.verify_audit_settled(model).await?;
                 let n = reg.audit_events(model).await?.len();

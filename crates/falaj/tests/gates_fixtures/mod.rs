@@ -334,6 +334,7 @@ pub async fn register(reg: &Registry, model: &str, f: &Fitted, author: &str) -> 
                 )),
                 semver: None,
                 author: author.into(),
+                author_principal: None,
                 source: None,
             },
             no_progress(),

@@ -86,6 +86,17 @@ pub async fn s3_bucket(region: &str) -> String {
     name
 }
 
+/// The ARN moto's STS names the static test credentials by.
+pub const MOTO_USER_ARN: &str = "arn:aws:sts::123456789012:user/moto";
+
+/// On an `s3://` store the CLI acts as whoever STS says the caller is: maps the test
+/// credentials' ARN to `platform`, the store's admin (the first change makes it so).
+pub async fn map_test_caller(reg: &falaj::Registry) {
+    falaj::promotion::map_principal(reg, "platform", MOTO_USER_ARN, "platform")
+        .await
+        .unwrap();
+}
+
 /// Grants `role` to each of `who` (the first grant makes `platform` the store's admin).
 pub async fn grant(reg: &falaj::Registry, who: &[&str], role: falaj_core::promotion::Role) {
     for w in who {

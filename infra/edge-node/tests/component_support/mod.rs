@@ -292,6 +292,7 @@ pub fn write_version(
         lineage: Lineage::default(),
         metrics: BTreeMap::new(),
         author: "test".into(),
+        author_principal: None,
         created_at: "2026-01-01T00:00:00Z".into(),
         region: "me-central-1".into(),
         source: None,
