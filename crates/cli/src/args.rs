@@ -89,6 +89,9 @@ pub(crate) enum Command {
         /// Create the model first if it does not exist.
         #[arg(long)]
         create: bool,
+        /// Without --manifest: write it from --holdout and --target, as `falaj manifest init`.
+        #[command(flatten)]
+        spec: ManifestSpec,
     },
     /// List a model's versions.
     Versions {
@@ -231,6 +234,9 @@ pub(crate) enum Command {
     /// Grant and list roles (viewer, data-scientist, ml-engineer, approver, admin).
     #[command(subcommand)]
     Roles(RolesCmd),
+    /// Write the training manifest of a model trained elsewhere (PyTorch, scikit-learn).
+    #[command(subcommand)]
+    Manifest(ManifestCmd),
     /// Pin a CI platform's OIDC signing keys in the store (keys/oidc/<host>.json), which the
     /// webhook verifies CI tokens against, offline.
     #[command(subcommand)]
@@ -338,6 +344,63 @@ pub(crate) enum PolicyCmd {
         /// Model name.
         model: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ManifestCmd {
+    /// Write manifest.json for MODEL.onnx from its signature and a holdout CSV's header.
+    ///
+    /// The features are the holdout's columns other than --target, in header order, and must
+    /// be as many as the model's input width; a classifier's output width must equal its
+    /// number of classes (the target's values, sorted, unless --classes gives them in the
+    /// model's output order), a regressor's must be 1. The model must take one float input
+    /// [batch, features] of raw (unscaled) features and give one float output. What disagrees
+    /// is named. docs/manifest.md describes every field.
+    #[command(after_help = "Examples:
+  falaj manifest init model.onnx --model clinic --holdout holdout.csv --target diagnosis --out manifest.json
+  falaj manifest init model.onnx --model price --holdout test.csv --target price --task regression --param lr=0.01 --code-commit $(git rev-parse HEAD)")]
+    Init {
+        /// The ONNX file.
+        file: PathBuf,
+        #[command(flatten)]
+        spec: ManifestSpec,
+        /// Model name recorded in the manifest.
+        #[arg(long)]
+        model: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// How to write a manifest for a model trained elsewhere (`manifest init`, `push`).
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct ManifestSpec {
+    /// Holdout CSV with a header: the model's features and the target.
+    #[arg(long)]
+    pub(crate) holdout: Option<PathBuf>,
+    /// The column the model predicts.
+    #[arg(long)]
+    pub(crate) target: Option<String>,
+    /// classification or regression (default: from the output width).
+    #[arg(long)]
+    pub(crate) task: Option<String>,
+    /// Class names in the model's output order, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) classes: Option<Vec<String>>,
+    /// The training dataset's URI, recorded as lineage.
+    #[arg(long)]
+    pub(crate) dataset: Option<String>,
+    /// The region that dataset is stored in (the residency gate refuses a remote dataset
+    /// without one).
+    #[arg(long, requires = "dataset")]
+    pub(crate) dataset_region: Option<String>,
+    /// The code commit that trained it.
+    #[arg(long)]
+    pub(crate) code_commit: Option<String>,
+    /// A hyperparameter, KEY=VALUE (repeatable).
+    #[arg(long = "param", value_parser = parse_kv)]
+    pub(crate) params: Vec<(String, String)>,
 }
 
 #[derive(Subcommand, Debug)]

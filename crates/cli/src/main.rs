@@ -32,7 +32,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Show { .. }
         | Command::Tag { .. }
         | Command::Versions { .. } => commands::registry::run(&cli, &out).await,
-        Command::Policy(_) | Command::Validate { .. } => commands::gates::run(&cli, &out).await,
+        Command::Policy(_) | Command::Validate { .. } | Command::Manifest(_) => {
+            commands::gates::run(&cli, &out).await
+        }
         Command::Approve { .. }
         | Command::Deployments { .. }
         | Command::Promote { .. }

@@ -87,3 +87,51 @@ pub struct TrainingManifest {
     #[serde(default, flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/manifest.schema.json` names exactly the fields this type reads and writes, with
+    /// the same required field.
+    #[test]
+    fn the_published_schema_matches_the_type() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../../docs/manifest.schema.json")).unwrap();
+        let props: std::collections::BTreeSet<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let full = TrainingManifest {
+            model: "m".into(),
+            author: Some("a".into()),
+            semver: Some("1.0.0".into()),
+            run_id: "r".into(),
+            target: "t".into(),
+            features: vec!["f".into()],
+            classes: vec!["c".into()],
+            standardization: Some(Standardization::default()),
+            seed: Some(1),
+            backend: Some("flex".into()),
+            device: Some("cpu".into()),
+            metrics: [("accuracy".to_string(), 1.0)].into(),
+            started_at: Some("t".into()),
+            finished_at: Some("t".into()),
+            ..Default::default()
+        };
+        let keys: std::collections::BTreeSet<String> = serde_json::to_value(&full)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(keys, props, "docs/manifest.schema.json is out of date");
+        assert_eq!(schema["required"], serde_json::json!(["model"]));
+        // Only `model` is required by the type too.
+        assert!(serde_json::from_str::<TrainingManifest>(r#"{"model": "m"}"#).is_ok());
+        assert!(serde_json::from_str::<TrainingManifest>("{}").is_err());
+    }
+}

@@ -9,6 +9,7 @@
 //! `pipeline` (the validate function's logic).
 
 pub mod holdout;
+pub mod init;
 pub mod measure;
 pub mod metrics;
 pub mod model;
@@ -23,6 +24,7 @@ pub use falaj::reports::{
 pub use holdout::{
     HoldoutData, HoldoutParseError, MAX_ARTIFACT_BYTES, MAX_HOLDOUT_BYTES, parse_holdout,
 };
+pub use init::{InitError, ManifestInit, init_manifest};
 pub use measure::{GateInputs, measure};
 pub use model::{LoadedModel, ModelError, Scored, score, served_rows};
 pub use pipeline::{FunctionError, handle_event, invoke, validate_function, validate_version};

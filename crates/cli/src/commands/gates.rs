@@ -5,6 +5,87 @@ use crate::context::{actor, parse_ref, registry};
 use crate::failure::*;
 use crate::output::*;
 
+/// The manifest `spec` describes for the ONNX `file` of `model`, or `None` when it names no
+/// holdout and no target (then the user gives a manifest, or none).
+pub(crate) fn manifest_from_spec(
+    file: &std::path::Path,
+    model: &str,
+    spec: &ManifestSpec,
+) -> Result<Option<falaj_core::manifest::TrainingManifest>, Failure> {
+    let (holdout, target) = match (&spec.holdout, &spec.target) {
+        (None, None) => return Ok(None),
+        (Some(h), Some(t)) => (h, t),
+        (Some(_), None) => {
+            return Err(fail(
+                "invalid_manifest",
+                2,
+                "--holdout needs --target: the column the model predicts",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(fail(
+                "invalid_manifest",
+                2,
+                "--target needs --holdout: a CSV with the model's features and the target",
+            ));
+        }
+    };
+    let task = match spec.task.as_deref() {
+        None => None,
+        Some("classification") => Some(falaj_core::manifest::Task::Classification),
+        Some("regression") => Some(falaj_core::manifest::Task::Regression),
+        Some(other) => {
+            return Err(fail(
+                "invalid_manifest",
+                2,
+                format!("unknown task {other:?}: use classification or regression"),
+            ));
+        }
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| {
+            fail(
+                "invalid_manifest",
+                1,
+                format!("cannot read {}: {e}", p.display()),
+            )
+        })
+    };
+    let lineage = falaj_core::version::Lineage {
+        datasets: spec
+            .dataset
+            .iter()
+            .map(|uri| falaj_core::version::DatasetRef {
+                uri: uri.clone(),
+                digest: String::new(),
+                region: spec.dataset_region.clone(),
+            })
+            .collect(),
+        code_commit: spec.code_commit.clone(),
+        hyperparameters: spec
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect(),
+        ..Default::default()
+    };
+    falaj_gates::init_manifest(
+        &read(file)?,
+        &read(holdout)?,
+        &holdout.display().to_string(),
+        falaj_gates::ManifestInit {
+            model: model.into(),
+            target: target.clone(),
+            task,
+            classes: spec.classes.clone(),
+            lineage,
+            semver: None,
+        },
+    )
+    .map(Some)
+    .map_err(|e| fail("invalid_manifest", 1, format!("{}: {e}", file.display())))
+}
+
 /// Runs one command of this group (`main` sends only these here).
 pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
     match &cli.command {
@@ -73,6 +154,49 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                 falaj::promotion::set_policy(&reg, model, &file.display().to_string(), &src, &me)
                     .await?;
             out.print(&p, || format!("attached {} to {model}", file.display()));
+        }
+        Command::Manifest(ManifestCmd::Init {
+            file,
+            spec,
+            model,
+            out: dest,
+        }) => {
+            if spec.holdout.is_none() || spec.target.is_none() {
+                return Err(fail(
+                    "invalid_manifest",
+                    2,
+                    "manifest init needs --holdout FILE.csv and --target COLUMN",
+                ));
+            }
+            let m = manifest_from_spec(file, model, spec)?.expect("holdout and target given");
+            let text = serde_json::to_string_pretty(&m).expect("a manifest serialises");
+            match dest {
+                Some(p) => {
+                    std::fs::write(p, format!("{text}\n")).map_err(|e| {
+                        fail(
+                            "invalid_manifest",
+                            1,
+                            format!("cannot write {}: {e}", p.display()),
+                        )
+                    })?;
+                    out.print(&m, || {
+                        format!(
+                            "wrote {}: {} {:?}, {} features, target {:?}{}",
+                            p.display(),
+                            m.model,
+                            m.task,
+                            m.features.len(),
+                            m.target,
+                            if m.classes.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", classes {}", m.classes.join(", "))
+                            }
+                        )
+                    });
+                }
+                None => println!("{text}"),
+            }
         }
         Command::Policy(PolicyCmd::Show { model }) => {
             let reg = registry(cli, false).await?;

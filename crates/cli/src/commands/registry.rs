@@ -69,6 +69,7 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             manifest,
             semver,
             create,
+            spec,
         } => {
             let reg = registry(cli, true).await?;
             let actor = actor(cli, &reg).await?;
@@ -99,7 +100,12 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                         )
                     })?),
                 )),
-                None => None,
+                None => crate::commands::gates::manifest_from_spec(file, model, spec)?.map(|m| {
+                    (
+                        "manifest written from --holdout and --target".to_string(),
+                        bytes::Bytes::from(serde_json::to_vec(&m).expect("a manifest serialises")),
+                    )
+                }),
             };
             if !file.is_file() {
                 return Err(fail(

@@ -1,0 +1,204 @@
+//! Bring your own model: a PyTorch MLP exported by torch.onnx.export (committed by
+//! scripts/make-byo-cases.py) goes from `falaj push --holdout --target` (the manifest written
+//! from the model and the holdout, nothing by hand) through the gates and two approvals to a
+//! signed deployment, with the real `falaj` binary; and `falaj manifest init` names each way
+//! a model and a holdout can disagree.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn model() -> String {
+    root()
+        .join("tests/fixtures/models/pytorch-mlp/model.onnx")
+        .display()
+        .to_string()
+}
+
+fn holdout() -> String {
+    root()
+        .join("tests/fixtures/datasets/breast_cancer.csv")
+        .display()
+        .to_string()
+}
+
+struct Ran {
+    code: Option<i32>,
+    out: Value,
+    err: String,
+}
+
+fn falaj(dir: &Path, who: &str, args: &[&str]) -> Ran {
+    let out = Command::new(env!("CARGO_BIN_EXE_falaj"))
+        .arg("--store")
+        .arg(format!("dir://{}", dir.join("store").display()))
+        .args(["--json", "--as", who])
+        .args(args)
+        .env("FALAJ_SIGNING_KEY", dir.join("signing.key"))
+        .output()
+        .unwrap();
+    Ran {
+        code: out.status.code(),
+        out: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        // The message itself, not its JSON escaping.
+        err: serde_json::from_slice::<Value>(&out.stderr)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+#[track_caller]
+fn ok(dir: &Path, who: &str, args: &[&str]) -> Value {
+    let r = falaj(dir, who, args);
+    assert_eq!(r.code, Some(0), "falaj {args:?}: {}", r.err);
+    r.out
+}
+
+#[test]
+fn a_pytorch_export_goes_from_push_to_a_signed_deployment_with_no_hand_written_json() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    for (who, role) in [
+        ("root", "admin"),
+        ("sam", "data-scientist"),
+        ("mel", "ml-engineer"),
+        ("ann", "approver"),
+        ("bob", "approver"),
+    ] {
+        ok(dir, "root", &["roles", "grant", who, role]);
+    }
+    ok(dir, "root", &["model", "create", "clinic"]);
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "[metrics]\naccuracy = { min = 0.9 }\n").unwrap();
+    ok(
+        dir,
+        "mel",
+        &["policy", "set", "clinic", &policy.display().to_string()],
+    );
+
+    let (m, h) = (model(), holdout());
+    let pushed = ok(
+        dir,
+        "sam",
+        &[
+            "push",
+            "clinic",
+            &m,
+            "--holdout",
+            &h,
+            "--target",
+            "diagnosis",
+            "--param",
+            "lr=0.01",
+        ],
+    );
+    assert_eq!(pushed["version"]["version"], 1, "{pushed}");
+    let report = ok(dir, "sam", &["validate", "clinic@1", "--data", &h]);
+    assert_eq!(report["passed"], true, "{report}");
+    ok(dir, "ann", &["approve", "clinic@1", "--to", "production"]);
+    ok(dir, "bob", &["approve", "clinic@1", "--to", "production"]);
+    ok(dir, "mel", &["promote", "clinic@1", "--to", "production"]);
+    let signed: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("store/deployments/prod/clinic.json")).unwrap(),
+    )
+    .unwrap();
+    let payload: Value = serde_json::from_str(signed["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["champion"]["version"], 1);
+    // The manifest the version carries is the one falaj wrote: features in header order.
+    let shown = ok(dir, "sam", &["show", "clinic@1"]);
+    assert_eq!(
+        shown["version"]["lineage"]["hyperparameters"]["lr"], "0.01",
+        "{shown}"
+    );
+}
+
+#[test]
+fn manifest_init_writes_the_manifest_and_names_each_disagreement() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (m, h) = (model(), holdout());
+    let out = dir.join("manifest.json");
+    let o = out.display().to_string();
+    let init = |extra: &[&str]| {
+        let mut a = vec!["manifest", "init", &m, "--model", "clinic"];
+        a.extend_from_slice(extra);
+        falaj(dir, "sam", &a)
+    };
+    let r = init(&["--holdout", &h, "--target", "diagnosis", "--out", &o]);
+    assert_eq!(r.code, Some(0), "{}", r.err);
+    let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let header = std::fs::read_to_string(&h).unwrap();
+    let columns: Vec<&str> = header.lines().next().unwrap().split(',').collect();
+    let features: Vec<&str> = columns.into_iter().filter(|c| *c != "diagnosis").collect();
+    assert_eq!(written["features"], serde_json::json!(features));
+    assert_eq!(
+        written["classes"],
+        serde_json::json!(["benign", "malignant"])
+    );
+    assert_eq!(written["task"], "classification");
+
+    // A holdout with one column too many for the model's input.
+    let text = std::fs::read_to_string(&h).unwrap();
+    let wide: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{l},{}\n", if i == 0 { "extra" } else { "1" }))
+        .collect();
+    let wide_path = dir.join("wide.csv");
+    std::fs::write(&wide_path, wide).unwrap();
+    let w = wide_path.display().to_string();
+    for (args, needle) in [
+        (
+            vec!["--holdout", h.as_str(), "--target", "label"],
+            "has no column \"label\"",
+        ),
+        (
+            vec!["--holdout", w.as_str(), "--target", "diagnosis"],
+            "takes 30 features, but",
+        ),
+        (
+            vec![
+                "--holdout",
+                h.as_str(),
+                "--target",
+                "diagnosis",
+                "--classes",
+                "a,b,c",
+            ],
+            "which is not one of the classes given (a, b, c)",
+        ),
+        (
+            vec![
+                "--holdout",
+                h.as_str(),
+                "--target",
+                "diagnosis",
+                "--classes",
+                "benign,malignant,unknown",
+            ],
+            "gives 2 values per row, but there are 3 classes",
+        ),
+        (
+            vec![
+                "--holdout",
+                h.as_str(),
+                "--target",
+                "diagnosis",
+                "--task",
+                "regression",
+            ],
+            "outputs one value per row",
+        ),
+        (vec!["--target", "diagnosis"], "needs --holdout"),
+    ] {
+        let r = init(&args);
+        assert_ne!(r.code, Some(0), "{args:?} must fail");
+        assert!(r.err.contains(needle), "{args:?}: {}", r.err);
+    }
+}

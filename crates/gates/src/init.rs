@@ -1,0 +1,235 @@
+//! A training manifest for a model trained elsewhere (PyTorch, scikit-learn, anything that
+//! exports ONNX): written from the model's signature and a holdout CSV's header, with the
+//! checks a user would otherwise learn from a failed gate. `falaj manifest init` and
+//! `falaj push --holdout --target` call it; `docs/manifest.md` documents what it writes.
+
+use std::collections::BTreeMap;
+
+use falaj_core::manifest::{Task, TrainingManifest};
+use falaj_core::version::Lineage;
+
+/// What the user knows that the files do not say.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestInit {
+    /// Model name.
+    pub model: String,
+    /// The holdout column the model predicts.
+    pub target: String,
+    /// Classification or regression; inferred from the output width when absent.
+    pub task: Option<Task>,
+    /// Class names in the model's output order; for classification, the holdout's target
+    /// values sorted (numerically when they are numbers) when absent.
+    pub classes: Option<Vec<String>>,
+    /// Dataset, code commit and hyperparameters, as the user gives them.
+    pub lineage: Lineage,
+    /// Semantic version to register under.
+    pub semver: Option<String>,
+}
+
+/// The model and the holdout disagree, or one of them cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InitError(pub String);
+
+/// The one input falaj can serve, and the first output: names, widths (`None` when dynamic).
+struct Io {
+    input: String,
+    width: Option<usize>,
+    output: String,
+    out_width: Option<usize>,
+}
+
+fn read_io(onnx: &[u8]) -> Result<Io, InitError> {
+    let s = falaj_core::onnx::summarize(onnx).map_err(|e| InitError(e.to_string()))?;
+    let sig = s.signature;
+    let names = |v: &[falaj_core::version::TensorSpec]| {
+        v.iter()
+            .map(|t| format!("{} {} [{}]", t.name, t.dtype, t.shape.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let [input] = &sig.inputs[..] else {
+        return Err(InitError(format!(
+            "the model has {} inputs ({}); falaj serves a model with one float input of shape [batch, features]: export it with one input",
+            sig.inputs.len(),
+            names(&sig.inputs)
+        )));
+    };
+    if input.dtype != "float" || input.shape.len() != 2 {
+        return Err(InitError(format!(
+            "the model's input is {}; falaj's tabular path takes one float input of shape [batch, features] (image models are not supported by manifest init yet)",
+            names(std::slice::from_ref(input))
+        )));
+    }
+    let Some(output) = sig.outputs.first() else {
+        return Err(InitError("the model has no outputs".into()));
+    };
+    if output.dtype != "float" || sig.outputs.len() != 1 {
+        return Err(InitError(format!(
+            "the model's outputs are {}; falaj reads one float output of shape [batch, values] (class probabilities or one value). For scikit-learn, export the probabilities alone; for PyTorch, return one tensor",
+            names(&sig.outputs)
+        )));
+    }
+    Ok(Io {
+        input: input.name.clone(),
+        width: input.shape[1].parse().ok(),
+        output: output.name.clone(),
+        out_width: output.shape.get(1).and_then(|d| d.parse().ok()),
+    })
+}
+
+/// Sorts class labels as a person expects: numerically when every label is a number.
+fn sort_classes(mut classes: Vec<String>) -> Vec<String> {
+    if classes.iter().all(|c| c.parse::<f64>().is_ok()) {
+        classes.sort_by(|a, b| {
+            let (a, b) = (
+                a.parse::<f64>().unwrap_or(0.0),
+                b.parse::<f64>().unwrap_or(0.0),
+            );
+            a.total_cmp(&b)
+        });
+    } else {
+        classes.sort();
+    }
+    classes
+}
+
+/// Writes the manifest of `onnx` from `holdout` (a CSV with a header; `holdout_name` names it
+/// in messages): the features are the header's columns other than the target, in header
+/// order, and they must be as many as the model's input width; a classifier's outputs must be
+/// as many as its classes, a regressor's one.
+pub fn init_manifest(
+    onnx: &[u8],
+    holdout: &[u8],
+    holdout_name: &str,
+    opts: ManifestInit,
+) -> Result<TrainingManifest, InitError> {
+    let io = read_io(onnx)?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(holdout);
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| InitError(format!("{holdout_name}: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    let Some(t) = header.iter().position(|h| *h == opts.target) else {
+        return Err(InitError(format!(
+            "{holdout_name} has no column {:?}; its columns are {}",
+            opts.target,
+            header.join(", ")
+        )));
+    };
+    let features: Vec<String> = header
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != t)
+        .map(|(_, h)| h.clone())
+        .collect();
+    if let Some(w) = io.width
+        && w != features.len()
+    {
+        return Err(InitError(format!(
+            "the model's input {} takes {w} features, but {holdout_name} has {} columns besides {:?} ({}); the holdout must hold exactly the model's features, in its input order, and the target",
+            io.input,
+            features.len(),
+            opts.target,
+            features.join(", ")
+        )));
+    }
+    let mut seen = Vec::new();
+    for (row, rec) in rdr.records().enumerate() {
+        let rec = rec.map_err(|e| InitError(format!("{holdout_name}: {e}")))?;
+        let v = rec.get(t).unwrap_or("").trim().to_string();
+        if v.is_empty() {
+            return Err(InitError(format!(
+                "{holdout_name} row {}: the target {:?} is empty",
+                row + 1,
+                opts.target
+            )));
+        }
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    if seen.is_empty() {
+        return Err(InitError(format!("{holdout_name} has no rows")));
+    }
+    let task = match (opts.task, io.out_width) {
+        (Some(t), _) => t,
+        (None, Some(1)) => Task::Regression,
+        (None, Some(_)) => Task::Classification,
+        (None, None) => {
+            return Err(InitError(format!(
+                "the model's output {} has a dynamic width, so the task cannot be told from it; pass --task classification or --task regression",
+                io.output
+            )));
+        }
+    };
+    let classes = match task {
+        Task::Regression => {
+            if let Some(w) = io.out_width.filter(|w| *w != 1) {
+                return Err(InitError(format!(
+                    "a regression model outputs one value per row; {} outputs {w}",
+                    io.output
+                )));
+            }
+            Vec::new()
+        }
+        Task::Classification => {
+            let classes = match opts.classes {
+                Some(c) => {
+                    if let Some(bad) = seen.iter().find(|v| !c.contains(v)) {
+                        return Err(InitError(format!(
+                            "{holdout_name}'s {:?} holds {bad:?}, which is not one of the classes given ({})",
+                            opts.target,
+                            c.join(", ")
+                        )));
+                    }
+                    c
+                }
+                None => sort_classes(seen),
+            };
+            if let Some(w) = io.out_width
+                && w != classes.len()
+            {
+                return Err(InitError(format!(
+                    "the model's output {} gives {w} values per row, but there are {} classes ({}); pass --classes with the model's classes in its output order",
+                    io.output,
+                    classes.len(),
+                    classes.join(", ")
+                )));
+            }
+            classes
+        }
+    };
+    let mut extra = BTreeMap::new();
+    extra.insert(
+        "written_by".into(),
+        serde_json::json!({"tool": "falaj manifest init", "holdout": holdout_name, "input": io.input, "output": io.output}),
+    );
+    Ok(TrainingManifest {
+        model: opts.model,
+        semver: opts.semver,
+        task,
+        target: opts.target,
+        features,
+        classes,
+        lineage: opts.lineage,
+        extra,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_sort_numerically_when_they_are_numbers() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(sort_classes(v(&["10", "2", "1"])), v(&["1", "2", "10"]));
+        assert_eq!(sort_classes(v(&["b", "a"])), v(&["a", "b"]));
+    }
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Writes the bring-your-own-model cases into tests/fixtures/models/: models trained and
+exported by the real exporters, not built by hand, with the manifest `falaj manifest init`
+writes for them (no hand-written JSON), the rows to run and onnxruntime's outputs.
+
+- pytorch-mlp: a PyTorch MLP on breast_cancer.csv (standardisation inside the module, so the
+  graph takes raw features), trained with a fixed seed and exported by torch.onnx.export.
+
+The recipe is the one docs/bring-your-model.md gives. The files are committed; CI uses them
+(it does not install torch). To remake them:
+    python3 -m venv target/py-export
+    target/py-export/bin/pip install torch onnx onnxruntime numpy
+    target/py-export/bin/python scripts/make-byo-cases.py target/debug/falaj
+"""
+import csv
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests/fixtures/models"
+DATA = ROOT / "tests/fixtures/datasets/breast_cancer.csv"
+
+
+def load(path, target):
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    features = [c for c in rows[0] if c != target]
+    x = np.array([[float(r[c]) for c in features] for r in rows], dtype=np.float32)
+    classes = sorted({r[target] for r in rows})
+    y = np.array([classes.index(r[target]) for r in rows], dtype=np.int64)
+    return x, y, features, classes
+
+
+class Classifier(torch.nn.Module):
+    """Standardises raw features itself, so the exported graph takes what the edge receives."""
+
+    def __init__(self, mean, std, n_in, n_out):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(n_in, 16), torch.nn.ReLU(), torch.nn.Linear(16, n_out))
+
+    def forward(self, x):
+        return torch.softmax(self.net((x - self.mean) / self.std), dim=1)
+
+
+def pytorch_mlp(falaj):
+    torch.manual_seed(7)
+    x, y, features, classes = load(DATA, "diagnosis")
+    std = x.std(axis=0)
+    std[std == 0] = 1.0
+    model = Classifier(x.mean(axis=0), std, len(features), len(classes))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(200):
+        opt.zero_grad()
+        loss = torch.nn.functional.nll_loss(torch.log(model(xt) + 1e-9), yt)
+        loss.backward()
+        opt.step()
+    model.eval()
+    d = OUT / "pytorch-mlp"
+    d.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (xt[:1],), str(d / "model.onnx"), input_names=["input"],
+                      output_names=["probabilities"],
+                      dynamic_axes={"input": {0: "N"}, "probabilities": {0: "N"}},
+                      opset_version=17, dynamo=False)
+    # The manifest: written by falaj from the model's signature and the holdout's header.
+    subprocess.run([falaj, "manifest", "init", str(d / "model.onnx"), "--model", "pytorch-mlp",
+                    "--holdout", str(DATA), "--target", "diagnosis",
+                    "--code-commit", "make-byo-cases", "--param", "epochs=200",
+                    "--param", "lr=0.01", "--out", str(d / "manifest.json")],
+                   check=True, stdout=subprocess.DEVNULL)
+    rows = x[:16]
+    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"input": rows})[0]
+    (d / "inputs.json").write_text(json.dumps({"rows": rows.tolist()}) + "\n")
+    (d / "expected.json").write_text(json.dumps(
+        {"outputs": out.astype(np.float32).tolist(), "by": f"onnxruntime {ort.__version__}"}) + "\n")
+    acc = float((sess.run(None, {"input": x})[0].argmax(axis=1) == y).mean())
+    print(f"pytorch-mlp: training accuracy {acc:.3f}, torch {torch.__version__}")
+    return {"name": "pytorch-mlp",
+            "about": "a PyTorch MLP on breast_cancer.csv exported by torch.onnx.export; manifest by `falaj manifest init`"}
+
+
+def main():
+    falaj = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target/debug/falaj")
+    made = [pytorch_mlp(falaj)]
+    index = json.loads((OUT / "cases.json").read_text())
+    names = {c["name"] for c in made}
+    index["cases"] = [c for c in index["cases"] if c["name"] not in names] + made
+    (OUT / "cases.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
