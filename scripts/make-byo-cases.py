@@ -5,11 +5,16 @@ writes for them (no hand-written JSON), the rows to run and onnxruntime's output
 
 - pytorch-mlp: a PyTorch MLP on breast_cancer.csv (standardisation inside the module, so the
   graph takes raw features), trained with a fixed seed and exported by torch.onnx.export.
+- sklearn-forest: a scikit-learn random forest exported by skl2onnx (zipmap off): a label and
+  the probabilities, `ai.onnx.ml` TreeEnsembleClassifier, which tract runs when the classes are
+  integer codes (fitted on LabelEncoder codes; tract refuses string class labels).
+- tests/fixtures/models-unsupported/sklearn-logreg.onnx: StandardScaler + LogisticRegression
+  by skl2onnx, whose `ai.onnx.ml` Scaler and LinearClassifier the edge-ops gate must name.
 
 The recipe is the one docs/bring-your-model.md gives. The files are committed; CI uses them
 (it does not install torch). To remake them:
     python3 -m venv target/py-export
-    target/py-export/bin/pip install torch onnx onnxruntime numpy
+    target/py-export/bin/pip install torch scikit-learn skl2onnx onnx onnxruntime numpy
     target/py-export/bin/python scripts/make-byo-cases.py target/debug/falaj
 """
 import csv
@@ -49,6 +54,49 @@ class Classifier(torch.nn.Module):
 
     def forward(self, x):
         return torch.softmax(self.net((x - self.mean) / self.std), dim=1)
+
+
+def write_case(d, name, falaj, rows, extra_args=()):
+    """The manifest from `falaj manifest init`, the rows, onnxruntime's outputs."""
+    subprocess.run([falaj, "manifest", "init", str(d / "model.onnx"), "--model", name,
+                    "--holdout", str(DATA), "--target", "diagnosis", *extra_args,
+                    "--out", str(d / "manifest.json")],
+                   check=True, stdout=subprocess.DEVNULL)
+    m = json.loads((d / "manifest.json").read_text())
+    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    output = m.get("output") or sess.get_outputs()[0].name
+    out = sess.run([output], {sess.get_inputs()[0].name: rows})[0]
+    (d / "inputs.json").write_text(json.dumps({"rows": rows.tolist()}) + "\n")
+    (d / "expected.json").write_text(json.dumps(
+        {"outputs": out.astype(np.float32).tolist(), "by": f"onnxruntime {ort.__version__}"}) + "\n")
+    return sess, output
+
+
+def sklearn_cases(falaj):
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from skl2onnx import to_onnx
+    x, y, features, classes = load(DATA, "diagnosis")
+    labels = np.array(classes)[y]
+    # Integer class labels (a LabelEncoder's codes, in sorted class order): tract runs
+    # TreeEnsembleClassifier with classlabels_int64s, not with string labels.
+    forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0).fit(x, y)
+    d = OUT / "sklearn-forest"
+    d.mkdir(parents=True, exist_ok=True)
+    onx = to_onnx(forest, x[:1], options={"zipmap": False},
+                  target_opset={"": 17, "ai.onnx.ml": 3})
+    (d / "model.onnx").write_bytes(onx.SerializeToString())
+    write_case(d, "sklearn-forest", falaj, x[:16], ("--param", "n_estimators=20"))
+    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, labels)
+    bad = ROOT / "tests/fixtures/models-unsupported"
+    bad.mkdir(parents=True, exist_ok=True)
+    onx = to_onnx(logreg, x[:1], options={"zipmap": False},
+                  target_opset={"": 17, "ai.onnx.ml": 3})
+    (bad / "sklearn-logreg.onnx").write_bytes(onx.SerializeToString())
+    return [{"name": "sklearn-forest",
+             "about": "a scikit-learn random forest by skl2onnx (label + probabilities, TreeEnsembleClassifier); manifest by `falaj manifest init`"}]
 
 
 def pytorch_mlp(falaj):
@@ -91,7 +139,7 @@ def pytorch_mlp(falaj):
 
 def main():
     falaj = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target/debug/falaj")
-    made = [pytorch_mlp(falaj)]
+    made = [pytorch_mlp(falaj)] + sklearn_cases(falaj)
     index = json.loads((OUT / "cases.json").read_text())
     names = {c["name"] for c in made}
     index["cases"] = [c for c in index["cases"] if c["name"] not in names] + made

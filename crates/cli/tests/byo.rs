@@ -14,8 +14,12 @@ fn root() -> PathBuf {
 }
 
 fn model() -> String {
+    case("pytorch-mlp")
+}
+
+fn case(name: &str) -> String {
     root()
-        .join("tests/fixtures/models/pytorch-mlp/model.onnx")
+        .join(format!("tests/fixtures/models/{name}/model.onnx"))
         .display()
         .to_string()
 }
@@ -60,10 +64,8 @@ fn ok(dir: &Path, who: &str, args: &[&str]) -> Value {
     r.out
 }
 
-#[test]
-fn a_pytorch_export_goes_from_push_to_a_signed_deployment_with_no_hand_written_json() {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path();
+/// A store with roles, model `clinic` and a policy of accuracy >= 0.9.
+fn clinic_store(dir: &Path) {
     for (who, role) in [
         ("root", "admin"),
         ("sam", "data-scientist"),
@@ -81,8 +83,59 @@ fn a_pytorch_export_goes_from_push_to_a_signed_deployment_with_no_hand_written_j
         "mel",
         &["policy", "set", "clinic", &policy.display().to_string()],
     );
+}
 
-    let (m, h) = (model(), holdout());
+#[test]
+fn a_pytorch_export_goes_from_push_to_a_signed_deployment_with_no_hand_written_json() {
+    to_deployment(&model());
+}
+
+/// scikit-learn's forest: two outputs (a label and the probabilities), an `ai.onnx.ml`
+/// operator; the manifest names the probabilities and the gates and edge read them.
+#[test]
+fn a_scikit_learn_forest_goes_from_push_to_a_signed_deployment() {
+    to_deployment(&case("sklearn-forest"));
+}
+
+/// A scikit-learn pipeline whose operators the edge does not run (`ai.onnx.ml` Scaler): the
+/// gates reject it with the operators named; nothing crashes, nothing is deployed.
+#[test]
+fn a_model_with_operators_the_edge_does_not_run_is_rejected_naming_them() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    clinic_store(dir);
+    let m = root()
+        .join("tests/fixtures/models-unsupported/sklearn-logreg.onnx")
+        .display()
+        .to_string();
+    let h = holdout();
+    ok(
+        dir,
+        "sam",
+        &[
+            "push",
+            "clinic",
+            &m,
+            "--holdout",
+            &h,
+            "--target",
+            "diagnosis",
+        ],
+    );
+    let r = falaj(dir, "sam", &["validate", "clinic@1", "--data", &h]);
+    assert_eq!(r.code, Some(6), "{}", r.err);
+    let report = ok(dir, "sam", &["show", "clinic@1"]).to_string();
+    assert!(report.contains("ai.onnx.ml:Scaler"), "{report}");
+    let r = falaj(dir, "mel", &["promote", "clinic@1", "--to", "staging"]);
+    assert_eq!(r.code, Some(6), "{}", r.err);
+    assert!(!dir.join("store/deployments/staging/clinic.json").exists());
+}
+
+fn to_deployment(m: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    clinic_store(dir);
+    let (m, h) = (m.to_string(), holdout());
     let pushed = ok(
         dir,
         "sam",

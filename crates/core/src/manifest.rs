@@ -59,6 +59,10 @@ pub struct TrainingManifest {
     /// Class labels, in output order (classification).
     #[serde(default)]
     pub classes: Vec<String>,
+    /// The graph output to read, when the model has several (scikit-learn exports a label
+    /// and the probabilities: this names the probabilities); else the first output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
     /// Standardisation applied to inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standardization: Option<Standardization>,
@@ -112,6 +116,7 @@ mod tests {
             target: "t".into(),
             features: vec!["f".into()],
             classes: vec!["c".into()],
+            output: Some("probabilities".into()),
             standardization: Some(Standardization::default()),
             seed: Some(1),
             backend: Some("flex".into()),

@@ -46,8 +46,10 @@ use toml::Spanned;
 
 use crate::manifest::Task;
 
-/// The ONNX operators the edge inference component runs: what the trainer exports plus a
-/// few common CNN operators. A model using anything else fails the edge-compatibility gate.
+/// The ONNX operators the edge inference component runs: what the trainer exports, a few
+/// common CNN operators, and the `ai.onnx.ml` tree ensemble scikit-learn's forests export
+/// (each in a model case the component runs). A model using anything else fails the
+/// edge-compatibility gate.
 pub const EDGE_OPS: &[&str] = &[
     "Add",
     "AveragePool",
@@ -71,6 +73,7 @@ pub const EDGE_OPS: &[&str] = &[
     "Softmax",
     "Sub",
     "Tanh",
+    "ai.onnx.ml:TreeEnsembleClassifier",
 ];
 
 /// Operators of `ops` the edge component does not support, in order.

@@ -37,6 +37,8 @@ struct Io {
     width: Option<usize>,
     output: String,
     out_width: Option<usize>,
+    /// Whether the model has other outputs (then the manifest names this one).
+    several: bool,
 }
 
 fn read_io(onnx: &[u8]) -> Result<Io, InitError> {
@@ -61,20 +63,29 @@ fn read_io(onnx: &[u8]) -> Result<Io, InitError> {
             names(std::slice::from_ref(input))
         )));
     }
-    let Some(output) = sig.outputs.first() else {
-        return Err(InitError("the model has no outputs".into()));
+    // The output to read: the only one, or among several (scikit-learn's label beside its
+    // probabilities) the only float one of shape [batch, values].
+    let candidates: Vec<_> = sig
+        .outputs
+        .iter()
+        .filter(|o| o.dtype == "float" && o.shape.len() == 2)
+        .collect();
+    let output = match (&sig.outputs[..], &candidates[..]) {
+        ([only], [_]) => only,
+        (_, [one]) if sig.outputs.len() > 1 => one,
+        _ => {
+            return Err(InitError(format!(
+                "the model's outputs are {}; falaj reads one float output of shape [batch, values] (class probabilities or one value). For scikit-learn, export with options {{\"zipmap\": False}}; for PyTorch, return one tensor",
+                names(&sig.outputs)
+            )));
+        }
     };
-    if output.dtype != "float" || sig.outputs.len() != 1 {
-        return Err(InitError(format!(
-            "the model's outputs are {}; falaj reads one float output of shape [batch, values] (class probabilities or one value). For scikit-learn, export the probabilities alone; for PyTorch, return one tensor",
-            names(&sig.outputs)
-        )));
-    }
     Ok(Io {
         input: input.name.clone(),
         width: input.shape[1].parse().ok(),
         output: output.name.clone(),
         out_width: output.shape.get(1).and_then(|d| d.parse().ok()),
+        several: sig.outputs.len() > 1,
     })
 }
 
@@ -216,6 +227,7 @@ pub fn init_manifest(
         target: opts.target,
         features,
         classes,
+        output: io.several.then(|| io.output.clone()),
         lineage: opts.lineage,
         extra,
         ..Default::default()

@@ -67,10 +67,15 @@ pub fn served_rows(
 }
 
 impl LoadedModel {
-    /// Loads and optimises `onnx` for inputs of `n_features`; the error is tract's message.
-    pub fn load(onnx: &[u8], n_features: usize) -> Result<Self, ModelError> {
+    /// Loads and optimises `onnx` for inputs of `n_features`, reading the graph output
+    /// `output` (the manifest's; else the first); the error is tract's message.
+    pub fn load(onnx: &[u8], n_features: usize, output: Option<&str>) -> Result<Self, ModelError> {
         let run = || -> TractResult<Arc<TypedRunnableModel>> {
-            let model = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
+            let mut model = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
+            if let Some(o) = output {
+                // Only this output is computed: the others (a label) are pruned.
+                model.select_outputs_by_name([o])?;
+            }
             let batch = model.symbols.sym("N");
             model
                 .with_input_fact(0, f32::fact([batch.to_dim(), n_features.to_dim()]).into())?

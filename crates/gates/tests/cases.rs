@@ -50,7 +50,8 @@ fn every_case_scores_as_onnxruntime_computes_it() {
         assert!(rows.iter().all(|r| r.len() == n), "{name}: rows of {n}");
         let x: Vec<f32> = rows.concat();
         let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
-        let model = LoadedModel::load(&onnx, n).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = LoadedModel::load(&onnx, n, manifest.output.as_deref())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let served = served_rows(&manifest, n, &x).unwrap();
         let (got, width) = model.predict(&served, rows.len()).unwrap();
         assert_eq!(width, want[0].len(), "{name}: output width");

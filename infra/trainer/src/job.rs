@@ -581,6 +581,7 @@ pub async fn run(
         target: spec.target.clone(),
         features,
         classes,
+        output: None,
         standardization: Some(Standardization {
             mean: stats.iter().map(|s| s.mean).collect(),
             std: stats.iter().map(|s| data::safe_scale(s.std)).collect(),

@@ -244,7 +244,12 @@ impl Engine {
         let item_shape = image_dims.unwrap_or_else(|| vec![n_features]);
 
         let plan = (|| -> TractResult<Arc<TypedRunnableModel>> {
-            let model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+            let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+            // A model with several outputs (a label beside the probabilities): read the one the
+            // manifest names; the others are pruned.
+            if let Some(o) = manifest.as_ref().and_then(|m| m.output.as_deref()) {
+                model.select_outputs_by_name([o])?;
+            }
             // Image models get a concrete batch of 1 and run item by item: with a symbolic
             // batch tract cannot specialise its convolution kernels, and MobileNetV2 runs
             // about 5x slower (measured: benches/edge.rs, native_tract vs native_tract_batch1).

@@ -223,6 +223,7 @@ pub fn fit_with(file: &str, target: &str, task: Task, epochs: usize, fold: bool)
             target: target.into(),
             features,
             classes,
+            output: None,
             lineage: falaj_core::Lineage {
                 datasets: vec![DatasetRef {
                     uri: format!("s3://falaj-data/{file}"),

@@ -251,6 +251,7 @@ pub fn write_model_dir(
         target: "y".into(),
         features: features.to_vec(),
         classes: classes.to_vec(),
+        output: None,
         standardization,
         ..Default::default()
     };
