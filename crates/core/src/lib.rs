@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod canary;
 pub mod deployment;
 pub mod drift;
 pub mod input;
