@@ -8,13 +8,17 @@ writes for them (no hand-written JSON), the rows to run and onnxruntime's output
 - sklearn-forest: a scikit-learn random forest exported by skl2onnx (zipmap off): a label and
   the probabilities, `ai.onnx.ml` TreeEnsembleClassifier, which tract runs when the classes are
   integer codes (fitted on LabelEncoder codes; tract refuses string class labels).
+- torchvision-squeezenet: torchvision's squeezenet1_1 with random weights (seeded), 10
+  classes, 3x32x32 images, exported by torch.onnx.export, with an .npz image holdout of 32
+  random images labelled with onnxruntime's own top class for 24 of them and another class for
+  8 (so top-1 accuracy is 0.75 exactly).
 - tests/fixtures/models-unsupported/sklearn-logreg.onnx: StandardScaler + LogisticRegression
   by skl2onnx, whose `ai.onnx.ml` Scaler and LinearClassifier the edge-ops gate must name.
 
 The recipe is the one docs/bring-your-model.md gives. The files are committed; CI uses them
 (it does not install torch). To remake them:
     python3 -m venv target/py-export
-    target/py-export/bin/pip install torch scikit-learn skl2onnx onnx onnxruntime numpy
+    target/py-export/bin/pip install torch torchvision scikit-learn skl2onnx onnx onnxruntime numpy
     target/py-export/bin/python scripts/make-byo-cases.py target/debug/falaj
 """
 import csv
@@ -99,6 +103,36 @@ def sklearn_cases(falaj):
              "about": "a scikit-learn random forest by skl2onnx (label + probabilities, TreeEnsembleClassifier); manifest by `falaj manifest init`"}]
 
 
+def torchvision_squeezenet(falaj):
+    import torchvision
+    torch.manual_seed(0)
+    model = torchvision.models.squeezenet1_1(weights=None, num_classes=10).eval()
+    d = OUT / "torchvision-squeezenet"
+    d.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(d / "model.onnx"),
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                      opset_version=17, dynamo=False)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (32, 3, 32, 32)).astype(np.float32)
+    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    top = sess.run(None, {"input": x})[0].argmax(axis=1)
+    y = top.copy()
+    y[:8] = (y[:8] + 1) % 10
+    np.savez(d / "holdout.npz", x=x, y=y.astype(np.int64))
+    subprocess.run([falaj, "manifest", "init", str(d / "model.onnx"), "--model",
+                    "torchvision-squeezenet", "--holdout", str(d / "holdout.npz"),
+                    "--out", str(d / "manifest.json")], check=True, stdout=subprocess.DEVNULL)
+    rows = x[:2].reshape(2, -1)
+    out = sess.run(None, {"input": x[:2]})[0]
+    (d / "inputs.json").write_text(json.dumps({"rows": rows.tolist()}) + "\n")
+    (d / "expected.json").write_text(json.dumps(
+        {"outputs": out.astype(np.float32).tolist(), "by": f"onnxruntime {ort.__version__}"}) + "\n")
+    print(f"torchvision-squeezenet: top classes {np.bincount(top, minlength=10).tolist()}")
+    return {"name": "torchvision-squeezenet",
+            "about": "torchvision squeezenet1_1, random weights, 10 classes, 3x32x32, by torch.onnx.export; manifest by `falaj manifest init` from an .npz holdout"}
+
+
 def pytorch_mlp(falaj):
     torch.manual_seed(7)
     x, y, features, classes = load(DATA, "diagnosis")
@@ -139,7 +173,7 @@ def pytorch_mlp(falaj):
 
 def main():
     falaj = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target/debug/falaj")
-    made = [pytorch_mlp(falaj)] + sklearn_cases(falaj)
+    made = [pytorch_mlp(falaj)] + sklearn_cases(falaj) + [torchvision_squeezenet(falaj)]
     index = json.loads((OUT / "cases.json").read_text())
     names = {c["name"] for c in made}
     index["cases"] = [c for c in index["cases"] if c["name"] not in names] + made

@@ -255,3 +255,54 @@ fn manifest_init_writes_the_manifest_and_names_each_disagreement() {
         assert!(r.err.contains(needle), "{args:?}: {}", r.err);
     }
 }
+
+/// A torchvision CNN (squeezenet1_1, random weights) with an `.npz` image holdout: the
+/// manifest from the model and the holdout, image gates (top-1, top-5 accuracy) measured by
+/// the gates, approvals, a signed deployment; and a stricter policy rejects the same model.
+#[test]
+fn a_torchvision_cnn_goes_through_the_image_gates_to_a_signed_deployment() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    clinic_store(dir);
+    let m = case("torchvision-squeezenet");
+    let h = root()
+        .join("tests/fixtures/models/torchvision-squeezenet/holdout.npz")
+        .display()
+        .to_string();
+    for (model, top1) in [("cnn", 0.7), ("strict", 0.8)] {
+        ok(dir, "root", &["model", "create", model]);
+        let policy = dir.join(format!("{model}.toml"));
+        std::fs::write(
+            &policy,
+            format!(
+                "[metrics]\ntop1_accuracy = {{ min = {top1} }}\ntop5_accuracy = {{ min = 0.85 }}\n"
+            ),
+        )
+        .unwrap();
+        ok(
+            dir,
+            "mel",
+            &["policy", "set", model, &policy.display().to_string()],
+        );
+        ok(dir, "sam", &["push", model, &m, "--holdout", &h]);
+    }
+    let report = ok(dir, "sam", &["validate", "cnn@1", "--data", &h]);
+    assert_eq!(report["passed"], true, "{report}");
+    let top1 = report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "metrics.top1_accuracy")
+        .unwrap_or_else(|| panic!("{report}"));
+    // 24 of the 32 labels are the model's own top class (scripts/make-byo-cases.py).
+    assert_eq!(top1["measured"], 0.75, "{top1}");
+    ok(dir, "ann", &["approve", "cnn@1", "--to", "production"]);
+    ok(dir, "bob", &["approve", "cnn@1", "--to", "production"]);
+    ok(dir, "mel", &["promote", "cnn@1", "--to", "production"]);
+    assert!(dir.join("store/deployments/prod/cnn.json").exists());
+
+    let r = falaj(dir, "sam", &["validate", "strict@1", "--data", &h]);
+    assert_eq!(r.code, Some(6), "{}", r.err);
+    let r = falaj(dir, "mel", &["promote", "strict@1", "--to", "staging"]);
+    assert_eq!(r.code, Some(6), "{}", r.err);
+}

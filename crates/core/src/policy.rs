@@ -110,11 +110,16 @@ pub enum Metric {
     Mae,
     /// Coefficient of determination.
     R2,
+    /// Share of rows whose true class has the highest score (the same as `accuracy`; the
+    /// name image classifiers use).
+    Top1Accuracy,
+    /// Share of rows whose true class is among the five highest scores.
+    Top5Accuracy,
 }
 
 impl Metric {
     /// Every metric.
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 10] = [
         Self::Accuracy,
         Self::Precision,
         Self::Recall,
@@ -123,6 +128,8 @@ impl Metric {
         Self::Rmse,
         Self::Mae,
         Self::R2,
+        Self::Top1Accuracy,
+        Self::Top5Accuracy,
     ];
 
     /// The name used in policies and reports.
@@ -136,6 +143,8 @@ impl Metric {
             Self::Rmse => "rmse",
             Self::Mae => "mae",
             Self::R2 => "r2",
+            Self::Top1Accuracy => "top1_accuracy",
+            Self::Top5Accuracy => "top5_accuracy",
         }
     }
 
@@ -341,6 +350,8 @@ struct RawMetrics {
     rmse: Option<Spanned<RawBound>>,
     mae: Option<Spanned<RawBound>>,
     r2: Option<Spanned<RawBound>>,
+    top1_accuracy: Option<Spanned<RawBound>>,
+    top5_accuracy: Option<Spanned<RawBound>>,
 }
 
 impl RawMetrics {
@@ -354,6 +365,8 @@ impl RawMetrics {
             (Metric::Rmse, self.rmse),
             (Metric::Mae, self.mae),
             (Metric::R2, self.r2),
+            (Metric::Top1Accuracy, self.top1_accuracy),
+            (Metric::Top5Accuracy, self.top5_accuracy),
         ]
         .into_iter()
         .filter_map(|(m, b)| b.map(|b| (m, b)))

@@ -78,7 +78,7 @@ fn throughput(dir: &Path) {
     let t = Instant::now();
     let data = gates::parse_holdout(&bytes, &manifest, None).unwrap();
     let parse_s = t.elapsed().as_secs_f64();
-    let model = LoadedModel::load(&fitted.onnx, data.n_features, None).unwrap();
+    let model = LoadedModel::load(&fitted.onnx, &data.item_shape, None).unwrap();
     let k = manifest.classes.len();
     let mut best = f64::MAX;
     let mut acc = 0.0;

@@ -89,6 +89,9 @@ pub struct HoldoutData {
     pub groups: Option<Vec<String>>,
     /// Rows.
     pub rows: usize,
+    /// The shape of one row as the model takes it: `[n_features]` for a table, `[C, H, W]`
+    /// for an image holdout (`.npz`).
+    pub item_shape: Vec<usize>,
 }
 
 /// Parses a holdout CSV for `manifest`, checking every column is present and numeric.
@@ -97,6 +100,9 @@ pub fn parse_holdout(
     manifest: &TrainingManifest,
     sensitive: Option<&str>,
 ) -> Result<HoldoutData, HoldoutParseError> {
+    if csv_bytes.starts_with(crate::npz::ZIP_MAGIC) {
+        return parse_image_holdout(csv_bytes, manifest, sensitive);
+    }
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(csv_bytes);
@@ -215,6 +221,54 @@ pub fn parse_holdout(
         y,
         groups,
         rows: row,
+        item_shape: vec![feat_idx.len()],
+    })
+}
+
+/// An image holdout (`.npz`: `x` float32 `[N, C, H, W]`, `y` class indices) for an image
+/// classifier's manifest.
+fn parse_image_holdout(
+    bytes: &[u8],
+    manifest: &TrainingManifest,
+    sensitive: Option<&str>,
+) -> Result<HoldoutData, HoldoutParseError> {
+    if sensitive.is_some() {
+        return Err(HoldoutParseError::Read(
+            "an .npz holdout has no groups: a fairness gate needs a CSV holdout".into(),
+        ));
+    }
+    if manifest.task != Task::Classification {
+        return Err(HoldoutParseError::Read(
+            "an .npz holdout is for image classifiers; this model's manifest says regression"
+                .into(),
+        ));
+    }
+    let h = crate::npz::parse_npz(bytes).map_err(HoldoutParseError::Read)?;
+    let k = manifest.classes.len();
+    if let Some((row, bad)) = h.y.iter().enumerate().find(|(_, c)| k > 0 && **c >= k) {
+        return Err(HoldoutParseError::UnknownClass {
+            row: row + 1,
+            value: bad.to_string(),
+            classes: manifest.classes.clone(),
+        });
+    }
+    let rows = h.y.len();
+    if rows == 0 {
+        return Err(HoldoutParseError::Read("it has no items".into()));
+    }
+    if rows > 1 && h.y.iter().all(|c| *c == h.y[0]) {
+        return Err(HoldoutParseError::ConstantTarget {
+            column: "y".into(),
+            rows,
+        });
+    }
+    Ok(HoldoutData {
+        n_features: h.item.iter().product(),
+        x: h.x,
+        y: h.y.iter().map(|c| *c as f64).collect(),
+        groups: None,
+        rows,
+        item_shape: h.item,
     })
 }
 

@@ -34,6 +34,8 @@ pub struct InitError(pub String);
 /// The one input falaj can serve, and the first output: names, widths (`None` when dynamic).
 struct Io {
     input: String,
+    /// The input's dimensions after the batch, as declared (numbers or symbols).
+    dims: Vec<String>,
     width: Option<usize>,
     output: String,
     out_width: Option<usize>,
@@ -57,9 +59,9 @@ fn read_io(onnx: &[u8]) -> Result<Io, InitError> {
             names(&sig.inputs)
         )));
     };
-    if input.dtype != "float" || input.shape.len() != 2 {
+    if input.dtype != "float" || input.shape.len() < 2 {
         return Err(InitError(format!(
-            "the model's input is {}; falaj's tabular path takes one float input of shape [batch, features] (image models are not supported by manifest init yet)",
+            "the model's input is {}; falaj takes one float input of shape [batch, features] (a table) or [batch, C, H, W] (images)",
             names(std::slice::from_ref(input))
         )));
     }
@@ -82,6 +84,7 @@ fn read_io(onnx: &[u8]) -> Result<Io, InitError> {
     };
     Ok(Io {
         input: input.name.clone(),
+        dims: input.shape[1..].to_vec(),
         width: input.shape[1].parse().ok(),
         output: output.name.clone(),
         out_width: output.shape.get(1).and_then(|d| d.parse().ok()),
@@ -116,6 +119,17 @@ pub fn init_manifest(
     opts: ManifestInit,
 ) -> Result<TrainingManifest, InitError> {
     let io = read_io(onnx)?;
+    if holdout.starts_with(crate::npz::ZIP_MAGIC) {
+        return init_image(io, holdout, holdout_name, opts);
+    }
+    if io.dims.len() != 1 {
+        return Err(InitError(format!(
+            "the model's input {} is [batch, {}], an image model's: give an .npz holdout (x: [N, {}] float32, y: class indices)",
+            io.input,
+            io.dims.join(", "),
+            io.dims.join(", ")
+        )));
+    }
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(holdout);
@@ -226,6 +240,76 @@ pub fn init_manifest(
         task,
         target: opts.target,
         features,
+        classes,
+        output: io.several.then(|| io.output.clone()),
+        lineage: opts.lineage,
+        extra,
+        ..Default::default()
+    })
+}
+
+/// The manifest of an image classifier from an `.npz` holdout: the input's dimensions after
+/// the batch must be the items' shape; the classes are `--classes`, else the output's indices.
+fn init_image(
+    io: Io,
+    holdout: &[u8],
+    holdout_name: &str,
+    opts: ManifestInit,
+) -> Result<TrainingManifest, InitError> {
+    let h =
+        crate::npz::parse_npz(holdout).map_err(|e| InitError(format!("{holdout_name}: {e}")))?;
+    let fits = io.dims.len() == h.item.len()
+        && io
+            .dims
+            .iter()
+            .zip(&h.item)
+            .all(|(d, n)| d.parse::<usize>().map_or(true, |d| d == *n));
+    if !fits {
+        return Err(InitError(format!(
+            "the model's input {} takes items of [{}], but {holdout_name}'s x holds items of {:?}",
+            io.input,
+            io.dims.join(", "),
+            h.item
+        )));
+    }
+    if opts.task == Some(Task::Regression) {
+        return Err(InitError(
+            "an .npz holdout is for image classifiers; regression takes a CSV holdout".into(),
+        ));
+    }
+    let classes = match (opts.classes, io.out_width) {
+        (Some(c), Some(w)) if c.len() != w => {
+            return Err(InitError(format!(
+                "the model's output {} gives {w} values per item, but {} classes were given",
+                io.output,
+                c.len()
+            )));
+        }
+        (Some(c), _) => c,
+        (None, Some(w)) => (0..w).map(|i| i.to_string()).collect(),
+        (None, None) => {
+            return Err(InitError(format!(
+                "the model's output {} has a dynamic width; pass --classes in its output order",
+                io.output
+            )));
+        }
+    };
+    if let Some(bad) = h.y.iter().find(|c| **c >= classes.len()) {
+        return Err(InitError(format!(
+            "{holdout_name}'s y holds class index {bad}, but the model has {} classes",
+            classes.len()
+        )));
+    }
+    let mut extra = BTreeMap::new();
+    extra.insert(
+        "written_by".into(),
+        serde_json::json!({"tool": "falaj manifest init", "holdout": holdout_name, "input": io.input, "output": io.output, "item_shape": h.item}),
+    );
+    Ok(TrainingManifest {
+        model: opts.model,
+        semver: opts.semver,
+        task: Task::Classification,
+        target: "y".into(),
         classes,
         output: io.several.then(|| io.output.clone()),
         lineage: opts.lineage,

@@ -13,6 +13,7 @@ pub mod init;
 pub mod measure;
 pub mod metrics;
 pub mod model;
+pub mod npz;
 pub mod pipeline;
 pub mod sandbox;
 pub mod validate;

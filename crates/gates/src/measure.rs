@@ -47,7 +47,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
     let mut gates = Vec::new();
     let preprocess = |m: &TrainingManifest, x: &[f32]| served_rows(m, d.n_features, x);
     let x = preprocess(m, &d.x)?;
-    let model = LoadedModel::load(inp.onnx, d.n_features, m.output.as_deref()).map_err(|e| {
+    let model = LoadedModel::load(inp.onnx, &d.item_shape, m.output.as_deref()).map_err(|e| {
         // Name the operators the edge does not run: the likely reason, and the fix to look for.
         let bad = falaj_core::onnx::summarize(inp.onnx)
             .map(|s| falaj_core::policy::unsupported_ops(&s.ops))
@@ -189,7 +189,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
             None => GateResult::measured("no_regression", 0.0, Bound::Max(n.max_drop))
                 .with_detail("no version at production: nothing to regress from"),
             Some((pv, bytes, pm)) => {
-                let base = LoadedModel::load(bytes, d.n_features, pm.output.as_deref())
+                let base = LoadedModel::load(bytes, &d.item_shape, pm.output.as_deref())
                     .and_then(|bm| {
                         score(
                             &bm,

@@ -147,8 +147,21 @@ pub fn classification(
         };
         (sums.0 / kf, sums.1 / kf, sums.2 / kf, auc)
     };
+    // Top-5: the true class among the five highest scores (every row, with five classes or
+    // fewer).
+    let top5 = truth
+        .iter()
+        .zip(probs.chunks(k.max(1)))
+        .filter(|(t, row)| {
+            let mine = row.get(**t).copied().unwrap_or(f64::NEG_INFINITY);
+            row.iter().filter(|s| **s > mine).count() < 5
+        })
+        .count() as f64
+        / n;
     BTreeMap::from([
         (Metric::Accuracy, accuracy),
+        (Metric::Top1Accuracy, accuracy),
+        (Metric::Top5Accuracy, top5),
         (Metric::Precision, precision),
         (Metric::Recall, recall),
         (Metric::F1, f1),

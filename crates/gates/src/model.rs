@@ -21,6 +21,8 @@ const BATCH: usize = 8192;
 pub struct LoadedModel {
     plan: Arc<TypedRunnableModel>,
     n_features: usize,
+    /// One row's shape as the graph takes it: `[features]`, or `[C, H, W]`.
+    item: Vec<usize>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -67,9 +69,11 @@ pub fn served_rows(
 }
 
 impl LoadedModel {
-    /// Loads and optimises `onnx` for inputs of `n_features`, reading the graph output
-    /// `output` (the manifest's; else the first); the error is tract's message.
-    pub fn load(onnx: &[u8], n_features: usize, output: Option<&str>) -> Result<Self, ModelError> {
+    /// Loads and optimises `onnx` for rows of shape `item` (`[features]`, or an image's
+    /// `[C, H, W]`), reading the graph output `output` (the manifest's; else the first); the
+    /// error is tract's message.
+    pub fn load(onnx: &[u8], item: &[usize], output: Option<&str>) -> Result<Self, ModelError> {
+        let n_features: usize = item.iter().product();
         let run = || -> TractResult<Arc<TypedRunnableModel>> {
             let mut model = tract_onnx::onnx().model_for_read(&mut &onnx[..])?;
             if let Some(o) = output {
@@ -78,14 +82,22 @@ impl LoadedModel {
             }
             let batch = model.symbols.sym("N");
             model
-                .with_input_fact(0, f32::fact([batch.to_dim(), n_features.to_dim()]).into())?
+                .with_input_fact(0, {
+                    let mut dims: TVec<TDim> = tvec![batch.to_dim()];
+                    dims.extend(item.iter().map(|d| d.to_dim()));
+                    f32::fact(dims).into()
+                })?
                 .into_optimized()?
                 .into_runnable()
         };
         let plan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
             .map_err(|p| format!("tract panicked loading the model: {}", panic_message(p)))?
             .map_err(|e| format!("{e:#}"))?;
-        let m = Self { plan, n_features };
+        let m = Self {
+            plan,
+            n_features,
+            item: item.to_vec(),
+        };
         // A model that loads but cannot run a row is just as unusable at the edge.
         m.predict(&vec![0.0; n_features], 1)?;
         Ok(m)
@@ -99,8 +111,9 @@ impl LoadedModel {
             let n = BATCH.min(rows - start);
             let chunk = &x[start * self.n_features..(start + n) * self.n_features];
             let run = || -> TractResult<Vec<f32>> {
-                let input =
-                    tract_ndarray::Array2::from_shape_vec((n, self.n_features), chunk.to_vec())?;
+                let mut shape = vec![n];
+                shape.extend(&self.item);
+                let input = tract_ndarray::ArrayD::from_shape_vec(shape, chunk.to_vec())?;
                 let res = self.plan.run(tvec!(input.into_tensor().into()))?;
                 let view = res[0].to_plain_array_view::<f32>()?;
                 Ok(view.iter().copied().collect())

@@ -115,18 +115,27 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
             reason: other.to_string(),
         },
     })?;
-    if let Some(input) = version.signature.inputs.first()
-        && let Some(width) = input.shape.get(1).and_then(|d| d.parse::<usize>().ok())
-        && width != data.n_features
-    {
-        return Err(GateError::Incompatible {
-            model: req.model.clone(),
-            version: req.version,
-            reason: format!(
-                "the ONNX input {:?} takes {width} features but the manifest lists {}",
-                input.name, data.n_features
-            ),
-        });
+    // The input's fixed dimensions after the batch must be the holdout's rows: `[features]`
+    // for a table, `[C, H, W]` for images.
+    if let Some(input) = version.signature.inputs.first() {
+        let declared = &input.shape[1.min(input.shape.len())..];
+        let fits = declared.len() == data.item_shape.len()
+            && declared
+                .iter()
+                .zip(&data.item_shape)
+                .all(|(d, n)| d.parse::<usize>().map_or(true, |d| d == *n));
+        if !fits {
+            return Err(GateError::Incompatible {
+                model: req.model.clone(),
+                version: req.version,
+                reason: format!(
+                    "the ONNX input {:?} takes rows of [{}] but the holdout gives rows of {:?} (a table's features as the manifest lists them, or an .npz's items)",
+                    input.name,
+                    declared.join(", "),
+                    data.item_shape
+                ),
+            });
+        }
     }
     let max_artifact = limit("FALAJ_MAX_ARTIFACT_BYTES", MAX_ARTIFACT_BYTES);
     if version.size > max_artifact {

@@ -46,11 +46,21 @@ fn every_case_scores_as_onnxruntime_computes_it() {
             serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         let rows = floats(&read_json(&dir.join("inputs.json"))["rows"]);
         let want = floats(&read_json(&dir.join("expected.json"))["outputs"]);
-        let n = manifest.features.len();
+        let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
+        // A table's rows have the manifest's features; an image model's (no features) the
+        // input's fixed dimensions after the batch, flattened.
+        let item: Vec<usize> = if manifest.features.is_empty() {
+            falaj_core::onnx::summarize(&onnx).unwrap().signature.inputs[0].shape[1..]
+                .iter()
+                .map(|d| d.parse().unwrap())
+                .collect()
+        } else {
+            vec![manifest.features.len()]
+        };
+        let n: usize = item.iter().product();
         assert!(rows.iter().all(|r| r.len() == n), "{name}: rows of {n}");
         let x: Vec<f32> = rows.concat();
-        let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
-        let model = LoadedModel::load(&onnx, n, manifest.output.as_deref())
+        let model = LoadedModel::load(&onnx, &item, manifest.output.as_deref())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let served = served_rows(&manifest, n, &x).unwrap();
         let (got, width) = model.predict(&served, rows.len()).unwrap();

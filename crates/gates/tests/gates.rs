@@ -238,7 +238,7 @@ async fn a_signature_that_disagrees_with_the_manifest_is_a_clear_error() {
     .await
     .unwrap_err();
     assert!(matches!(err, GateError::Incompatible { .. }), "{err}");
-    assert!(err.to_string().contains("takes 3 features"), "{err}");
+    assert!(err.to_string().contains("takes rows of [3]"), "{err}");
 }
 
 #[tokio::test]

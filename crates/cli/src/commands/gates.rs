@@ -14,12 +14,14 @@ pub(crate) fn manifest_from_spec(
 ) -> Result<Option<falaj_core::manifest::TrainingManifest>, Failure> {
     let (holdout, target) = match (&spec.holdout, &spec.target) {
         (None, None) => return Ok(None),
-        (Some(h), Some(t)) => (h, t),
+        (Some(h), Some(t)) => (h, t.clone()),
+        // An image holdout holds its labels as y.
+        (Some(h), None) if h.extension().is_some_and(|e| e == "npz") => (h, String::new()),
         (Some(_), None) => {
             return Err(fail(
                 "invalid_manifest",
                 2,
-                "--holdout needs --target: the column the model predicts",
+                "--holdout needs --target: the column the model predicts (an .npz image holdout needs none)",
             ));
         }
         (None, Some(_)) => {
@@ -75,7 +77,7 @@ pub(crate) fn manifest_from_spec(
         &holdout.display().to_string(),
         falaj_gates::ManifestInit {
             model: model.into(),
-            target: target.clone(),
+            target,
             task,
             classes: spec.classes.clone(),
             lineage,
@@ -161,14 +163,14 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             model,
             out: dest,
         }) => {
-            if spec.holdout.is_none() || spec.target.is_none() {
+            if spec.holdout.is_none() {
                 return Err(fail(
                     "invalid_manifest",
                     2,
-                    "manifest init needs --holdout FILE.csv and --target COLUMN",
+                    "manifest init needs --holdout: FILE.csv with --target COLUMN, or an image holdout FILE.npz",
                 ));
             }
-            let m = manifest_from_spec(file, model, spec)?.expect("holdout and target given");
+            let m = manifest_from_spec(file, model, spec)?.expect("a holdout was given");
             let text = serde_json::to_string_pretty(&m).expect("a manifest serialises");
             match dest {
                 Some(p) => {

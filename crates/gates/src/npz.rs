@@ -1,0 +1,248 @@
+//! NumPy `.npz` holdouts for image models: `x` as float32 `[N, C, H, W]` (any rank ≥ 2) and
+//! `y` as integer class indices `[N]`. An `.npz` is a zip of `.npy` files (`np.savez` or
+//! `np.savez_compressed`); the `.npy` header is a Python dict literal with `descr`,
+//! `fortran_order` and `shape`.
+
+use std::io::Read;
+
+/// Zip files start with this.
+pub const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// One array: its shape and its values as f64 (or f32 for `x`).
+struct Npy {
+    descr: String,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+fn parse_npy(name: &str, b: &[u8]) -> Result<Npy, String> {
+    let bad = |why: &str| format!("{name}: {why}");
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy array"));
+    }
+    let (hlen, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => return Err(bad(&format!(".npy version {v} is not supported"))),
+    };
+    let header = b
+        .get(start..start + hlen)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("truncated header"))?;
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(&format!("'{key}':"))? + key.len() + 3;
+        Some(header[at..].trim_start())
+    };
+    let descr = field("descr")
+        .and_then(|s| s.strip_prefix('\'')?.split('\'').next())
+        .ok_or_else(|| bad("no descr in the header"))?
+        .to_string();
+    if field("fortran_order").is_some_and(|s| s.starts_with("True")) {
+        return Err(bad(
+            "Fortran order is not supported: save a C-contiguous array",
+        ));
+    }
+    let shape_text = field("shape")
+        .and_then(|s| s.strip_prefix('(')?.split(')').next())
+        .ok_or_else(|| bad("no shape in the header"))?;
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad("a shape entry is not a number"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Npy {
+        descr,
+        shape,
+        data: b[start + hlen..].to_vec(),
+    })
+}
+
+/// An image holdout: rows of `item` values each, and their class indices.
+#[derive(Debug, Clone)]
+pub struct ImageHoldout {
+    /// Row-major items.
+    pub x: Vec<f32>,
+    /// The shape of one item (`[C, H, W]`).
+    pub item: Vec<usize>,
+    /// Class index per row.
+    pub y: Vec<usize>,
+}
+
+/// Reads `x` and `y` from an `.npz`; every value of `x` must be finite.
+pub fn parse_npz(bytes: &[u8]) -> Result<ImageHoldout, String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("not a readable .npz: {e}"))?;
+    let mut read = |name: &str| -> Result<Npy, String> {
+        let mut f = zip.by_name(name).map_err(|_| {
+            format!("the .npz has no {name} (save it with np.savez(path, x=images, y=labels))")
+        })?;
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).map_err(|e| format!("{name}: {e}"))?;
+        parse_npy(name, &b)
+    };
+    let x = read("x.npy")?;
+    let y = read("y.npy")?;
+    if x.descr != "<f4" {
+        return Err(format!(
+            "x.npy holds {}; save it as float32 (x.astype(np.float32))",
+            x.descr
+        ));
+    }
+    if x.shape.len() < 2 {
+        return Err("x.npy must be [N, ...] with at least one item dimension".into());
+    }
+    let n = x.shape[0];
+    let item: Vec<usize> = x.shape[1..].to_vec();
+    let per: usize = item.iter().product();
+    if x.data.len() != n * per * 4 {
+        return Err(format!(
+            "x.npy has {} bytes for shape {:?}",
+            x.data.len(),
+            x.shape
+        ));
+    }
+    let xs: Vec<f32> = x
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = xs.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "x.npy: item {}, value {} is {} (NaN or infinite)",
+            i / per,
+            i % per,
+            xs[i]
+        ));
+    }
+    if y.shape != [n] {
+        return Err(format!(
+            "y.npy has shape {:?}; it must be [{n}], one class index per item of x",
+            y.shape
+        ));
+    }
+    let width = match y.descr.as_str() {
+        "<i8" | "<u8" => 8,
+        "<i4" | "<u4" => 4,
+        "<i2" | "<u2" => 2,
+        "|i1" | "|u1" => 1,
+        other => {
+            return Err(format!(
+                "y.npy holds {other}; save the labels as integers (class indices)"
+            ));
+        }
+    };
+    let signed = y.descr.contains('i');
+    let ys = y
+        .data
+        .chunks_exact(width)
+        .take(n)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..width].copy_from_slice(c);
+            if signed && c[width - 1] & 0x80 != 0 {
+                b[width..].fill(0xff);
+            }
+            let v = i64::from_le_bytes(b);
+            usize::try_from(v).map_err(|_| format!("y.npy holds the negative label {v}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ImageHoldout { x: xs, item, y: ys })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+        let dims = shape.iter().map(|d| format!("{d},")).collect::<String>();
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend((header.len() as u16).to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(data);
+        out
+    }
+
+    fn npz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, bytes) in files {
+            w.start_file(*name, zip::write::FileOptions::default())
+                .unwrap();
+            w.write_all(bytes).unwrap();
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn floats(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|f| f.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_x_and_y_and_names_what_is_wrong() {
+        let x = npy(
+            "<f4",
+            &[2, 1, 2, 2],
+            &floats(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+        );
+        let y = npy(
+            "<i8",
+            &[2],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        let h = parse_npz(&npz(&[("x.npy", x.clone()), ("y.npy", y.clone())])).unwrap();
+        assert_eq!(h.item, vec![1, 2, 2]);
+        assert_eq!(h.y, vec![1, 0]);
+        assert_eq!(h.x[7], 7.0);
+
+        let nan = npy(
+            "<f4",
+            &[2, 1, 2, 2],
+            &floats(&[0.0, f32::NAN, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]),
+        );
+        type Files<'a> = Vec<(&'a str, Vec<u8>)>;
+        let cases: Vec<(Files, &str)> = vec![
+            (vec![("x.npy", x.clone())], "has no y.npy"),
+            (
+                vec![("x.npy", nan), ("y.npy", y.clone())],
+                "NaN or infinite",
+            ),
+            (
+                vec![
+                    ("x.npy", npy("<f8", &[1, 1], &[0; 8])),
+                    ("y.npy", y.clone()),
+                ],
+                "save it as float32",
+            ),
+            (
+                vec![
+                    ("x.npy", x.clone()),
+                    ("y.npy", npy("<f4", &[2], &floats(&[1.0, 0.0]))),
+                ],
+                "save the labels as integers",
+            ),
+            (
+                vec![("x.npy", x.clone()), ("y.npy", npy("<i8", &[3], &[0; 24]))],
+                "it must be [2]",
+            ),
+            (
+                vec![("x.npy", x), ("y.npy", npy("<i8", &[2], &[0xff; 16]))],
+                "negative label -1",
+            ),
+        ];
+        for (files, needle) in cases {
+            let e = parse_npz(&npz(&files)).unwrap_err();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+        assert!(parse_npz(b"PK\x03\x04 not a zip").is_err());
+    }
+}
