@@ -103,6 +103,55 @@ def sklearn_cases(falaj):
              "about": "a scikit-learn random forest by skl2onnx (label + probabilities, TreeEnsembleClassifier); manifest by `falaj manifest init`"}]
 
 
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+
+def image_rule(rgb, short, crop, mean, std):
+    """falaj_core::image in NumPy, float32 step for step: resize the shorter side to `short`
+    (bilinear, half-pixel centres, no antialiasing, rounded half away from zero to uint8),
+    centre-crop, scale by 1/255, subtract the mean and divide by the std per channel; CHW."""
+    h, w, _ = rgb.shape
+    k = short / min(w, h)
+    nw, nh = int(np.floor(w * k + 0.5)), int(np.floor(h * k + 0.5))
+    f = np.float32
+    sx, sy = f(w) / f(nw), f(h) / f(nh)
+    out = np.zeros((nh, nw, 3), dtype=np.uint8)
+    src = rgb.astype(np.float32)
+    for y in range(nh):
+        fy = max(f((f(y) + f(0.5)) * sy - f(0.5)), f(0))
+        y0 = min(int(np.floor(fy)), h - 1)
+        y1 = min(y0 + 1, h - 1)
+        wy = f(fy - f(y0))
+        for x in range(nw):
+            fx = max(f((f(x) + f(0.5)) * sx - f(0.5)), f(0))
+            x0 = min(int(np.floor(fx)), w - 1)
+            x1 = min(x0 + 1, w - 1)
+            wx = f(fx - f(x0))
+            top = src[y0, x0] * (f(1) - wx) + src[y0, x1] * wx
+            bottom = src[y1, x0] * (f(1) - wx) + src[y1, x1] * wx
+            v = top * (f(1) - wy) + bottom * wy
+            out[y, x] = np.clip(np.floor(v + f(0.5)), 0, 255).astype(np.uint8)
+    ch, cw = crop
+    y0, x0 = (nh - ch) // 2, (nw - cw) // 2
+    c = out[y0:y0 + ch, x0:x0 + cw].astype(np.float32)
+    scale = f(1.0) / f(255.0)
+    t = (c * scale - np.array(mean, dtype=np.float32)) / np.array(std, dtype=np.float32)
+    return t.transpose(2, 0, 1).astype(np.float32)
+
+
+def write_png(path, rgb):
+    import struct
+    import zlib
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def torchvision_squeezenet(falaj):
     import torchvision
     torch.manual_seed(0)
@@ -122,7 +171,16 @@ def torchvision_squeezenet(falaj):
     np.savez(d / "holdout.npz", x=x, y=y.astype(np.int64))
     subprocess.run([falaj, "manifest", "init", str(d / "model.onnx"), "--model",
                     "torchvision-squeezenet", "--holdout", str(d / "holdout.npz"),
+                    "--image-resize", "36", "--image-mean", ",".join(map(str, MEAN)),
+                    "--image-std", ",".join(map(str, STD)),
                     "--out", str(d / "manifest.json")], check=True, stdout=subprocess.DEVNULL)
+    # A PNG body for the edge: its tensor by the manifest's rule, onnxruntime's outputs.
+    rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    write_png(d / "image.png", rgb)
+    t = image_rule(rgb, 36, (32, 32), MEAN, STD)[None]
+    (d / "image-expected.json").write_text(json.dumps(
+        {"outputs": sess.run(None, {"input": t})[0].astype(np.float32).tolist(),
+         "by": f"onnxruntime {ort.__version__} on the tensor scripts/make-byo-cases.py image_rule makes"}) + "\n")
     rows = x[:2].reshape(2, -1)
     out = sess.run(None, {"input": x[:2]})[0]
     (d / "inputs.json").write_text(json.dumps({"rows": rows.tolist()}) + "\n")

@@ -401,6 +401,22 @@ pub(crate) struct ManifestSpec {
     /// A hyperparameter, KEY=VALUE (repeatable).
     #[arg(long = "param", value_parser = parse_kv)]
     pub(crate) params: Vec<(String, String)>,
+    /// Image models: resize the shorter side to this many pixels before the centre crop (the
+    /// crop is the model's H x W).
+    #[arg(long)]
+    pub(crate) image_resize: Option<u32>,
+    /// Image models: multiply 0-255 values by this (default 1/255).
+    #[arg(long)]
+    pub(crate) image_scale: Option<f32>,
+    /// Image models: per-channel mean after scaling, e.g. 0.485,0.456,0.406.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) image_mean: Vec<f32>,
+    /// Image models: per-channel std, e.g. 0.229,0.224,0.225.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) image_std: Vec<f32>,
+    /// Image models: rgb (default) or bgr.
+    #[arg(long)]
+    pub(crate) channel_order: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -74,6 +74,9 @@ pub enum BodyKind {
     Json,
     /// Raw little-endian f32 (`application/octet-stream`).
     Raw,
+    /// One encoded image (`image/png`, `image/jpeg`), for a model whose manifest says how
+    /// images become its input.
+    Image,
 }
 
 /// The body kind for a `Content-Type` header value.
@@ -89,6 +92,7 @@ pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, InputError> {
         .to_ascii_lowercase();
     match mime.as_str() {
         "application/octet-stream" => Ok(BodyKind::Raw),
+        "image/png" | "image/jpeg" | "image/jpg" => Ok(BodyKind::Image),
         // curl -d sends form-urlencoded by default; the body is still ours to parse as JSON.
         ""
         | "application/json"
@@ -101,7 +105,8 @@ pub fn body_kind(content_type: Option<&str>) -> Result<BodyKind, InputError> {
             "unsupported_media_type",
             format!(
                 "content type {ct:?} is not read here: send application/json \
-                 ({{\"inputs\": [...]}}) or application/octet-stream (little-endian f32 rows)"
+                 ({{\"inputs\": [...]}}, or {{\"images\": [base64, ...]}} for an image model), \
+                 application/octet-stream (little-endian f32 rows), or image/png or image/jpeg"
             ),
         )),
     }
@@ -121,7 +126,105 @@ pub fn parse(
     match kind {
         BodyKind::Json => parse_json(body, features, n_features),
         BodyKind::Raw => parse_raw(body, n_features),
+        BodyKind::Image => Err(InputError::new(
+            415,
+            "not_an_image_model",
+            "an image body needs a model whose manifest says how images become its input",
+        )),
     }
+}
+
+/// A batch from images: one PNG or JPEG body (`BodyKind::Image`), or JSON
+/// `{"images": ["<base64>", ...]}`, each turned into the model's input by `rule` (the
+/// manifest's `image`).
+pub fn parse_images(
+    kind: BodyKind,
+    body: &[u8],
+    rule: Option<&crate::image::ImagePreprocess>,
+) -> Result<Batch, InputError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(too_large(body.len() as u64));
+    }
+    let Some(rule) = rule else {
+        return Err(InputError::new(
+            415,
+            "not_an_image_model",
+            "this model's manifest has no `image` section, so images cannot be turned into its input; send its input tensor (application/octet-stream or JSON \"inputs\")",
+        ));
+    };
+    let images: Vec<Vec<u8>> = match kind {
+        BodyKind::Image => vec![body.to_vec()],
+        _ => {
+            let doc: Value = serde_json::from_slice(body).map_err(|e| {
+                InputError::new(
+                    400,
+                    "malformed_json",
+                    format!("the body is not valid JSON: {e}"),
+                )
+            })?;
+            let Some(list) = doc.get("images").and_then(Value::as_array) else {
+                return Err(InputError::new(
+                    400,
+                    "bad_request",
+                    "expected {\"images\": [\"<base64 PNG or JPEG>\", ...]}",
+                ));
+            };
+            list.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_str().and_then(base64_decode).ok_or_else(|| {
+                        InputError::new(
+                            400,
+                            "bad_request",
+                            format!("images[{i}] is not a base64 string"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    if images.is_empty() {
+        return Err(InputError::new(422, "no_rows", "\"images\" is empty"));
+    }
+    let mut x = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let t = rule
+            .apply(img)
+            .map_err(|e| InputError::new(422, "bad_image", format!("image {i}: {e}")))?;
+        x.extend(t);
+    }
+    Ok(Batch {
+        x,
+        rows: images.len(),
+    })
+}
+
+/// Standard base64 (padding optional); `None` for anything else.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
 }
 
 fn feature_label(features: &[String], j: usize) -> String {
@@ -429,6 +532,82 @@ mod tests {
             body_kind(Some("Application/Octet-Stream")).unwrap(),
             BodyKind::Raw
         );
-        assert_eq!(body_kind(Some("image/png")).unwrap_err().status, 415);
+        assert_eq!(body_kind(Some("image/png")).unwrap(), BodyKind::Image);
+        assert_eq!(body_kind(Some("image/gif")).unwrap_err().status, 415);
+    }
+
+    #[test]
+    fn images_come_as_png_bodies_or_base64_json_and_bad_ones_are_named() {
+        // A 2x2 grey PNG, by hand: signature, IHDR (8-bit grey), IDAT, IEND.
+        let png: Vec<u8> = {
+            fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+                let mut crc_in = kind.to_vec();
+                crc_in.extend_from_slice(data);
+                let mut out = (data.len() as u32).to_be_bytes().to_vec();
+                out.extend_from_slice(&crc_in);
+                out.extend_from_slice(&crc32(&crc_in).to_be_bytes());
+                out
+            }
+            fn crc32(b: &[u8]) -> u32 {
+                let mut c = 0xFFFF_FFFFu32;
+                for x in b {
+                    c ^= u32::from(*x);
+                    for _ in 0..8 {
+                        c = if c & 1 != 0 {
+                            0xEDB8_8320 ^ (c >> 1)
+                        } else {
+                            c >> 1
+                        };
+                    }
+                }
+                !c
+            }
+            // zlib stream of two stored rows [0, 128, 128] (filter 0): a stored deflate block.
+            let raw = [0u8, 128, 128, 0, 128, 128];
+            let mut z = vec![0x78, 0x01, 0x01, 6, 0, !6u8, 0xFF];
+            z.extend_from_slice(&raw);
+            let (mut a, mut b) = (1u32, 0u32);
+            for x in raw {
+                a = (a + u32::from(x)) % 65521;
+                b = (b + a) % 65521;
+            }
+            z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+            let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
+            p.extend(chunk(b"IHDR", &[0, 0, 0, 2, 0, 0, 0, 2, 8, 0, 0, 0, 0]));
+            p.extend(chunk(b"IDAT", &z));
+            p.extend(chunk(b"IEND", &[]));
+            p
+        };
+        let rule = crate::image::ImagePreprocess {
+            resize: None,
+            crop: [2, 2],
+            scale: 1.0,
+            mean: vec![],
+            std: vec![],
+            channel_order: crate::image::ChannelOrder::Rgb,
+        };
+        let one = parse_images(BodyKind::Image, &png, Some(&rule)).unwrap();
+        assert_eq!((one.rows, one.x.len()), (1, 12));
+        assert!(one.x.iter().all(|v| *v == 128.0), "{:?}", one.x);
+        const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let b64: String = png
+            .chunks(3)
+            .flat_map(|c| {
+                let n = (u32::from(c[0]) << 16)
+                    | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                    | u32::from(*c.get(2).unwrap_or(&0));
+                (0..=c.len()).map(move |i| B64[((n >> (18 - 6 * i)) & 63) as usize] as char)
+            })
+            .collect();
+        let body = serde_json::to_vec(&serde_json::json!({"images": [b64.clone(), b64]})).unwrap();
+        let two = parse_images(BodyKind::Json, &body, Some(&rule)).unwrap();
+        assert_eq!(two.rows, 2);
+        assert_eq!(two.x, [one.x.clone(), one.x].concat());
+        let e = parse_images(BodyKind::Image, b"GIF89a....", Some(&rule)).unwrap_err();
+        assert_eq!((e.status, e.code), (422, "bad_image"));
+        let e = parse_images(BodyKind::Image, &png, None).unwrap_err();
+        assert_eq!((e.status, e.code), (415, "not_an_image_model"));
+        let e = parse_images(BodyKind::Json, br#"{"images": [42]}"#, Some(&rule)).unwrap_err();
+        assert_eq!(e.status, 400);
     }
 }

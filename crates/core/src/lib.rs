@@ -9,6 +9,7 @@ pub mod audit;
 pub mod canary;
 pub mod deployment;
 pub mod drift;
+pub mod image;
 pub mod input;
 pub mod layout;
 pub mod manifest;

@@ -59,6 +59,10 @@ pub struct TrainingManifest {
     /// Class labels, in output order (classification).
     #[serde(default)]
     pub classes: Vec<String>,
+    /// How an image becomes the model's input (image classifiers): resize, centre crop,
+    /// scale, mean/std, channel order; the edge applies it to PNG and JPEG request bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<crate::image::ImagePreprocess>,
     /// The graph output to read, when the model has several (scikit-learn exports a label
     /// and the probabilities: this names the probabilities); else the first output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +121,14 @@ mod tests {
             features: vec!["f".into()],
             classes: vec!["c".into()],
             output: Some("probabilities".into()),
+            image: Some(crate::image::ImagePreprocess {
+                resize: Some(36),
+                crop: [32, 32],
+                scale: 1.0,
+                mean: vec![],
+                std: vec![],
+                channel_order: crate::image::ChannelOrder::Rgb,
+            }),
             standardization: Some(Standardization::default()),
             seed: Some(1),
             backend: Some("flex".into()),

@@ -24,6 +24,24 @@ pub struct ManifestInit {
     pub lineage: Lineage,
     /// Semantic version to register under.
     pub semver: Option<String>,
+    /// For a 3-channel image model: how images become its input (`crop` is set from the
+    /// model's H and W).
+    pub image: ImageRule,
+}
+
+/// What the user says of an image model's preprocessing (see `falaj_core::image`).
+#[derive(Debug, Clone, Default)]
+pub struct ImageRule {
+    /// Shorter side after resizing.
+    pub resize: Option<u32>,
+    /// Multiplier of 0-255 values (default 1/255).
+    pub scale: Option<f32>,
+    /// Per-channel mean.
+    pub mean: Vec<f32>,
+    /// Per-channel std.
+    pub std: Vec<f32>,
+    /// Channel order.
+    pub channel_order: falaj_core::image::ChannelOrder,
 }
 
 /// The model and the holdout disagree, or one of them cannot be read.
@@ -300,6 +318,23 @@ fn init_image(
             classes.len()
         )));
     }
+    // A 3-channel model can take images: the rule the edge applies to PNG and JPEG bodies.
+    let image = match &h.item[..] {
+        [3, ih, iw] => {
+            let r = &opts.image;
+            let rule = falaj_core::image::ImagePreprocess {
+                resize: r.resize,
+                crop: [*ih as u32, *iw as u32],
+                scale: r.scale.unwrap_or(1.0 / 255.0),
+                mean: r.mean.clone(),
+                std: r.std.clone(),
+                channel_order: r.channel_order,
+            };
+            rule.check(&h.item).map_err(|e| InitError(e.to_string()))?;
+            Some(rule)
+        }
+        _ => None,
+    };
     let mut extra = BTreeMap::new();
     extra.insert(
         "written_by".into(),
@@ -311,6 +346,7 @@ fn init_image(
         task: Task::Classification,
         target: "y".into(),
         classes,
+        image,
         output: io.several.then(|| io.output.clone()),
         lineage: opts.lineage,
         extra,

@@ -25,7 +25,7 @@ pub use falaj::reports::{
 pub use holdout::{
     HoldoutData, HoldoutParseError, MAX_ARTIFACT_BYTES, MAX_HOLDOUT_BYTES, parse_holdout,
 };
-pub use init::{InitError, ManifestInit, init_manifest};
+pub use init::{ImageRule, InitError, ManifestInit, init_manifest};
 pub use measure::{GateInputs, measure};
 pub use model::{LoadedModel, ModelError, Scored, score, served_rows};
 pub use pipeline::{FunctionError, handle_event, invoke, validate_function, validate_version};

@@ -17,6 +17,10 @@ struct Case {
     dir: PathBuf,
     rows: Vec<Vec<f32>>,
     want: Vec<Vec<f32>>,
+    /// An image model's case may carry `image.png` and onnxruntime's outputs for the tensor
+    /// the manifest's image rule makes of it (computed in NumPy by the fixture script): the
+    /// PNG is then sent as a body too.
+    image: Option<(Vec<u8>, Vec<Vec<f32>>)>,
 }
 
 fn floats(v: &Value) -> Vec<Vec<f32>> {
@@ -45,7 +49,14 @@ fn cases(tag: &str) -> (f32, Vec<(Case, TempDir)>) {
             for f in ["model.onnx", "manifest.json"] {
                 std::fs::copy(src.join(f), tmp.0.join(f)).unwrap();
             }
+            let image = src.join("image.png").exists().then(|| {
+                (
+                    std::fs::read(src.join("image.png")).unwrap(),
+                    floats(&read_json(&src.join("image-expected.json"))["outputs"]),
+                )
+            });
             let case = Case {
+                image,
                 rows: floats(&read_json(&src.join("inputs.json"))["rows"]),
                 want: floats(&read_json(&src.join("expected.json"))["outputs"]),
                 dir: tmp.0.clone(),
@@ -110,6 +121,30 @@ fn every_case_is_served_natively_as_onnxruntime_computes_it() {
         );
         let answer: Value = serde_json::from_slice(&r.body).unwrap();
         check(case, &outputs(&answer), tol, "component API (native)");
+        if let Some((png, want)) = &case.image {
+            let r = inst.handle("POST", "/predict", Some("image/png"), png);
+            assert_eq!(
+                r.status,
+                200,
+                "{}: {}",
+                case.name,
+                String::from_utf8_lossy(&r.body)
+            );
+            let answer: Value = serde_json::from_slice(&r.body).unwrap();
+            let image_case = Case {
+                want: want.clone(),
+                rows: Vec::new(),
+                image: None,
+                name: format!("{} (PNG body)", case.name),
+                dir: case.dir.clone(),
+            };
+            check(
+                &image_case,
+                &outputs(&answer),
+                tol,
+                "component API (native)",
+            );
+        }
     }
 }
 
@@ -132,5 +167,28 @@ fn every_case_is_served_under_wasmtime_as_onnxruntime_computes_it() {
             tol,
             "component under wasmtime",
         );
+        if let Some((png, want)) = &case.image {
+            let resp = request(server.port, "POST", "/predict", Some("image/png"), png).unwrap();
+            assert_eq!(
+                resp.status,
+                200,
+                "{}: {}",
+                case.name,
+                String::from_utf8_lossy(&resp.body)
+            );
+            let image_case = Case {
+                want: want.clone(),
+                rows: Vec::new(),
+                image: None,
+                name: format!("{} (PNG body)", case.name),
+                dir: case.dir.clone(),
+            };
+            check(
+                &image_case,
+                &outputs(&resp.json()),
+                tol,
+                "component under wasmtime",
+            );
+        }
     }
 }

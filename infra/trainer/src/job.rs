@@ -582,6 +582,7 @@ pub async fn run(
         features,
         classes,
         output: None,
+        image: None,
         standardization: Some(Standardization {
             mean: stats.iter().map(|s| s.mean).collect(),
             std: stats.iter().map(|s| data::safe_scale(s.std)).collect(),

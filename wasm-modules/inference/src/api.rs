@@ -264,7 +264,17 @@ fn argmax(v: &[f32]) -> usize {
 /// `POST /predict`.
 fn predict(e: &Engine, content_type: Option<&str>, body: &[u8]) -> Result<Reply, InputError> {
     let kind = input::body_kind(content_type)?;
-    let batch = input::parse(kind, body, e.features(), e.n_features)?;
+    // Images (a PNG or JPEG body, or JSON {"images": [base64, ...]}) go through the
+    // manifest's image rule; everything else is the model's input as sent.
+    let images = kind == input::BodyKind::Image
+        || (kind == input::BodyKind::Json
+            && e.image_rule().is_some()
+            && body.windows(8).any(|w| w == b"\"images\""));
+    let batch = if images {
+        input::parse_images(kind, body, e.image_rule())?
+    } else {
+        input::parse(kind, body, e.features(), e.n_features)?
+    };
     let started = Instant::now();
     let out = e
         .predict(&batch.x, batch.rows)

@@ -242,6 +242,10 @@ impl Engine {
         }
         let preprocess = Preprocess::from_manifest(manifest.as_ref(), n_features)?;
         let item_shape = image_dims.unwrap_or_else(|| vec![n_features]);
+        if let Some(rule) = manifest.as_ref().and_then(|m| m.image.as_ref()) {
+            rule.check(&item_shape)
+                .map_err(|e| LoadError(format!("manifest.json: {e}")))?;
+        }
 
         let plan = (|| -> TractResult<Arc<TypedRunnableModel>> {
             let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
@@ -327,6 +331,11 @@ impl Engine {
         self.manifest
             .as_ref()
             .map_or(&[], |m| m.features.as_slice())
+    }
+
+    /// How an image becomes this model's input, when its manifest says (image classifiers).
+    pub fn image_rule(&self) -> Option<&falaj_core::image::ImagePreprocess> {
+        self.manifest.as_ref().and_then(|m| m.image.as_ref())
     }
 
     /// Class labels in output order (empty without a manifest).

@@ -71,6 +71,24 @@ pub(crate) fn manifest_from_spec(
             .collect(),
         ..Default::default()
     };
+    let channel_order = match spec.channel_order.as_deref() {
+        None | Some("rgb") => falaj_core::image::ChannelOrder::Rgb,
+        Some("bgr") => falaj_core::image::ChannelOrder::Bgr,
+        Some(other) => {
+            return Err(fail(
+                "invalid_manifest",
+                2,
+                format!("unknown channel order {other:?}: use rgb or bgr"),
+            ));
+        }
+    };
+    let image = falaj_gates::ImageRule {
+        resize: spec.image_resize,
+        scale: spec.image_scale,
+        mean: spec.image_mean.clone(),
+        std: spec.image_std.clone(),
+        channel_order,
+    };
     falaj_gates::init_manifest(
         &read(file)?,
         &read(holdout)?,
@@ -82,6 +100,7 @@ pub(crate) fn manifest_from_spec(
             classes: spec.classes.clone(),
             lineage,
             semver: None,
+            image,
         },
     )
     .map(Some)

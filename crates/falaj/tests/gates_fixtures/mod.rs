@@ -224,6 +224,7 @@ pub fn fit_with(file: &str, target: &str, task: Task, epochs: usize, fold: bool)
             features,
             classes,
             output: None,
+            image: None,
             lineage: falaj_core::Lineage {
                 datasets: vec![DatasetRef {
                     uri: format!("s3://falaj-data/{file}"),

@@ -252,6 +252,7 @@ pub fn write_model_dir(
         features: features.to_vec(),
         classes: classes.to_vec(),
         output: None,
+        image: None,
         standardization,
         ..Default::default()
     };
