@@ -8,10 +8,11 @@ writes for them (no hand-written JSON), the rows to run and onnxruntime's output
 - sklearn-forest: a scikit-learn random forest exported by skl2onnx (zipmap off): a label and
   the probabilities, `ai.onnx.ml` TreeEnsembleClassifier, which tract runs when the classes are
   integer codes (fitted on LabelEncoder codes; tract refuses string class labels).
-- torchvision-squeezenet: torchvision's squeezenet1_1 with random weights (seeded), 10
-  classes, 3x32x32 images, exported by torch.onnx.export, with an .npz image holdout of 32
-  random images labelled with onnxruntime's own top class for 24 of them and another class for
-  8 (so top-1 accuracy is 0.75 exactly).
+- torchvision-squeezenet, torchvision-mobilenet-v3-small, torchvision-shufflenet-v2:
+  torchvision's squeezenet1_1, mobilenet_v3_small and shufflenet_v2_x0_5 with random weights
+  (seeded), 10 classes, 3x32x32 images, exported by torch.onnx.export, each with an .npz image
+  holdout of 32 random images labelled with onnxruntime's own top class for 24 of them and
+  another class for 8 (so top-1 accuracy is 0.75 exactly); squeezenet with a PNG body too.
 - tests/fixtures/models-unsupported/sklearn-logreg.onnx: StandardScaler + LogisticRegression
   by skl2onnx, whose `ai.onnx.ml` Scaler and LinearClassifier the edge-ops gate must name.
 
@@ -152,11 +153,14 @@ def write_png(path, rgb):
                      + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
-def torchvision_squeezenet(falaj):
+def torchvision_case(falaj, name, arch, png=False):
+    """torchvision `arch` with random weights (seeded), 10 classes, 3x32x32, exported by
+    torch.onnx.export; an .npz holdout of 32 random images labelled with onnxruntime's own top
+    class for 24 of them and another class for 8; with `png`, a PNG body too."""
     import torchvision
     torch.manual_seed(0)
-    model = torchvision.models.squeezenet1_1(weights=None, num_classes=10).eval()
-    d = OUT / "torchvision-squeezenet"
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=10).eval()
+    d = OUT / name
     d.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(d / "model.onnx"),
                       input_names=["input"], output_names=["logits"],
@@ -169,26 +173,27 @@ def torchvision_squeezenet(falaj):
     y = top.copy()
     y[:8] = (y[:8] + 1) % 10
     np.savez(d / "holdout.npz", x=x, y=y.astype(np.int64))
-    subprocess.run([falaj, "manifest", "init", str(d / "model.onnx"), "--model",
-                    "torchvision-squeezenet", "--holdout", str(d / "holdout.npz"),
+    subprocess.run([falaj, "manifest", "init", str(d / "model.onnx"), "--model", name,
+                    "--holdout", str(d / "holdout.npz"),
                     "--image-resize", "36", "--image-mean", ",".join(map(str, MEAN)),
                     "--image-std", ",".join(map(str, STD)),
                     "--out", str(d / "manifest.json")], check=True, stdout=subprocess.DEVNULL)
-    # A PNG body for the edge: its tensor by the manifest's rule, onnxruntime's outputs.
-    rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-    write_png(d / "image.png", rgb)
-    t = image_rule(rgb, 36, (32, 32), MEAN, STD)[None]
-    (d / "image-expected.json").write_text(json.dumps(
-        {"outputs": sess.run(None, {"input": t})[0].astype(np.float32).tolist(),
-         "by": f"onnxruntime {ort.__version__} on the tensor scripts/make-byo-cases.py image_rule makes"}) + "\n")
+    if png:
+        # A PNG body for the edge: its tensor by the manifest's rule, onnxruntime's outputs.
+        rgb = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        write_png(d / "image.png", rgb)
+        t = image_rule(rgb, 36, (32, 32), MEAN, STD)[None]
+        (d / "image-expected.json").write_text(json.dumps(
+            {"outputs": sess.run(None, {"input": t})[0].astype(np.float32).tolist(),
+             "by": f"onnxruntime {ort.__version__} on the tensor scripts/make-byo-cases.py image_rule makes"}) + "\n")
     rows = x[:2].reshape(2, -1)
     out = sess.run(None, {"input": x[:2]})[0]
     (d / "inputs.json").write_text(json.dumps({"rows": rows.tolist()}) + "\n")
     (d / "expected.json").write_text(json.dumps(
         {"outputs": out.astype(np.float32).tolist(), "by": f"onnxruntime {ort.__version__}"}) + "\n")
-    print(f"torchvision-squeezenet: top classes {np.bincount(top, minlength=10).tolist()}")
-    return {"name": "torchvision-squeezenet",
-            "about": "torchvision squeezenet1_1, random weights, 10 classes, 3x32x32, by torch.onnx.export; manifest by `falaj manifest init` from an .npz holdout"}
+    print(f"{name}: top classes {np.bincount(top, minlength=10).tolist()}")
+    return {"name": name,
+            "about": f"torchvision {arch}, random weights, 10 classes, 3x32x32, by torch.onnx.export; manifest by `falaj manifest init` from an .npz holdout"}
 
 
 def pytorch_mlp(falaj):
@@ -231,7 +236,11 @@ def pytorch_mlp(falaj):
 
 def main():
     falaj = sys.argv[1] if len(sys.argv) > 1 else str(ROOT / "target/debug/falaj")
-    made = [pytorch_mlp(falaj)] + sklearn_cases(falaj) + [torchvision_squeezenet(falaj)]
+    made = [pytorch_mlp(falaj)] + sklearn_cases(falaj) + [
+        torchvision_case(falaj, "torchvision-squeezenet", "squeezenet1_1", png=True),
+        torchvision_case(falaj, "torchvision-mobilenet-v3-small", "mobilenet_v3_small"),
+        torchvision_case(falaj, "torchvision-shufflenet-v2", "shufflenet_v2_x0_5"),
+    ]
     index = json.loads((OUT / "cases.json").read_text())
     names = {c["name"] for c in made}
     index["cases"] = [c for c in index["cases"] if c["name"] not in names] + made

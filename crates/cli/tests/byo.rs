@@ -275,7 +275,10 @@ fn a_torchvision_cnn_goes_through_the_image_gates_to_a_signed_deployment() {
         std::fs::write(
             &policy,
             format!(
-                "[metrics]\ntop1_accuracy = {{ min = {top1} }}\ntop5_accuracy = {{ min = 0.85 }}\n"
+                "[metrics]\ntop1_accuracy = {{ min = {top1} }}\ntop5_accuracy = {{ min = 0.85 }}\n{}\n[robustness]\nnoise_std = 0.05\nbrightness_shift = 0.3\nmetric = \"top1_accuracy\"\nmax_drop = 1.0\n",
+                // The strict policy also asks every class to be recalled half the time: the 8
+                // relabelled images make classes the model never predicts.
+                if model == "strict" { "min_class_recall = { min = 0.5 }" } else { "" }
             ),
         )
         .unwrap();
@@ -296,6 +299,22 @@ fn a_torchvision_cnn_goes_through_the_image_gates_to_a_signed_deployment() {
         .unwrap_or_else(|| panic!("{report}"));
     // 24 of the 32 labels are the model's own top class (scripts/make-byo-cases.py).
     assert_eq!(top1["measured"], 0.75, "{top1}");
+    let gate = |r: &Value, name: &str| {
+        r["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["gate"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {r}"))
+    };
+    assert!(
+        gate(&report, "robustness.brightness_drop")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("moved by 0.3"),
+        "{report}"
+    );
     ok(dir, "ann", &["approve", "cnn@1", "--to", "production"]);
     ok(dir, "bob", &["approve", "cnn@1", "--to", "production"]);
     ok(dir, "mel", &["promote", "cnn@1", "--to", "production"]);
@@ -303,6 +322,56 @@ fn a_torchvision_cnn_goes_through_the_image_gates_to_a_signed_deployment() {
 
     let r = falaj(dir, "sam", &["validate", "strict@1", "--data", &h]);
     assert_eq!(r.code, Some(6), "{}", r.err);
+    let recall = gate(&r.out, "metrics.min_class_recall");
+    assert_eq!(recall["passed"], false, "{recall}");
+    assert_eq!(recall["measured"], 0.0, "{recall}");
     let r = falaj(dir, "mel", &["promote", "strict@1", "--to", "staging"]);
     assert_eq!(r.code, Some(6), "{}", r.err);
+}
+
+/// Every torchvision case (squeezenet, MobileNetV3 small, ShuffleNetV2) goes push → manifest →
+/// image gates → approvals → signed deployment, with top-1 accuracy measured at exactly 0.75
+/// (24 of 32 labels are the model's own top class, scripts/make-byo-cases.py).
+#[test]
+fn each_torchvision_classifier_goes_from_push_to_a_signed_deployment() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    clinic_store(dir);
+    let policy = dir.join("top1.toml");
+    std::fs::write(&policy, "[metrics]\ntop1_accuracy = { min = 0.7 }\n").unwrap();
+    for name in [
+        "torchvision-squeezenet",
+        "torchvision-mobilenet-v3-small",
+        "torchvision-shufflenet-v2",
+    ] {
+        let h = root()
+            .join(format!("tests/fixtures/models/{name}/holdout.npz"))
+            .display()
+            .to_string();
+        ok(dir, "root", &["model", "create", name]);
+        ok(
+            dir,
+            "mel",
+            &["policy", "set", name, &policy.display().to_string()],
+        );
+        ok(dir, "sam", &["push", name, &case(name), "--holdout", &h]);
+        let at = format!("{name}@1");
+        let report = ok(dir, "sam", &["validate", &at, "--data", &h]);
+        assert_eq!(report["passed"], true, "{name}: {report}");
+        let top1 = report["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["gate"] == "metrics.top1_accuracy")
+            .unwrap_or_else(|| panic!("{report}"))["measured"]
+            .clone();
+        assert_eq!(top1, 0.75, "{name}");
+        ok(dir, "ann", &["approve", &at, "--to", "production"]);
+        ok(dir, "bob", &["approve", &at, "--to", "production"]);
+        ok(dir, "mel", &["promote", &at, "--to", "production"]);
+        assert!(
+            dir.join(format!("store/deployments/prod/{name}.json"))
+                .exists()
+        );
+    }
 }

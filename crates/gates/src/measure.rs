@@ -154,6 +154,31 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
             )),
         );
     }
+    if let Some((r, shift)) = p
+        .robustness
+        .as_ref()
+        .and_then(|r| r.brightness_shift.map(|b| (r, b)))
+    {
+        let bright = preprocess(m, &metrics::shift_brightness(&d.x, d.n_features, shift))?;
+        let scored_bright = score(&model, d, &bright, m.task, m.classes.len(), positive)?;
+        let clean = scored.metrics.get(&r.metric).copied().unwrap_or(f64::NAN);
+        let shifted = scored_bright
+            .metrics
+            .get(&r.metric)
+            .copied()
+            .unwrap_or(f64::NAN);
+        gates.push(
+            GateResult::measured(
+                "robustness.brightness_drop",
+                r.metric.drop(clean, shifted),
+                Bound::Max(r.max_drop),
+            )
+            .with_detail(format!(
+                "{} {clean:.4} clean, {shifted:.4} with every value moved by {shift} x its feature's std",
+                r.metric.name(),
+            )),
+        );
+    }
     if let Some(max) = p.edge.max_latency_p99_ms {
         let p99 = model.single_row_p99_ms(&x, d.rows, p.edge.latency_runs)?;
         gates.push(

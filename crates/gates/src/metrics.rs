@@ -162,11 +162,49 @@ pub fn classification(
         (Metric::Accuracy, accuracy),
         (Metric::Top1Accuracy, accuracy),
         (Metric::Top5Accuracy, top5),
+        (Metric::MinClassRecall, min_class_recall(truth, pred, k)),
         (Metric::Precision, precision),
         (Metric::Recall, recall),
         (Metric::F1, f1),
         (Metric::RocAuc, auc),
     ])
+}
+
+/// The lowest recall over the classes present in `truth`.
+pub fn min_class_recall(truth: &[usize], pred: &[usize], k: usize) -> f64 {
+    (0..k)
+        .filter_map(|c| {
+            let n = truth.iter().filter(|t| **t == c).count();
+            (n > 0).then(|| {
+                truth
+                    .iter()
+                    .zip(pred)
+                    .filter(|(t, p)| **t == c && **p == c)
+                    .count() as f64
+                    / n as f64
+            })
+        })
+        .fold(f64::NAN, f64::min)
+}
+
+/// `x` moved by `shift` times each feature's standard deviation (a brighter image).
+pub fn shift_brightness(x: &[f32], n_features: usize, shift: f64) -> Vec<f32> {
+    let std = feature_std(x, n_features);
+    x.iter()
+        .enumerate()
+        .map(|(i, v)| (f64::from(*v) + shift * std[i % n_features.max(1)]) as f32)
+        .collect()
+}
+
+fn feature_std(x: &[f32], n_features: usize) -> Vec<f64> {
+    let rows = x.len() / n_features.max(1);
+    let mut std = vec![0.0f64; n_features];
+    for (j, s) in std.iter_mut().enumerate() {
+        let col = (0..rows).map(|i| f64::from(x[i * n_features + j]));
+        let mean = col.clone().sum::<f64>() / rows.max(1) as f64;
+        *s = (col.map(|v| (v - mean).powi(2)).sum::<f64>() / rows.max(1) as f64).sqrt();
+    }
+    std
 }
 
 /// Fairness gaps across groups.
@@ -211,13 +249,7 @@ pub fn fairness(groups: &[String], favourable: &[bool], actual: &[bool]) -> Fair
 
 /// `x` plus Gaussian noise of `scale` times each feature's standard deviation, seeded.
 pub fn add_noise(x: &[f32], n_features: usize, scale: f64, seed: u64) -> Vec<f32> {
-    let rows = x.len() / n_features.max(1);
-    let mut std = vec![0.0f64; n_features];
-    for (j, s) in std.iter_mut().enumerate() {
-        let col = (0..rows).map(|i| f64::from(x[i * n_features + j]));
-        let mean = col.clone().sum::<f64>() / rows.max(1) as f64;
-        *s = (col.map(|v| (v - mean).powi(2)).sum::<f64>() / rows.max(1) as f64).sqrt();
-    }
+    let std = feature_std(x, n_features);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     x.iter()
         .enumerate()

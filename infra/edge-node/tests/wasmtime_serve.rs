@@ -347,10 +347,17 @@ fn bad_input_gets_a_clear_4xx_and_the_instance_keeps_serving() {
     );
     expect(post(js, b"{\"inputs\": []}"), 422, "no_rows", "no rows");
     expect(
-        post(Some("image/png"), b"\x89PNG"),
+        post(Some("image/gif"), b"GIF89a"),
         415,
         "unsupported_media_type",
-        "image/png",
+        "image/gif",
+    );
+    // A tabular model has no image rule: an image is refused, naming why.
+    expect(
+        post(Some("image/png"), b"\x89PNG"),
+        415,
+        "not_an_image_model",
+        "no `image` section",
     );
     expect(get(port, "/predict"), 405, "method_not_allowed", "POST");
     expect(get(port, "/nope"), 404, "not_found", "/nope");
