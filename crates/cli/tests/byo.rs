@@ -109,19 +109,7 @@ fn a_model_with_operators_the_edge_does_not_run_is_rejected_naming_them() {
         .display()
         .to_string();
     let h = holdout();
-    ok(
-        dir,
-        "sam",
-        &[
-            "push",
-            "clinic",
-            &m,
-            "--holdout",
-            &h,
-            "--target",
-            "diagnosis",
-        ],
-    );
+    push_clinic(dir, &m, &[]);
     let r = falaj(dir, "sam", &["validate", "clinic@1", "--data", &h]);
     assert_eq!(r.code, Some(6), "{}", r.err);
     let report = ok(dir, "sam", &["show", "clinic@1"]).to_string();
@@ -131,26 +119,28 @@ fn a_model_with_operators_the_edge_does_not_run_is_rejected_naming_them() {
     assert!(!dir.join("store/deployments/staging/clinic.json").exists());
 }
 
+/// `falaj push clinic FILE --holdout breast_cancer.csv --target diagnosis`, as sam.
+fn push_clinic(dir: &Path, file: &str, extra: &[&str]) -> Value {
+    let h = holdout();
+    let mut args = vec![
+        "push",
+        "clinic",
+        file,
+        "--holdout",
+        &h,
+        "--target",
+        "diagnosis",
+    ];
+    args.extend_from_slice(extra);
+    ok(dir, "sam", &args)
+}
+
 fn to_deployment(m: &str) {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     clinic_store(dir);
     let (m, h) = (m.to_string(), holdout());
-    let pushed = ok(
-        dir,
-        "sam",
-        &[
-            "push",
-            "clinic",
-            &m,
-            "--holdout",
-            &h,
-            "--target",
-            "diagnosis",
-            "--param",
-            "lr=0.01",
-        ],
-    );
+    let pushed = push_clinic(dir, &m, &["--param", "lr=0.01"]);
     assert_eq!(pushed["version"]["version"], 1, "{pushed}");
     let report = ok(dir, "sam", &["validate", "clinic@1", "--data", &h]);
     assert_eq!(report["passed"], true, "{report}");
@@ -374,4 +364,100 @@ fn each_torchvision_classifier_goes_from_push_to_a_signed_deployment() {
                 .exists()
         );
     }
+}
+
+/// A folder of PNG files with labels.csv is an image holdout too: the gates turn each image
+/// into the model's input by the manifest's image rule (the edge's rule), so the gates score
+/// what the edge would be sent. Paths out of the folder and links are refused.
+#[test]
+fn a_folder_of_images_is_scored_by_the_manifests_image_rule() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    clinic_store(dir);
+    let case_dir = root().join("tests/fixtures/models/torchvision-squeezenet");
+    let cnn = "torchvision-squeezenet";
+    ok(dir, "root", &["model", "create", cnn]);
+    let policy = dir.join("cnn.toml");
+    std::fs::write(&policy, "[metrics]\ntop1_accuracy = { min = 0.5 }\n").unwrap();
+    ok(
+        dir,
+        "mel",
+        &["policy", "set", cnn, &policy.display().to_string()],
+    );
+    ok(
+        dir,
+        "sam",
+        &[
+            "push",
+            cnn,
+            &case("torchvision-squeezenet"),
+            "--manifest",
+            &case_dir.join("manifest.json").display().to_string(),
+        ],
+    );
+    // The class onnxruntime gives the fixture PNG (under the same rule).
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(case_dir.join("image-expected.json")).unwrap())
+            .unwrap();
+    let scores = expected["outputs"][0].as_array().unwrap();
+    let top = (0..scores.len())
+        .max_by(|a, b| {
+            scores[*a]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&scores[*b].as_f64().unwrap())
+        })
+        .unwrap();
+    let folder = dir.join("images");
+    std::fs::create_dir(&folder).unwrap();
+    for name in ["a.png", "b.png", "c.png"] {
+        std::fs::copy(case_dir.join("image.png"), folder.join(name)).unwrap();
+    }
+    let labels = format!(
+        "file,label\na.png,{top}\nb.png,{top}\nc.png,{}\n",
+        (top + 1) % 10
+    );
+    std::fs::write(folder.join("labels.csv"), labels).unwrap();
+    let f = folder.display().to_string();
+    let report = ok(
+        dir,
+        "sam",
+        &["validate", "torchvision-squeezenet@1", "--data", &f],
+    );
+    let top1 = report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == "metrics.top1_accuracy")
+        .unwrap()["measured"]
+        .as_f64()
+        .unwrap();
+    assert!((top1 - 2.0 / 3.0).abs() < 1e-9, "{report}");
+
+    // A label file naming a path out of the folder, or a link, is refused by name.
+    std::fs::write(folder.join("labels.csv"), "file,label\n../secret.png,1\n").unwrap();
+    let r = falaj(
+        dir,
+        "sam",
+        &["validate", "torchvision-squeezenet@1", "--data", &f],
+    );
+    assert_ne!(r.code, Some(0));
+    assert!(
+        r.err.contains("is not a file name in the folder"),
+        "{}",
+        r.err
+    );
+    std::os::unix::fs::symlink(case_dir.join("image.png"), folder.join("link.png")).unwrap();
+    std::fs::write(
+        folder.join("labels.csv"),
+        "file,label\nlink.png,1\na.png,2\n",
+    )
+    .unwrap();
+    let r = falaj(
+        dir,
+        "sam",
+        &["validate", "torchvision-squeezenet@1", "--data", &f],
+    );
+    assert_ne!(r.code, Some(0));
+    assert!(r.err.contains("links are not followed"), "{}", r.err);
 }

@@ -155,13 +155,7 @@ pub fn parse_images(
     let images: Vec<Vec<u8>> = match kind {
         BodyKind::Image => vec![body.to_vec()],
         _ => {
-            let doc: Value = serde_json::from_slice(body).map_err(|e| {
-                InputError::new(
-                    400,
-                    "malformed_json",
-                    format!("the body is not valid JSON: {e}"),
-                )
-            })?;
+            let doc = json_doc(body)?;
             let Some(list) = doc.get("images").and_then(Value::as_array) else {
                 return Err(InputError::new(
                     400,
@@ -298,15 +292,20 @@ fn non_finite(row: usize, j: usize, features: &[String], x: f32) -> InputError {
     )
 }
 
-/// Parses a JSON body.
-pub fn parse_json(body: &[u8], features: &[String], n: usize) -> Result<Batch, InputError> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| {
+/// The body as JSON, or the 400 that says it is not.
+fn json_doc(body: &[u8]) -> Result<Value, InputError> {
+    serde_json::from_slice(body).map_err(|e| {
         InputError::new(
             400,
             "malformed_json",
             format!("the body is not valid JSON: {e}"),
         )
-    })?;
+    })
+}
+
+/// Parses a JSON body.
+pub fn parse_json(body: &[u8], features: &[String], n: usize) -> Result<Batch, InputError> {
+    let doc = json_doc(body)?;
     let expected = "expected a JSON object {\"inputs\": [[...], ...]} or \
                     {\"inputs\": [{\"feature\": value, ...}, ...]}";
     let Some(inputs) = doc.as_object().and_then(|o| o.get("inputs")) else {

@@ -49,6 +49,24 @@ impl HoldoutSource for Holdout {
             ),
         };
         match self {
+            Self::Path(p) if p.is_dir() => {
+                // A folder of images with labels.csv: packed as the zip a store object of
+                // the same files would be, and read like one.
+                let dir = p.clone();
+                let packed =
+                    tokio::task::spawn_blocking(move || crate::npz::pack_folder(&dir, max))
+                        .await
+                        .map_err(|e| GateError::Holdout {
+                            source_name: name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                packed
+                    .map(Bytes::from)
+                    .map_err(|reason| GateError::Holdout {
+                        source_name: name,
+                        reason,
+                    })
+            }
             Self::Path(p) => {
                 if let Ok(m) = tokio::fs::metadata(p).await
                     && m.len() > max
@@ -243,7 +261,17 @@ fn parse_image_holdout(
                 .into(),
         ));
     }
-    let h = crate::npz::parse_npz(bytes).map_err(HoldoutParseError::Read)?;
+    let h = if crate::npz::is_image_folder(bytes) {
+        let rule = manifest.image.as_ref().ok_or_else(|| {
+            HoldoutParseError::Read(
+                "a folder of images needs the manifest's image rule (how an image becomes the model's input); write it with `falaj manifest init ... --image-resize ... --image-mean ... --image-std ...`".into(),
+            )
+        })?;
+        crate::npz::parse_image_folder(bytes, rule, &manifest.classes)
+            .map_err(HoldoutParseError::Read)?
+    } else {
+        crate::npz::parse_npz(bytes).map_err(HoldoutParseError::Read)?
+    };
     let k = manifest.classes.len();
     if let Some((row, bad)) = h.y.iter().enumerate().find(|(_, c)| k > 0 && **c >= k) {
         return Err(HoldoutParseError::UnknownClass {

@@ -128,56 +128,36 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
         }
     }
     if let Some(r) = &p.robustness {
-        // Noise on the raw features, as the world would add it; then the same preprocessing.
-        let noisy = preprocess(
-            m,
-            &metrics::add_noise(&d.x, d.n_features, r.noise_std, r.seed),
-        )?;
-        let noisy_scored = score(&model, d, &noisy, m.task, m.classes.len(), positive)?;
+        // Each perturbation of the raw rows, as the world would make it, then the same
+        // preprocessing; the gate is the metric's drop.
         let clean = scored.metrics.get(&r.metric).copied().unwrap_or(f64::NAN);
-        let dirty = noisy_scored
-            .metrics
-            .get(&r.metric)
-            .copied()
-            .unwrap_or(f64::NAN);
-        gates.push(
-            GateResult::measured(
-                "robustness.noise_drop",
-                r.metric.drop(clean, dirty),
-                Bound::Max(r.max_drop),
-            )
-            .with_detail(format!(
-                "{} {clean:.4} clean, {dirty:.4} with noise std {} x feature std (seed {})",
-                r.metric.name(),
-                r.noise_std,
-                r.seed
-            )),
-        );
-    }
-    if let Some((r, shift)) = p
-        .robustness
-        .as_ref()
-        .and_then(|r| r.brightness_shift.map(|b| (r, b)))
-    {
-        let bright = preprocess(m, &metrics::shift_brightness(&d.x, d.n_features, shift))?;
-        let scored_bright = score(&model, d, &bright, m.task, m.classes.len(), positive)?;
-        let clean = scored.metrics.get(&r.metric).copied().unwrap_or(f64::NAN);
-        let shifted = scored_bright
-            .metrics
-            .get(&r.metric)
-            .copied()
-            .unwrap_or(f64::NAN);
-        gates.push(
-            GateResult::measured(
+        let mut perturbed = vec![(
+            "robustness.noise_drop",
+            metrics::add_noise(&d.x, d.n_features, r.noise_std, r.seed),
+            format!(
+                "with noise std {} x feature std (seed {})",
+                r.noise_std, r.seed
+            ),
+        )];
+        if let Some(shift) = r.brightness_shift {
+            perturbed.push((
                 "robustness.brightness_drop",
-                r.metric.drop(clean, shifted),
-                Bound::Max(r.max_drop),
-            )
-            .with_detail(format!(
-                "{} {clean:.4} clean, {shifted:.4} with every value moved by {shift} x its feature's std",
-                r.metric.name(),
-            )),
-        );
+                metrics::shift_brightness(&d.x, d.n_features, shift),
+                format!("with every value moved by {shift} x its feature's std"),
+            ));
+        }
+        for (gate, raw, how) in perturbed {
+            let rows = preprocess(m, &raw)?;
+            let worse = score(&model, d, &rows, m.task, m.classes.len(), positive)?;
+            let dirty = worse.metrics.get(&r.metric).copied().unwrap_or(f64::NAN);
+            gates.push(
+                GateResult::measured(gate, r.metric.drop(clean, dirty), Bound::Max(r.max_drop))
+                    .with_detail(format!(
+                        "{} {clean:.4} clean, {dirty:.4} {how}",
+                        r.metric.name()
+                    )),
+            );
+        }
     }
     if let Some(max) = p.edge.max_latency_p99_ms {
         let p99 = model.single_row_p99_ms(&x, d.rows, p.edge.latency_runs)?;

@@ -1,7 +1,10 @@
-//! NumPy `.npz` holdouts for image models: `x` as float32 `[N, C, H, W]` (any rank ≥ 2) and
-//! `y` as integer class indices `[N]`. An `.npz` is a zip of `.npy` files (`np.savez` or
-//! `np.savez_compressed`); the `.npy` header is a Python dict literal with `descr`,
-//! `fortran_order` and `shape`.
+//! Image holdouts, both zips:
+//! - NumPy `.npz`: `x` as float32 `[N, C, H, W]` (any rank ≥ 2) and `y` as integer class
+//!   indices `[N]` (`np.savez` or `np.savez_compressed`; each `.npy` header is a Python dict
+//!   literal with `descr`, `fortran_order` and `shape`), already preprocessed;
+//! - a folder of PNG or JPEG files with `labels.csv` (`file,label`), packed into a zip (a
+//!   local folder by [`pack_folder`], or a `.zip` object in the store), turned into the
+//!   model's input by the manifest's image rule, the one the edge applies to image bodies.
 
 use std::io::Read;
 
@@ -151,6 +154,119 @@ pub fn parse_npz(bytes: &[u8]) -> Result<ImageHoldout, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ImageHoldout { x: xs, item, y: ys })
+}
+
+/// Whether a zip holds an image folder (`labels.csv`) rather than an `.npz`.
+pub fn is_image_folder(bytes: &[u8]) -> bool {
+    zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .is_ok_and(|mut z| z.by_name("labels.csv").is_ok() && z.by_name("x.npy").is_err())
+}
+
+/// The `file,label` rows of a `labels.csv`; a file must be a plain name in the folder.
+fn label_rows(csv_bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(csv_bytes);
+    let mut rows = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let rec = rec.map_err(|e| format!("labels.csv: {e}"))?;
+        let (Some(file), Some(label)) = (rec.get(0), rec.get(1)) else {
+            return Err(format!("labels.csv row {}: expected file,label", i + 1));
+        };
+        let file = file.trim();
+        let plain = !file.is_empty()
+            && !file.starts_with('.')
+            && !file.contains(['/', '\\'])
+            && file != "labels.csv";
+        if !plain {
+            return Err(format!(
+                "labels.csv row {}: {file:?} is not a file name in the folder (no paths, no hidden files)",
+                i + 1
+            ));
+        }
+        rows.push((file.to_string(), label.trim().to_string()));
+    }
+    if rows.is_empty() {
+        return Err("labels.csv lists no images".into());
+    }
+    Ok(rows)
+}
+
+/// Packs `dir/labels.csv` and the images it lists into a zip (at most `max` bytes read).
+/// Symbolic links and paths out of the folder are refused.
+pub fn pack_folder(dir: &std::path::Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let read = |name: &str| -> Result<Vec<u8>, String> {
+        let p = dir.join(name);
+        let meta = std::fs::symlink_metadata(&p).map_err(|e| format!("{name}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "{name} is not a regular file (links are not followed)"
+            ));
+        }
+        std::fs::read(&p).map_err(|e| format!("{name}: {e}"))
+    };
+    let labels = read("labels.csv").map_err(|e| {
+        format!("{e}; a folder holdout needs labels.csv (file,label) beside its images")
+    })?;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut total = labels.len() as u64;
+    w.start_file("labels.csv", stored)
+        .map_err(|e| e.to_string())?;
+    w.write_all(&labels).map_err(|e| e.to_string())?;
+    for (file, _) in label_rows(&labels)? {
+        let b = read(&file)?;
+        total += b.len() as u64;
+        if total > max {
+            return Err(format!(
+                "the folder's images pass {max} bytes (FALAJ_MAX_HOLDOUT_BYTES): sample them down"
+            ));
+        }
+        w.start_file(file, stored).map_err(|e| e.to_string())?;
+        w.write_all(&b).map_err(|e| e.to_string())?;
+    }
+    Ok(w.finish().map_err(|e| e.to_string())?.into_inner())
+}
+
+/// A zipped image folder turned into the model's input by `rule`; labels are class names
+/// (`classes`) or indices.
+pub fn parse_image_folder(
+    bytes: &[u8],
+    rule: &falaj_core::image::ImagePreprocess,
+    classes: &[String],
+) -> Result<ImageHoldout, String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| format!("not a readable zip: {e}"))?;
+    let mut read = |name: &str| -> Result<Vec<u8>, String> {
+        let mut f = zip
+            .by_name(name)
+            .map_err(|_| format!("{name} is listed in labels.csv but not in the folder"))?;
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).map_err(|e| format!("{name}: {e}"))?;
+        Ok(b)
+    };
+    let rows = label_rows(&read("labels.csv")?)?;
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for (file, label) in rows {
+        let class = classes
+            .iter()
+            .position(|c| *c == label)
+            .or_else(|| label.parse::<usize>().ok().filter(|i| *i < classes.len()))
+            .ok_or_else(|| format!("{file}: label {label:?} is not one of the model's classes"))?;
+        let t = rule
+            .apply(&read(&file)?)
+            .map_err(|e| format!("{file}: {e}"))?;
+        x.extend(t);
+        y.push(class);
+    }
+    let [h, w] = rule.crop;
+    Ok(ImageHoldout {
+        x,
+        item: vec![3, h as usize, w as usize],
+        y,
+    })
 }
 
 #[cfg(test)]

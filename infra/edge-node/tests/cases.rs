@@ -97,6 +97,28 @@ fn check(case: &Case, got: &[Vec<f32>], tol: f32, runner: &str) {
     }
 }
 
+/// The answer to a case's PNG body: 200 and onnxruntime's outputs for the tensor the
+/// manifest's image rule makes of it.
+fn check_image(case: &Case, status: u16, body: &[u8], tol: f32, runner: &str) {
+    let (_, want) = case.image.as_ref().expect("a case with an image");
+    assert_eq!(
+        status,
+        200,
+        "{}: {}",
+        case.name,
+        String::from_utf8_lossy(body)
+    );
+    let answer: Value = serde_json::from_slice(body).unwrap();
+    let image_case = Case {
+        want: want.clone(),
+        rows: Vec::new(),
+        image: None,
+        name: format!("{} (PNG body)", case.name),
+        dir: case.dir.clone(),
+    };
+    check(&image_case, &outputs(&answer), tol, runner);
+}
+
 fn body(case: &Case) -> Value {
     json!({ "inputs": case.rows })
 }
@@ -121,29 +143,9 @@ fn every_case_is_served_natively_as_onnxruntime_computes_it() {
         );
         let answer: Value = serde_json::from_slice(&r.body).unwrap();
         check(case, &outputs(&answer), tol, "component API (native)");
-        if let Some((png, want)) = &case.image {
+        if let Some((png, _)) = &case.image {
             let r = inst.handle("POST", "/predict", Some("image/png"), png);
-            assert_eq!(
-                r.status,
-                200,
-                "{}: {}",
-                case.name,
-                String::from_utf8_lossy(&r.body)
-            );
-            let answer: Value = serde_json::from_slice(&r.body).unwrap();
-            let image_case = Case {
-                want: want.clone(),
-                rows: Vec::new(),
-                image: None,
-                name: format!("{} (PNG body)", case.name),
-                dir: case.dir.clone(),
-            };
-            check(
-                &image_case,
-                &outputs(&answer),
-                tol,
-                "component API (native)",
-            );
+            check_image(case, r.status, &r.body, tol, "component API (native)");
         }
     }
 }
@@ -167,25 +169,12 @@ fn every_case_is_served_under_wasmtime_as_onnxruntime_computes_it() {
             tol,
             "component under wasmtime",
         );
-        if let Some((png, want)) = &case.image {
+        if let Some((png, _)) = &case.image {
             let resp = request(server.port, "POST", "/predict", Some("image/png"), png).unwrap();
-            assert_eq!(
+            check_image(
+                case,
                 resp.status,
-                200,
-                "{}: {}",
-                case.name,
-                String::from_utf8_lossy(&resp.body)
-            );
-            let image_case = Case {
-                want: want.clone(),
-                rows: Vec::new(),
-                image: None,
-                name: format!("{} (PNG body)", case.name),
-                dir: case.dir.clone(),
-            };
-            check(
-                &image_case,
-                &outputs(&resp.json()),
+                &resp.body,
                 tol,
                 "component under wasmtime",
             );
