@@ -80,10 +80,17 @@ impl LoadedModel {
                 // Only this output is computed: the others (a label) are pruned.
                 model.select_outputs_by_name([o])?;
             }
-            let batch = model.symbols.sym("N");
+            // Image models run item by item with a concrete batch of 1, as the edge runs them:
+            // with a symbolic batch tract cannot specialise its convolutions (MobileNetV3
+            // scored 6x slower in scripts/bench-image-gates.sh).
+            let batch = if item.len() > 1 {
+                1.to_dim()
+            } else {
+                model.symbols.sym("N").to_dim()
+            };
             model
                 .with_input_fact(0, {
-                    let mut dims: TVec<TDim> = tvec![batch.to_dim()];
+                    let mut dims: TVec<TDim> = tvec![batch];
                     dims.extend(item.iter().map(|d| d.to_dim()));
                     f32::fact(dims).into()
                 })?
@@ -107,8 +114,9 @@ impl LoadedModel {
     pub fn predict(&self, x: &[f32], rows: usize) -> Result<(Vec<f32>, usize), ModelError> {
         let mut out = Vec::new();
         let mut width = 0;
-        for start in (0..rows).step_by(BATCH) {
-            let n = BATCH.min(rows - start);
+        let step = if self.item.len() > 1 { 1 } else { BATCH };
+        for start in (0..rows).step_by(step) {
+            let n = step.min(rows - start);
             let chunk = &x[start * self.n_features..(start + n) * self.n_features];
             let run = || -> TractResult<Vec<f32>> {
                 let mut shape = vec![n];
