@@ -231,7 +231,8 @@ pub(crate) enum Command {
     /// Attach a gate policy to a model.
     #[command(subcommand)]
     Policy(PolicyCmd),
-    /// Grant and list roles (viewer, data-scientist, ml-engineer, approver, admin).
+    /// Grant and list roles (viewer, data-scientist, ml-engineer, approver, admin), and map
+    /// AWS principals to identities.
     #[command(subcommand)]
     Roles(RolesCmd),
     /// Write the training manifest of a model trained elsewhere (PyTorch, scikit-learn).
@@ -427,11 +428,9 @@ pub(crate) enum OidcCmd {
     /// `issuer` must be ISSUER exactly; its `jwks_uri` must be https). Run it again when the
     /// platform rotates its keys: the audit event lists the key ids before and after. Only
     /// RS256 signing keys with a kid are kept.
-    ///
-    /// Examples:
-    ///   falaj oidc refresh https://token.actions.githubusercontent.com
-    ///   falaj oidc refresh https://gitlab.example.com
-    ///   falaj oidc refresh https://gitlab.example.com --jwks-file keys.json   # air-gapped
+    #[command(
+        after_help = "Examples:\n  falaj oidc refresh https://token.actions.githubusercontent.com\n  falaj oidc refresh https://gitlab.example.com\n  falaj oidc refresh https://gitlab.example.com --jwks-file keys.json   # air-gapped"
+    )]
     Refresh {
         /// The issuer, exactly as tokens name it in `iss`.
         issuer: String,
