@@ -792,3 +792,85 @@ fn a_node_without_a_pinned_key_refuses_to_start() {
         "{err}"
     );
 }
+
+/// A bring-your-own model on a real node: the torchvision squeezenet case (torch.onnx.export,
+/// its manifest written by `falaj manifest init` with an image rule) is registered, its
+/// signed deployment pulled, and a PNG body answered with onnxruntime's outputs for the
+/// tensor the rule makes of it (scripts/make-byo-cases.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torchvision_export_is_pulled_signed_and_answers_a_png_body() {
+    let w = World::new().await;
+    let name = "torchvision-squeezenet";
+    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name);
+    let read = |f: &str| std::fs::read(case.join(f)).unwrap();
+    w.reg
+        .create_model(
+            NewModel {
+                name: name.into(),
+                ..Default::default()
+            },
+            "dana",
+        )
+        .await
+        .unwrap();
+    let v = w
+        .reg
+        .register(
+            Registration {
+                model: name.into(),
+                artifact: Artifact::Bytes(Bytes::from(read("model.onnx"))),
+                artifact_name: "model.onnx".into(),
+                manifest: Some(("manifest.json".into(), Bytes::from(read("manifest.json")))),
+                semver: None,
+                author: "dana".into(),
+                author_principal: None,
+                source: None,
+            },
+            falaj::store::no_progress(),
+        )
+        .await
+        .unwrap()
+        .version;
+    let mut m = World::manifest(1, &v, None);
+    m.model = name.into();
+    w.store
+        .put(
+            &StoreKey::new(format!("deployments/prod/{name}.json")).unwrap(),
+            Bytes::from(serde_json::to_vec(&w.key.sign(&m)).unwrap()),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    let edge = w.node("cache", &[]);
+    let t0 = Instant::now();
+    let r = loop {
+        let r = edge.request(
+            "POST",
+            &format!("/v1/models/{name}/predict"),
+            &[("content-type", "image/png")],
+            &read("image.png"),
+        );
+        if r.status == 200 || t0.elapsed() > Duration::from_secs(60) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-falaj-model-version"), Some("1"));
+    let want: Value = serde_json::from_slice(&read("image-expected.json")).unwrap();
+    let want: Vec<f32> = want["outputs"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let got: Vec<f32> = r.json()["predictions"][0]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_close(&got, &want);
+}
