@@ -186,6 +186,14 @@ def torchvision_case(falaj, name, arch, png=False):
         (d / "image-expected.json").write_text(json.dumps(
             {"outputs": sess.run(None, {"input": t})[0].astype(np.float32).tolist(),
              "by": f"onnxruntime {ort.__version__} on the tensor scripts/make-byo-cases.py image_rule makes"}) + "\n")
+        # A JPEG body: encoded and decoded by Pillow (libjpeg), the reference decoder.
+        from PIL import Image
+        Image.fromarray(rgb).save(d / "image.jpg", quality=95, subsampling=0)
+        decoded = np.asarray(Image.open(d / "image.jpg").convert("RGB"))
+        t = image_rule(decoded, 36, (32, 32), MEAN, STD)[None]
+        (d / "image-jpeg-expected.json").write_text(json.dumps(
+            {"outputs": sess.run(None, {"input": t})[0].astype(np.float32).tolist(),
+             "by": f"onnxruntime {ort.__version__} on image_rule of Pillow's decoding"}) + "\n")
     rows = x[:2].reshape(2, -1)
     out = sess.run(None, {"input": x[:2]})[0]
     (d / "inputs.json").write_text(json.dumps({"rows": rows.tolist()}) + "\n")

@@ -21,6 +21,9 @@ struct Case {
     /// the manifest's image rule makes of it (computed in NumPy by the fixture script): the
     /// PNG is then sent as a body too.
     image: Option<(Vec<u8>, Vec<Vec<f32>>)>,
+    /// And `image.jpg` with onnxruntime's outputs for the rule applied to Pillow's decoding
+    /// of it (libjpeg, the reference decoder).
+    jpeg: Option<(Vec<u8>, Vec<Vec<f32>>)>,
 }
 
 fn floats(v: &Value) -> Vec<Vec<f32>> {
@@ -55,8 +58,15 @@ fn cases(tag: &str) -> (f32, Vec<(Case, TempDir)>) {
                     floats(&read_json(&src.join("image-expected.json"))["outputs"]),
                 )
             });
+            let jpeg = src.join("image.jpg").exists().then(|| {
+                (
+                    std::fs::read(src.join("image.jpg")).unwrap(),
+                    floats(&read_json(&src.join("image-jpeg-expected.json"))["outputs"]),
+                )
+            });
             let case = Case {
                 image,
+                jpeg,
                 rows: floats(&read_json(&src.join("inputs.json"))["rows"]),
                 want: floats(&read_json(&src.join("expected.json"))["outputs"]),
                 dir: tmp.0.clone(),
@@ -101,6 +111,38 @@ fn check(case: &Case, got: &[Vec<f32>], tol: f32, runner: &str) {
 /// manifest's image rule makes of it.
 fn check_image(case: &Case, status: u16, body: &[u8], tol: f32, runner: &str) {
     let (_, want) = case.image.as_ref().expect("a case with an image");
+    check_body(case, want, "PNG body", status, body, tol, runner);
+}
+
+/// How far a JPEG body's outputs may be from onnxruntime's on Pillow's decoding: JPEG
+/// decoders (zune-jpeg here, libjpeg in Pillow) may differ by a level in some pixels, which
+/// moves this case's outputs by about 3e-4 (measured).
+const JPEG_TOLERANCE: f32 = 2e-3;
+
+/// The answer to a case's JPEG body, against onnxruntime on the rule applied to Pillow's
+/// decoding of the same file (within [`JPEG_TOLERANCE`]).
+fn check_jpeg(case: &Case, status: u16, body: &[u8], runner: &str) {
+    let (_, want) = case.jpeg.as_ref().expect("a case with a JPEG");
+    check_body(
+        case,
+        want,
+        "JPEG body",
+        status,
+        body,
+        JPEG_TOLERANCE,
+        runner,
+    );
+}
+
+fn check_body(
+    case: &Case,
+    want: &[Vec<f32>],
+    what: &str,
+    status: u16,
+    body: &[u8],
+    tol: f32,
+    runner: &str,
+) {
     assert_eq!(
         status,
         200,
@@ -110,10 +152,11 @@ fn check_image(case: &Case, status: u16, body: &[u8], tol: f32, runner: &str) {
     );
     let answer: Value = serde_json::from_slice(body).unwrap();
     let image_case = Case {
-        want: want.clone(),
+        want: want.to_vec(),
         rows: Vec::new(),
         image: None,
-        name: format!("{} (PNG body)", case.name),
+        jpeg: None,
+        name: format!("{} ({what})", case.name),
         dir: case.dir.clone(),
     };
     check(&image_case, &outputs(&answer), tol, runner);
@@ -147,6 +190,10 @@ fn every_case_is_served_natively_as_onnxruntime_computes_it() {
             let r = inst.handle("POST", "/predict", Some("image/png"), png);
             check_image(case, r.status, &r.body, tol, "component API (native)");
         }
+        if let Some((jpg, _)) = &case.jpeg {
+            let r = inst.handle("POST", "/predict", Some("image/jpeg"), jpg);
+            check_jpeg(case, r.status, &r.body, "component API (native)");
+        }
     }
 }
 
@@ -169,6 +216,10 @@ fn every_case_is_served_under_wasmtime_as_onnxruntime_computes_it() {
             tol,
             "component under wasmtime",
         );
+        if let Some((jpg, _)) = &case.jpeg {
+            let resp = request(server.port, "POST", "/predict", Some("image/jpeg"), jpg).unwrap();
+            check_jpeg(case, resp.status, &resp.body, "component under wasmtime");
+        }
         if let Some((png, _)) = &case.image {
             let resp = request(server.port, "POST", "/predict", Some("image/png"), png).unwrap();
             check_image(
