@@ -793,84 +793,141 @@ fn a_node_without_a_pinned_key_refuses_to_start() {
     );
 }
 
-/// A bring-your-own model on a real node: the torchvision squeezenet case (torch.onnx.export,
-/// its manifest written by `falaj manifest init` with an image rule) is registered, its
-/// signed deployment pulled, and a PNG body answered with onnxruntime's outputs for the
-/// tensor the rule makes of it (scripts/make-byo-cases.py).
+/// Every bring-your-own model case on a real node (tests/fixtures/models: the PyTorch MLP,
+/// the scikit-learn forest, the torchvision exports): registered with the manifest `falaj
+/// manifest init` wrote, its signed deployment pulled, its rows answered with onnxruntime's
+/// outputs (within 1e-4 relative); and the squeezenet case's PNG body with onnxruntime's
+/// outputs for the tensor its image rule makes (scripts/make-byo-cases.py).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_torchvision_export_is_pulled_signed_and_answers_a_png_body() {
+async fn the_bring_your_own_model_cases_are_pulled_signed_and_answer_as_onnxruntime() {
     let w = World::new().await;
-    let name = "torchvision-squeezenet";
-    let case = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name);
-    let read = |f: &str| std::fs::read(case.join(f)).unwrap();
-    w.reg
-        .create_model(
-            NewModel {
-                name: name.into(),
-                ..Default::default()
-            },
-            "dana",
-        )
-        .await
-        .unwrap();
-    let v = w
-        .reg
-        .register(
-            Registration {
-                model: name.into(),
-                artifact: Artifact::Bytes(Bytes::from(read("model.onnx"))),
-                artifact_name: "model.onnx".into(),
-                manifest: Some(("manifest.json".into(), Bytes::from(read("manifest.json")))),
-                semver: None,
-                author: "dana".into(),
-                author_principal: None,
-                source: None,
-            },
-            falaj::store::no_progress(),
-        )
-        .await
-        .unwrap()
-        .version;
-    let mut m = World::manifest(1, &v, None);
-    m.model = name.into();
-    w.store
-        .put(
-            &StoreKey::new(format!("deployments/prod/{name}.json")).unwrap(),
-            Bytes::from(serde_json::to_vec(&w.key.sign(&m)).unwrap()),
-            Precondition::None,
-        )
-        .await
-        .unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models");
+    let names = [
+        "pytorch-mlp",
+        "sklearn-forest",
+        "torchvision-squeezenet",
+        "torchvision-mobilenet-v3-small",
+        "torchvision-shufflenet-v2",
+    ];
+    for name in names {
+        let read = |f: &str| std::fs::read(models.join(name).join(f)).unwrap();
+        w.reg
+            .create_model(
+                NewModel {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                "dana",
+            )
+            .await
+            .unwrap();
+        let v = w
+            .reg
+            .register(
+                Registration {
+                    model: name.into(),
+                    artifact: Artifact::Bytes(Bytes::from(read("model.onnx"))),
+                    artifact_name: "model.onnx".into(),
+                    manifest: Some(("manifest.json".into(), Bytes::from(read("manifest.json")))),
+                    semver: None,
+                    author: "dana".into(),
+                    author_principal: None,
+                    source: None,
+                },
+                falaj::store::no_progress(),
+            )
+            .await
+            .unwrap()
+            .version;
+        let mut m = World::manifest(1, &v, None);
+        m.model = name.into();
+        w.store
+            .put(
+                &StoreKey::new(format!("deployments/prod/{name}.json")).unwrap(),
+                Bytes::from(serde_json::to_vec(&w.key.sign(&m)).unwrap()),
+                Precondition::None,
+            )
+            .await
+            .unwrap();
+    }
     let edge = w.node("cache", &[]);
-    let t0 = Instant::now();
-    let r = loop {
-        let r = edge.request(
-            "POST",
-            &format!("/v1/models/{name}/predict"),
-            &[("content-type", "image/png")],
-            &read("image.png"),
-        );
-        if r.status == 200 || t0.elapsed() > Duration::from_secs(60) {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let floats = |v: &Value| -> Vec<Vec<f32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect()
+            })
+            .collect()
     };
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.header("x-falaj-model-version"), Some("1"));
-    let want: Value = serde_json::from_slice(&read("image-expected.json")).unwrap();
-    let want: Vec<f32> = want["outputs"][0]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    let got: Vec<f32> = r.json()["predictions"][0]["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    assert_close(&got, &want);
+    let close = |name: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "{name}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                "{name}: edge {g}, onnxruntime {w}"
+            );
+        }
+    };
+    for name in names {
+        let read = |f: &str| std::fs::read(models.join(name).join(f)).unwrap();
+        let rows = floats(&serde_json::from_slice::<Value>(&read("inputs.json")).unwrap()["rows"]);
+        let want =
+            floats(&serde_json::from_slice::<Value>(&read("expected.json")).unwrap()["outputs"]);
+        let body = serde_json::to_vec(&json!({ "inputs": rows })).unwrap();
+        let post = |ct: &str, body: &[u8]| {
+            let t0 = Instant::now();
+            loop {
+                let r = edge.request(
+                    "POST",
+                    &format!("/v1/models/{name}/predict"),
+                    &[("content-type", ct)],
+                    body,
+                );
+                if r.status == 200 || t0.elapsed() > Duration::from_secs(60) {
+                    return r;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let answer = |r: &Reply| -> Vec<Vec<f32>> {
+            assert_eq!(
+                r.status,
+                200,
+                "{name}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_eq!(r.header("x-falaj-model-version"), Some("1"), "{name}");
+            r.json()["predictions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| match p.get("probabilities") {
+                    Some(v) => v
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_f64().unwrap() as f32)
+                        .collect(),
+                    None => vec![p["value"].as_f64().unwrap() as f32],
+                })
+                .collect()
+        };
+        let got = answer(&post("application/json", &body));
+        assert_eq!(got.len(), want.len(), "{name}: rows");
+        for (g, w) in got.iter().zip(&want) {
+            close(name, g, w);
+        }
+        if name == "torchvision-squeezenet" {
+            let want = floats(
+                &serde_json::from_slice::<Value>(&read("image-expected.json")).unwrap()["outputs"],
+            );
+            let got = answer(&post("image/png", &read("image.png")));
+            close("torchvision-squeezenet (PNG)", &got[0], &want[0]);
+        }
+    }
 }
