@@ -57,6 +57,17 @@ fn falaj(dir: &Path, who: &str, args: &[&str]) -> Ran {
     }
 }
 
+/// The gate `name` of a report (panics naming the report when it is missing).
+fn gate(report: &Value, name: &str) -> Value {
+    report["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["gate"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
 #[track_caller]
 fn ok(dir: &Path, who: &str, args: &[&str]) -> Value {
     let r = falaj(dir, who, args);
@@ -281,23 +292,9 @@ fn a_torchvision_cnn_goes_through_the_image_gates_to_a_signed_deployment() {
     }
     let report = ok(dir, "sam", &["validate", "cnn@1", "--data", &h]);
     assert_eq!(report["passed"], true, "{report}");
-    let top1 = report["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "metrics.top1_accuracy")
-        .unwrap_or_else(|| panic!("{report}"));
+    let top1 = gate(&report, "metrics.top1_accuracy");
     // 24 of the 32 labels are the model's own top class (scripts/make-byo-cases.py).
     assert_eq!(top1["measured"], 0.75, "{top1}");
-    let gate = |r: &Value, name: &str| {
-        r["gates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["gate"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {name} in {r}"))
-    };
     assert!(
         gate(&report, "robustness.brightness_drop")["detail"]
             .as_str()
@@ -348,13 +345,7 @@ fn each_torchvision_classifier_goes_from_push_to_a_signed_deployment() {
         let at = format!("{name}@1");
         let report = ok(dir, "sam", &["validate", &at, "--data", &h]);
         assert_eq!(report["passed"], true, "{name}: {report}");
-        let top1 = report["gates"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["gate"] == "metrics.top1_accuracy")
-            .unwrap_or_else(|| panic!("{report}"))["measured"]
-            .clone();
+        let top1 = gate(&report, "metrics.top1_accuracy")["measured"].clone();
         assert_eq!(top1, 0.75, "{name}");
         ok(dir, "ann", &["approve", &at, "--to", "production"]);
         ok(dir, "bob", &["approve", &at, "--to", "production"]);
@@ -424,12 +415,7 @@ fn a_folder_of_images_is_scored_by_the_manifests_image_rule() {
         "sam",
         &["validate", "torchvision-squeezenet@1", "--data", &f],
     );
-    let top1 = report["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["gate"] == "metrics.top1_accuracy")
-        .unwrap()["measured"]
+    let top1 = gate(&report, "metrics.top1_accuracy")["measured"]
         .as_f64()
         .unwrap();
     assert!((top1 - 2.0 / 3.0).abs() < 1e-9, "{report}");

@@ -203,6 +203,16 @@ impl ImagePreprocess {
                 "the manifest's image crop [{h}, {w}] gives [3, {h}, {w}], but the model takes {item:?}"
             )));
         }
+        // A rule that resizes to a giant image would make every request allocate it.
+        if let Some(r) = self.resize
+            && (r < h.min(w) || u64::from(r) * u64::from(r) > MAX_PIXELS)
+        {
+            return Err(ImageError(format!(
+                "image.resize {r} must be at least the crop's shorter side ({}) and at most {}",
+                h.min(w),
+                (MAX_PIXELS as f64).sqrt() as u64
+            )));
+        }
         for (name, v) in [("mean", &self.mean), ("std", &self.std)] {
             if !v.is_empty() && v.len() != 3 {
                 return Err(ImageError(format!(
@@ -225,11 +235,6 @@ impl ImagePreprocess {
     /// The model input `[3, H, W]` (row-major) for an encoded image.
     pub fn apply(&self, bytes: &[u8]) -> Result<Vec<f32>, ImageError> {
         let img = decode(bytes)?;
-        Ok(self.apply_rgb(&img))
-    }
-
-    /// The model input for a decoded image.
-    pub fn apply_rgb(&self, img: &Rgb8) -> Vec<f32> {
         let img = match self.resize {
             Some(short) => {
                 let (w, h) = (img.width as f64, img.height as f64);
@@ -238,9 +243,11 @@ impl ImagePreprocess {
                     (w * k).round().max(1.0) as u32,
                     (h * k).round().max(1.0) as u32,
                 );
-                resize(img, nw, nh)
+                // A long, thin image would grow past the decode limit once resized.
+                check_size(u64::from(nw), u64::from(nh))?;
+                resize(&img, nw, nh)
             }
-            None => img.clone(),
+            None => img,
         };
         let [ch, cw] = self.crop;
         // Centre crop; an image smaller than the crop is resized up to it first.
@@ -269,7 +276,7 @@ impl ImagePreprocess {
                 }
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -302,6 +309,18 @@ mod tests {
         };
         rule.check(&[3, 2, 2]).unwrap();
         assert!(rule.check(&[3, 4, 4]).is_err());
+        for resize in [1, 1 << 20] {
+            let bad = ImagePreprocess {
+                resize: Some(resize),
+                ..rule.clone()
+            };
+            assert!(
+                bad.check(&[3, 2, 2])
+                    .unwrap_err()
+                    .0
+                    .contains("image.resize")
+            );
+        }
         let t = rule.apply(&png(4, 2, &px)).unwrap();
         // Centre crop: columns 1 and 2 → red then blue. R plane: 1, -1; B plane: -1, 1.
         assert_eq!(t.len(), 12);

@@ -362,12 +362,6 @@ impl From<&str> for Actor {
     }
 }
 
-impl From<&String> for Actor {
-    fn from(identity: &String) -> Self {
-        Self::unverified(identity.as_str())
-    }
-}
-
 impl From<&Actor> for Actor {
     fn from(actor: &Actor) -> Self {
         actor.clone()

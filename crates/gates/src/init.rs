@@ -110,6 +110,19 @@ fn read_io(onnx: &[u8]) -> Result<Io, InitError> {
     })
 }
 
+/// The manifest's record of how it was written (`written_by`), with `more` fields.
+fn written_by(
+    holdout_name: &str,
+    io: &Io,
+    mut more: serde_json::Value,
+) -> BTreeMap<String, serde_json::Value> {
+    more["tool"] = "falaj manifest init".into();
+    more["holdout"] = holdout_name.into();
+    more["input"] = io.input.clone().into();
+    more["output"] = io.output.clone().into();
+    BTreeMap::from([("written_by".to_string(), more)])
+}
+
 /// Sorts class labels as a person expects: numerically when every label is a number.
 fn sort_classes(mut classes: Vec<String>) -> Vec<String> {
     if classes.iter().all(|c| c.parse::<f64>().is_ok()) {
@@ -247,11 +260,7 @@ pub fn init_manifest(
             classes
         }
     };
-    let mut extra = BTreeMap::new();
-    extra.insert(
-        "written_by".into(),
-        serde_json::json!({"tool": "falaj manifest init", "holdout": holdout_name, "input": io.input, "output": io.output}),
-    );
+    let extra = written_by(holdout_name, &io, serde_json::json!({}));
     Ok(TrainingManifest {
         model: opts.model,
         semver: opts.semver,
@@ -335,11 +344,7 @@ fn init_image(
         }
         _ => None,
     };
-    let mut extra = BTreeMap::new();
-    extra.insert(
-        "written_by".into(),
-        serde_json::json!({"tool": "falaj manifest init", "holdout": holdout_name, "input": io.input, "output": io.output, "item_shape": h.item}),
-    );
+    let extra = written_by(holdout_name, &io, serde_json::json!({"item_shape": h.item}));
     Ok(TrainingManifest {
         model: opts.model,
         semver: opts.semver,

@@ -75,17 +75,52 @@ pub struct ImageHoldout {
     pub y: Vec<usize>,
 }
 
+/// A zip holdout's members, read with one budget for everything they unpack to
+/// (`FALAJ_MAX_HOLDOUT_BYTES`, as for the packed bytes): a zip bomb is refused, not unpacked.
+struct Members<'a> {
+    zip: zip::ZipArchive<std::io::Cursor<&'a [u8]>>,
+    left: u64,
+    max: u64,
+}
+
+impl<'a> Members<'a> {
+    fn open(bytes: &'a [u8]) -> Result<Self, String> {
+        let max = crate::holdout::limit("FALAJ_MAX_HOLDOUT_BYTES", crate::MAX_HOLDOUT_BYTES);
+        Ok(Self {
+            zip: zip::ZipArchive::new(std::io::Cursor::new(bytes))
+                .map_err(|e| format!("not a readable zip: {e}"))?,
+            left: max,
+            max,
+        })
+    }
+
+    /// The bytes of `name`; `missing` says what to do when it is absent.
+    fn read(&mut self, name: &str, missing: &str) -> Result<Vec<u8>, String> {
+        let f = self
+            .zip
+            .by_name(name)
+            .map_err(|_| format!("{name}: {missing}"))?;
+        let mut b = Vec::new();
+        f.take(self.left + 1)
+            .read_to_end(&mut b)
+            .map_err(|e| format!("{name}: {e}"))?;
+        if b.len() as u64 > self.left {
+            return Err(format!(
+                "the holdout unpacks to more than {} bytes (FALAJ_MAX_HOLDOUT_BYTES): sample it down",
+                self.max
+            ));
+        }
+        self.left -= b.len() as u64;
+        Ok(b)
+    }
+}
+
 /// Reads `x` and `y` from an `.npz`; every value of `x` must be finite.
 pub fn parse_npz(bytes: &[u8]) -> Result<ImageHoldout, String> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("not a readable .npz: {e}"))?;
+    let mut zip = Members::open(bytes)?;
     let mut read = |name: &str| -> Result<Npy, String> {
-        let mut f = zip.by_name(name).map_err(|_| {
-            format!("the .npz has no {name} (save it with np.savez(path, x=images, y=labels))")
-        })?;
-        let mut b = Vec::new();
-        f.read_to_end(&mut b).map_err(|e| format!("{name}: {e}"))?;
-        parse_npy(name, &b)
+        let missing = "the .npz lacks it (save it with np.savez(path, x=images, y=labels))";
+        parse_npy(name, &zip.read(name, missing)?)
     };
     let x = read("x.npy")?;
     let y = read("y.npy")?;
@@ -237,16 +272,8 @@ pub fn parse_image_folder(
     rule: &falaj_core::image::ImagePreprocess,
     classes: &[String],
 ) -> Result<ImageHoldout, String> {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("not a readable zip: {e}"))?;
-    let mut read = |name: &str| -> Result<Vec<u8>, String> {
-        let mut f = zip
-            .by_name(name)
-            .map_err(|_| format!("{name} is listed in labels.csv but not in the folder"))?;
-        let mut b = Vec::new();
-        f.read_to_end(&mut b).map_err(|e| format!("{name}: {e}"))?;
-        Ok(b)
-    };
+    let mut zip = Members::open(bytes)?;
+    let mut read = |name: &str| zip.read(name, "it is listed in labels.csv but not in the folder");
     let rows = label_rows(&read("labels.csv")?)?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for (file, label) in rows {
@@ -327,7 +354,7 @@ mod tests {
         );
         type Files<'a> = Vec<(&'a str, Vec<u8>)>;
         let cases: Vec<(Files, &str)> = vec![
-            (vec![("x.npy", x.clone())], "has no y.npy"),
+            (vec![("x.npy", x.clone())], "y.npy: the .npz lacks it"),
             (
                 vec![("x.npy", nan), ("y.npy", y.clone())],
                 "NaN or infinite",
@@ -360,5 +387,26 @@ mod tests {
             assert!(e.contains(needle), "{needle}: {e}");
         }
         assert!(parse_npz(b"PK\x03\x04 not a zip").is_err());
+    }
+
+    /// A zip bomb: 64 MiB of zeros deflate to a few KiB; what it unpacks to is capped by the
+    /// holdout limit, so it is refused before it is unpacked whole.
+    #[test]
+    fn a_zip_bomb_is_refused_by_what_it_unpacks_to() {
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let deflated =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        w.start_file("x.npy", deflated).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..64 {
+            w.write_all(&zeros).unwrap();
+        }
+        let bomb = w.finish().unwrap().into_inner();
+        assert!(bomb.len() < 1 << 20, "{} bytes packed", bomb.len());
+        // SAFETY: set before anything reads it in this test binary; no other test reads it.
+        unsafe { std::env::set_var("FALAJ_MAX_HOLDOUT_BYTES", (16u64 << 20).to_string()) };
+        let e = parse_npz(&bomb).unwrap_err();
+        unsafe { std::env::remove_var("FALAJ_MAX_HOLDOUT_BYTES") };
+        assert!(e.contains("unpacks to more than 16777216 bytes"), "{e}");
     }
 }

@@ -123,14 +123,23 @@ impl World {
         let (w, b) = weights(seed);
         let bytes =
             prost::Message::encode_to_vec(&falaj_core::onnx::linear_model(INPUTS, OUTPUTS, &w, &b));
-        let r = self
-            .reg
+        self.register_bytes(MODEL, bytes, None).await
+    }
+
+    /// Registers `onnx` (with its training manifest, if any) as a new version of `model`.
+    async fn register_bytes(
+        &self,
+        model: &str,
+        onnx: Vec<u8>,
+        manifest: Option<Vec<u8>>,
+    ) -> ModelVersion {
+        self.reg
             .register(
                 Registration {
-                    model: MODEL.into(),
-                    artifact: Artifact::Bytes(Bytes::from(bytes)),
+                    model: model.into(),
+                    artifact: Artifact::Bytes(Bytes::from(onnx)),
                     artifact_name: "model.onnx".into(),
-                    manifest: None,
+                    manifest: manifest.map(|m| ("manifest.json".into(), Bytes::from(m))),
                     semver: None,
                     author: "dana".into(),
                     author_principal: None,
@@ -139,8 +148,8 @@ impl World {
                 falaj::store::no_progress(),
             )
             .await
-            .unwrap();
-        r.version
+            .unwrap()
+            .version
     }
 
     fn manifest(
@@ -822,23 +831,8 @@ async fn the_bring_your_own_model_cases_are_pulled_signed_and_answer_as_onnxrunt
             .await
             .unwrap();
         let v = w
-            .reg
-            .register(
-                Registration {
-                    model: name.into(),
-                    artifact: Artifact::Bytes(Bytes::from(read("model.onnx"))),
-                    artifact_name: "model.onnx".into(),
-                    manifest: Some(("manifest.json".into(), Bytes::from(read("manifest.json")))),
-                    semver: None,
-                    author: "dana".into(),
-                    author_principal: None,
-                    source: None,
-                },
-                falaj::store::no_progress(),
-            )
-            .await
-            .unwrap()
-            .version;
+            .register_bytes(name, read("model.onnx"), Some(read("manifest.json")))
+            .await;
         let mut m = World::manifest(1, &v, None);
         m.model = name.into();
         w.store
