@@ -1,7 +1,8 @@
 //! `falaj serve`: the serverless flow on one machine.
 //!
 //! Two loops over the very handlers the Lambda functions run:
-//! - the webhook API ([`falaj_webhook::handle`]) over real HTTP/1.1 on a loopback address;
+//! - the webhook API ([`falaj_webhook::handle`]) and MLflow's REST API ([`falaj_mlflow::handle`])
+//!   over real HTTP/1.1 on a loopback address;
 //! - a watcher that polls the store's `incoming/` and hands each new upload to the call the
 //!   ingest function makes for each record of its event (`falaj::ingest::ingest_upload`);
 //!   each version it registers goes to the validate function's call
@@ -27,7 +28,7 @@ use falaj::ingest::{self, Outcome, Upload};
 use falaj::pipeline::{ValidateOutcome, ValidateRequest};
 use falaj::registry::Registry;
 use falaj::store::list_all;
-use falaj_webhook::{self as webhook, HttpRequest, PromoteRequest, Promoter, Webhook};
+use falaj_webhook::{HttpRequest, PromoteRequest, Promoter, Webhook};
 
 /// The bucket name events carry in embedded mode.
 pub const LOCAL_BUCKET: &str = "falaj-local";
@@ -261,10 +262,12 @@ pub async fn serve_http(
     hook: Arc<Webhook>,
     limits: falaj_runtime::httpd::Limits,
 ) {
-    let max = hook.auth().max_body_bytes;
     falaj_runtime::httpd::serve(listener, limits, move |req, peer| {
         let hook = hook.clone();
-        async move { answer(&hook, req, peer, max).await }
+        async move {
+            let max = falaj_mlflow::body_limit(&hook, req.uri().path());
+            answer(&hook, req, peer, max).await
+        }
     })
     .await
 }
@@ -292,7 +295,7 @@ async fn answer(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::from(vec![0u8; max + 1]),
     };
-    let res = webhook::handle(hook, r.with_body(body)).await;
+    let res = falaj_mlflow::handle(hook, r.with_body(body)).await;
     let mut out = hyper::Response::new(Full::new(res.body.clone()));
     *out.status_mut() =
         hyper::StatusCode::from_u16(res.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

@@ -252,6 +252,49 @@ pub fn telemetry(env: &str, node: &str, model: &str, stamp: &str, version: u64) 
         telemetry_prefix(env)
     )
 }
+/// `mlflow/` — what the MLflow API (`falaj-mlflow`) keeps: experiments, runs, logged
+/// models, artifacts, and the MLflow side of registered versions. Nothing under it is read by
+/// the gates or the edge: a version's bytes are copied into `blobs/` when it is registered.
+pub const MLFLOW_PREFIX: &str = "mlflow/";
+/// `mlflow/experiments/` — one JSON object per experiment.
+pub const MLFLOW_EXPERIMENTS_PREFIX: &str = "mlflow/experiments/";
+/// `mlflow/experiments/<id>.json`
+pub fn mlflow_experiment(id: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("{MLFLOW_EXPERIMENTS_PREFIX}{id}.json"))
+}
+/// `mlflow/experiment-names/<sha256 of the name>.json` — created once: a name is unique.
+pub fn mlflow_experiment_name(name_sha256: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("mlflow/experiment-names/{name_sha256}.json"))
+}
+/// `mlflow/experiment-runs/<experiment>/` — one empty marker per run of an experiment.
+pub fn mlflow_experiment_runs_prefix(experiment: &str) -> String {
+    format!("mlflow/experiment-runs/{experiment}/")
+}
+/// `mlflow/runs/<run>/run.json` — a run's info, params, tags, inputs and outputs.
+pub fn mlflow_run(run: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("mlflow/runs/{run}/run.json"))
+}
+/// `mlflow/runs/<run>/metrics/` — one create-only object per batch of logged metrics.
+pub fn mlflow_run_metrics_prefix(run: &str) -> String {
+    format!("mlflow/runs/{run}/metrics/")
+}
+/// `mlflow/logged-models/<model id>.json`
+pub fn mlflow_logged_model(id: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("mlflow/logged-models/{id}.json"))
+}
+/// `mlflow/logged-models/`
+pub const MLFLOW_LOGGED_MODELS_PREFIX: &str = "mlflow/logged-models/";
+/// `mlflow/artifacts/` — what clients upload through `mlflow-artifacts`.
+pub const MLFLOW_ARTIFACTS_PREFIX: &str = "mlflow/artifacts/";
+/// `mlflow/versions/<name>/<n>.json` — the MLflow side of a registered version (run, source,
+/// the model directory's files as blob digests).
+pub fn mlflow_version(name: &str, n: u64) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("mlflow/versions/{name}/{n}.json"))
+}
+/// `mlflow/rejected/<name>/<id>.json` — a model-version create that found no usable model.
+pub fn mlflow_rejected(name: &str, id: &str) -> Result<StoreKey, KeyError> {
+    StoreKey::new(format!("mlflow/rejected/{name}/{id}.json"))
+}
 /// `tmp/falaj-probe/<hex>` — the throw-away object that checks a store's conditional writes.
 pub fn probe(hex: &str) -> StoreKey {
     key(format!("tmp/falaj-probe/{hex}"))

@@ -685,6 +685,228 @@ pub fn write_padded_model<W: std::io::Write>(mut w: W, pad_bytes: u64) -> std::i
     w.flush()
 }
 
+// ---- external data ----
+
+/// A protobuf field as it sits on the wire: its number, wire type and the bytes of its
+/// value (for length-delimited fields, without the length).
+struct WireField<'a> {
+    number: u64,
+    wire: u8,
+    /// The whole field, key included, as it was read.
+    raw: &'a [u8],
+    /// The payload of a length-delimited field, or the varint's value.
+    payload: &'a [u8],
+    varint: u64,
+}
+
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn wire_fields(b: &[u8]) -> Result<Vec<WireField<'_>>, OnnxError> {
+    let bad = || OnnxError::Decode {
+        reason: "truncated or malformed protobuf".into(),
+    };
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let start = pos;
+        let key = read_varint(b, &mut pos).ok_or_else(bad)?;
+        let wire = (key & 7) as u8;
+        let (payload, varint) = match wire {
+            0 => {
+                let v = read_varint(b, &mut pos).ok_or_else(bad)?;
+                (&b[pos..pos], v)
+            }
+            1 => {
+                pos = pos
+                    .checked_add(8)
+                    .filter(|&p| p <= b.len())
+                    .ok_or_else(bad)?;
+                (&b[pos - 8..pos], 0)
+            }
+            2 => {
+                let len = read_varint(b, &mut pos).ok_or_else(bad)? as usize;
+                let end = pos
+                    .checked_add(len)
+                    .filter(|&e| e <= b.len())
+                    .ok_or_else(bad)?;
+                let p = &b[pos..end];
+                pos = end;
+                (p, 0)
+            }
+            5 => {
+                pos = pos
+                    .checked_add(4)
+                    .filter(|&p| p <= b.len())
+                    .ok_or_else(bad)?;
+                (&b[pos - 4..pos], 0)
+            }
+            _ => return Err(bad()),
+        };
+        out.push(WireField {
+            number: key >> 3,
+            wire,
+            raw: &b[start..pos],
+            payload,
+            varint,
+        });
+    }
+    Ok(out)
+}
+
+fn push_bytes_field(out: &mut Vec<u8>, number: u64, payload: &[u8]) {
+    write_varint(out, number << 3 | 2);
+    write_varint(out, payload.len() as u64);
+    out.extend_from_slice(payload);
+}
+
+/// Whether `model` keeps any initializer's data in an external file (`data_location =
+/// EXTERNAL`), as `torch.onnx.export` of a large model and `mlflow.onnx.log_model` (by
+/// default) write it.
+pub fn has_external_data(model: &[u8]) -> Result<bool, OnnxError> {
+    let mut found = false;
+    for f in wire_fields(model)? {
+        if f.number == 7 && f.wire == 2 {
+            for g in wire_fields(f.payload)? {
+                if g.number == 5 && g.wire == 2 {
+                    found |= wire_fields(g.payload)?
+                        .iter()
+                        .any(|t| t.number == 14 && t.wire == 0 && t.varint == 1);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The model with every external initializer's bytes moved inside it (`raw_data`), so it
+/// is one self-contained file: what falaj registers, gates and serves. `file` gives the
+/// bytes of a file named by an initializer's `location`, which must be a plain name in the
+/// model's own directory (no `/`, no `..`); offsets and lengths are checked against it.
+/// Every other byte of the model is kept as it was.
+pub fn inline_external_data<'a>(
+    model: &[u8],
+    file: impl Fn(&str) -> Option<&'a [u8]>,
+) -> Result<Vec<u8>, OnnxError> {
+    let invalid = |reason: String| OnnxError::Invalid { reason };
+    let mut out = Vec::with_capacity(model.len());
+    for f in wire_fields(model)? {
+        if !(f.number == 7 && f.wire == 2) {
+            out.extend_from_slice(f.raw);
+            continue;
+        }
+        let mut graph = Vec::with_capacity(f.payload.len());
+        for g in wire_fields(f.payload)? {
+            if !(g.number == 5 && g.wire == 2) {
+                graph.extend_from_slice(g.raw);
+                continue;
+            }
+            let fields = wire_fields(g.payload)?;
+            if !fields
+                .iter()
+                .any(|t| t.number == 14 && t.wire == 0 && t.varint == 1)
+            {
+                graph.extend_from_slice(g.raw);
+                continue;
+            }
+            let (mut location, mut offset, mut length) = (None, 0usize, None);
+            let mut tensor = Vec::with_capacity(g.payload.len());
+            let mut name = String::new();
+            for t in &fields {
+                match (t.number, t.wire) {
+                    (13, 2) => {
+                        let (mut k, mut v) = (String::new(), String::new());
+                        for e in wire_fields(t.payload)? {
+                            let s = String::from_utf8_lossy(e.payload).into_owned();
+                            match e.number {
+                                1 => k = s,
+                                2 => v = s,
+                                _ => {}
+                            }
+                        }
+                        let num = |v: &str| {
+                            v.parse::<usize>().map_err(|_| {
+                                invalid(format!("external data {k} {v:?} is not a number"))
+                            })
+                        };
+                        match k.as_str() {
+                            "location" => location = Some(v),
+                            "offset" => offset = num(&v)?,
+                            "length" => length = Some(num(&v)?),
+                            _ => {}
+                        }
+                    }
+                    (14, 0) | (9, 2) => {}
+                    (8, 2) => {
+                        name = String::from_utf8_lossy(t.payload).into_owned();
+                        tensor.extend_from_slice(t.raw);
+                    }
+                    _ => tensor.extend_from_slice(t.raw),
+                }
+            }
+            let location = location.ok_or_else(|| {
+                invalid(format!(
+                    "initializer {name:?} has external data with no location"
+                ))
+            })?;
+            if location.is_empty()
+                || location.contains('/')
+                || location.contains('\\')
+                || location == "."
+                || location == ".."
+            {
+                return Err(invalid(format!(
+                    "initializer {name:?} keeps its data at {location:?}, outside the model's own directory"
+                )));
+            }
+            let data = file(&location).ok_or_else(|| {
+                invalid(format!(
+                    "initializer {name:?} keeps its data in {location}, which is not beside the model"
+                ))
+            })?;
+            let end = match length {
+                Some(l) => offset.checked_add(l),
+                None => Some(data.len()),
+            };
+            let bytes = end
+                .filter(|&e| e <= data.len() && offset <= e)
+                .map(|e| &data[offset..e])
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "initializer {name:?} reads past the end of {location} ({} bytes)",
+                        data.len()
+                    ))
+                })?;
+            push_bytes_field(&mut tensor, 9, bytes);
+            push_bytes_field(&mut graph, 5, &tensor);
+        }
+        push_bytes_field(&mut out, 7, &graph);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -744,5 +966,84 @@ mod tests {
             summarize(&m.encode_to_vec()),
             Err(OnnxError::Invalid { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod external_data_tests {
+    use super::*;
+
+    /// A model whose one initializer keeps its data in `location` at `offset`/`length`.
+    fn external_model(location: &str, offset: usize, length: usize) -> Vec<u8> {
+        let mut entry = |k: &str, v: &str| {
+            let mut e = Vec::new();
+            push_bytes_field(&mut e, 1, k.as_bytes());
+            push_bytes_field(&mut e, 2, v.as_bytes());
+            e
+        };
+        let mut tensor = Vec::new();
+        write_varint(&mut tensor, 1 << 3);
+        write_varint(&mut tensor, 2);
+        write_varint(&mut tensor, 2 << 3);
+        write_varint(&mut tensor, 1);
+        push_bytes_field(&mut tensor, 8, b"w");
+        for (k, v) in [
+            ("location", location.to_string()),
+            ("offset", offset.to_string()),
+            ("length", length.to_string()),
+        ] {
+            let e = entry(k, &v);
+            push_bytes_field(&mut tensor, 13, &e);
+        }
+        write_varint(&mut tensor, 14 << 3);
+        write_varint(&mut tensor, 1);
+        let mut graph = Vec::new();
+        push_bytes_field(&mut graph, 2, b"g");
+        push_bytes_field(&mut graph, 5, &tensor);
+        let mut model = Vec::new();
+        write_varint(&mut model, 1 << 3);
+        write_varint(&mut model, 8);
+        push_bytes_field(&mut model, 7, &graph);
+        model
+    }
+
+    #[test]
+    fn external_initializers_are_moved_inside_the_model() {
+        let data: Vec<u8> = [0f32, 1.5, -2.0, 7.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let m = external_model("w.data", 8, 8);
+        assert!(has_external_data(&m).unwrap());
+        let inlined = inline_external_data(&m, |f| (f == "w.data").then_some(&data[..])).unwrap();
+        assert!(!has_external_data(&inlined).unwrap());
+        let decoded = ModelProto::decode(&inlined[..]).unwrap();
+        let g = decoded.graph.unwrap();
+        assert_eq!(g.name, "g");
+        assert_eq!(g.initializer[0].name, "w");
+        assert_eq!(g.initializer[0].dims, vec![2]);
+        assert_eq!(g.initializer[0].raw_data, data[8..16].to_vec());
+        // A self-contained model is kept byte for byte.
+        let plain = linear_model(2, 1, &[1.0, 2.0], &[0.5]).encode_to_vec();
+        assert_eq!(inline_external_data(&plain, |_| None).unwrap(), plain);
+    }
+
+    #[test]
+    fn external_data_outside_the_directory_or_the_file_is_refused() {
+        let data = vec![0u8; 16];
+        for (loc, off, len, why) in [
+            ("../secret", 0, 4, "outside the model's own directory"),
+            ("/etc/passwd", 0, 4, "outside the model's own directory"),
+            ("missing.data", 0, 4, "not beside the model"),
+            ("w.data", 12, 8, "past the end"),
+            ("w.data", usize::MAX, 2, "past the end"),
+        ] {
+            let m = external_model(loc, off, len);
+            let e = inline_external_data(&m, |f| (f == "w.data").then_some(&data[..]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{loc}: {e}");
+        }
+        assert!(inline_external_data(&[0x0a, 0xff], |_| None).is_err());
     }
 }

@@ -22,8 +22,9 @@ use aws_lambda_events::lambda_function_urls::{
 use bytes::Bytes;
 use serde_json::Value;
 
-use falaj_webhook::http::{base64_decode, parse_query};
-use falaj_webhook::{ApiError, HttpRequest, HttpResponse, Webhook, handle, new_request_id};
+use falaj_mlflow::handle;
+use falaj_webhook::http::{base64_decode, base64_encode, parse_query};
+use falaj_webhook::{ApiError, HttpRequest, HttpResponse, Webhook, new_request_id};
 
 /// Which event shape an invocation carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,18 +162,31 @@ pub fn to_apigw_v2(resp: &HttpResponse) -> ApiGatewayV2httpResponse {
     let mut r = ApiGatewayV2httpResponse::default();
     r.status_code = i64::from(resp.status);
     r.headers = header_map(resp);
-    r.body = Some(Body::Text(String::from_utf8_lossy(&resp.body).into_owned()));
-    r.is_base64_encoded = false;
+    let (body, b64) = body_text(resp);
+    r.body = Some(Body::Text(body));
+    r.is_base64_encoded = b64;
     r
 }
 
-/// The Function URL response for `resp` (JSON text body, not base64).
+/// The body as text: JSON as it is, anything else (an MLflow artifact download) base64.
+fn body_text(resp: &HttpResponse) -> (String, bool) {
+    let json = resp
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("application/json"));
+    match (json, std::str::from_utf8(&resp.body)) {
+        (true, Ok(s)) => (s.to_string(), false),
+        _ => (base64_encode(&resp.body), true),
+    }
+}
+
+/// The Function URL response for `resp` (a JSON body as text, anything else base64).
 pub fn to_function_url(resp: &HttpResponse) -> LambdaFunctionUrlResponse {
     let mut r = LambdaFunctionUrlResponse::default();
     r.status_code = i64::from(resp.status);
     r.headers = header_map(resp);
-    r.body = Some(String::from_utf8_lossy(&resp.body).into_owned());
-    r.is_base64_encoded = false;
+    let (body, b64) = body_text(resp);
+    r.body = Some(body);
+    r.is_base64_encoded = b64;
     r
 }
 

@@ -29,6 +29,9 @@ pub const TIMESTAMP_HEADER: &str = "x-falaj-timestamp";
 pub const IDENTITY_HEADER: &str = "x-falaj-identity";
 /// Default request body limit: 1 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// Default limit of one MLflow artifact upload: 256 MiB (held in memory while it is
+/// written; API Gateway and Lambda cap a request at 10 and 6 MB before it gets here).
+pub const DEFAULT_MAX_ARTIFACT_BYTES: usize = 256 << 20;
 /// Replay window: a signature is accepted ±120 s around the server's clock (a smaller
 /// window may be configured, never a larger one).
 pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 120;
@@ -41,6 +44,10 @@ fn default_window() -> u64 {
 
 fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+
+fn default_max_artifact() -> usize {
+    DEFAULT_MAX_ARTIFACT_BYTES
 }
 
 /// A CI system that signs its requests with a shared secret.
@@ -95,6 +102,11 @@ pub struct WebhookAuth {
     /// Largest request body accepted, in bytes; checked before anything else.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest artifact a client may upload through the MLflow artifact API
+    /// (`PUT /api/2.0/mlflow-artifacts/artifacts/...`), in bytes; every other route keeps
+    /// `max_body_bytes`.
+    #[serde(default = "default_max_artifact")]
+    pub max_artifact_bytes: usize,
 }
 
 impl Default for WebhookAuth {
@@ -105,6 +117,7 @@ impl Default for WebhookAuth {
             oidc: Vec::new(),
             replay_window_secs: DEFAULT_REPLAY_WINDOW_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
         }
     }
 }
@@ -426,10 +439,13 @@ fn verify_bearer(auth: &WebhookAuth, value: &str) -> Result<Caller, ApiError> {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
             t.trim()
         }
+        Some((scheme, b)) if scheme.eq_ignore_ascii_case("basic") => {
+            return verify_basic(auth, b.trim());
+        }
         _ => {
             return Err(unauthorized(
                 "malformed_authorization",
-                "the Authorization header must be `Bearer <token>`".into(),
+                "the Authorization header must be `Bearer <token>` (or `Basic` with an identity and its token as the password)".into(),
             ));
         }
     };
@@ -440,16 +456,7 @@ fn verify_bearer(auth: &WebhookAuth, value: &str) -> Result<Caller, ApiError> {
             credential: Credential::Jwt(token.to_string()),
         });
     }
-    let digest = Sha256::digest(token.as_bytes());
-    // Compare with every configured digest, without stopping at the first match.
-    let mut found: Option<&TokenIdentity> = None;
-    for t in &auth.tokens {
-        let configured = hex::decode(&t.sha256).unwrap_or_default();
-        if ct_eq(&configured, &digest) {
-            found = Some(t);
-        }
-    }
-    match found {
+    match token_identity(auth, token) {
         Some(t) => Ok(Caller {
             identity: t.identity.clone(),
             credential: Credential::Bearer,
@@ -459,4 +466,45 @@ fn verify_bearer(auth: &WebhookAuth, value: &str) -> Result<Caller, ApiError> {
             "the bearer token is not recognised; ask an operator to add its SHA-256 digest to the webhook configuration".into(),
         )),
     }
+}
+
+/// `Authorization: Basic b64(identity:token)` (what MLflow clients send for
+/// `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD`): the password is the person's
+/// bearer token, and the user name must be the identity that token belongs to.
+fn verify_basic(auth: &WebhookAuth, encoded: &str) -> Result<Caller, ApiError> {
+    let malformed = || {
+        unauthorized(
+            "malformed_authorization",
+            "the Basic credentials are not base64 of `identity:token`".into(),
+        )
+    };
+    let raw = crate::http::base64_decode(encoded).map_err(|_| malformed())?;
+    let text = String::from_utf8(raw).map_err(|_| malformed())?;
+    let (user, token) = text.split_once(':').ok_or_else(malformed)?;
+    match token_identity(auth, token) {
+        Some(t) if t.identity == user => Ok(Caller {
+            identity: t.identity.clone(),
+            credential: Credential::Bearer,
+        }),
+        _ => Err(unauthorized(
+            "unknown_token",
+            format!(
+                "the password is not a token of {user:?}: with Basic credentials the user name is the falaj identity and the password that identity's bearer token"
+            ),
+        )),
+    }
+}
+
+/// The configured token whose digest matches `token`, compared with every digest without
+/// stopping at the first match.
+fn token_identity<'a>(auth: &'a WebhookAuth, token: &str) -> Option<&'a TokenIdentity> {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut found: Option<&TokenIdentity> = None;
+    for t in &auth.tokens {
+        let configured = hex::decode(&t.sha256).unwrap_or_default();
+        if ct_eq(&configured, &digest) {
+            found = Some(t);
+        }
+    }
+    found
 }

@@ -117,6 +117,21 @@ impl Webhook {
     pub fn auth(&self) -> &WebhookAuth {
         &self.auth
     }
+
+    /// The promoter: approvals, promotions, rollouts and rollbacks go through it.
+    pub fn promoter(&self) -> &Arc<dyn Promoter> {
+        &self.promoter
+    }
+
+    /// The validator, if this webhook runs the gates.
+    pub fn validator(&self) -> Option<&Arc<dyn Validator>> {
+        self.validator.as_ref()
+    }
+
+    /// The current unix time in seconds, by this webhook's clock.
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
 }
 
 /// A fresh request id: 16 hex digits.
@@ -225,6 +240,18 @@ impl<F: Future> Future for CatchUnwind<F> {
             Err(panic) => Poll::Ready(Err(panic)),
         }
     }
+}
+
+/// Runs `fut`, turning a panic below it into `Err` with the panic's message: for the
+/// handlers beside this one (`falaj-mlflow`) that must answer too when something panics.
+pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, String> {
+    CatchUnwind(Box::pin(fut)).await.map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default()
+    })
 }
 
 /// Handles one request. Never panics; every answer, error or not, is JSON.
