@@ -11,12 +11,13 @@ step "toolchain: rustfmt, clippy, wasm32-wasip2"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add wasm32-wasip2 >/dev/null
 
-step "python tools (moto S3 server, onnx, onnxruntime) in target/py"
+step "python tools (moto S3 server, onnx, onnxruntime, the MLflow client) in target/py"
 venv="$root/target/py"
-if ! "$venv/bin/python" -c 'import moto, onnx, onnxruntime' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import moto, onnx, onnxruntime, mlflow, pandas' 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet 'moto[server]>=5' 'onnx>=1.16' 'onnxruntime>=1.18' numpy
+  "$venv/bin/pip" install --quiet 'moto[server]>=5' 'onnx>=1.16' 'onnxruntime>=1.18' numpy \
+    'mlflow-skinny>=3.18,<4' pandas
 fi
 export PATH="$venv/bin:$PATH"
 

@@ -975,7 +975,7 @@ mod external_data_tests {
 
     /// A model whose one initializer keeps its data in `location` at `offset`/`length`.
     fn external_model(location: &str, offset: usize, length: usize) -> Vec<u8> {
-        let mut entry = |k: &str, v: &str| {
+        let entry = |k: &str, v: &str| {
             let mut e = Vec::new();
             push_bytes_field(&mut e, 1, k.as_bytes());
             push_bytes_field(&mut e, 2, v.as_bytes());
@@ -1030,7 +1030,7 @@ mod external_data_tests {
 
     #[test]
     fn external_data_outside_the_directory_or_the_file_is_refused() {
-        let data = vec![0u8; 16];
+        let data = [0u8; 16];
         for (loc, off, len, why) in [
             ("../secret", 0, 4, "outside the model's own directory"),
             ("/etc/passwd", 0, 4, "outside the model's own directory"),

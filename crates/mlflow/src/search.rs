@@ -280,13 +280,12 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, MlError> {
                 }
             }
             // `tags.`key``: a quoted key glued to the kind before it.
-            if ch == '`' || ch == '"' {
-                if let Some(Tok::Word(w)) = out.last_mut()
-                    && w.ends_with('.')
-                {
-                    w.push_str(&s);
-                    continue;
-                }
+            if (ch == '`' || ch == '"')
+                && let Some(Tok::Word(w)) = out.last_mut()
+                && w.ends_with('.')
+            {
+                w.push_str(&s);
+                continue;
             }
             out.push(Tok::Quoted(s, ch));
         } else if "=!<>".contains(ch) {

@@ -1108,7 +1108,7 @@ async fn search_logged_models(cx: &Cx<'_>, p: &Params) -> Answer {
             }
         }
     }
-    found.sort_by(|a, b| b.creation_timestamp_ms.cmp(&a.creation_timestamp_ms));
+    found.sort_by_key(|m| std::cmp::Reverse(m.creation_timestamp_ms));
     let (items, next) = paged(found, offset, size);
     let mut out = json!({"models": items.iter().map(LoggedModel::json).collect::<Vec<_>>()});
     if let Some(n) = next {
