@@ -9,8 +9,13 @@ output "kms_key_arn" {
 }
 
 output "webhook_url" {
-  description = "Where CI systems post signed webhooks."
+  description = "Base URL of falaj's HTTP API (<url>v1/...): where CI systems and people call."
   value       = module.functions.webhook_url
+}
+
+output "mlflow_tracking_uri" {
+  description = "MLFLOW_TRACKING_URI for MLflow clients (docs/mlflow.md)."
+  value       = module.functions.mlflow_tracking_uri
 }
 
 output "trainer_repository_url" {

@@ -377,7 +377,7 @@ resource "aws_sqs_queue_policy" "dlq" {
 
 resource "aws_apigatewayv2_api" "webhook" {
   name          = "${var.name_prefix}-webhook"
-  description   = "CI webhooks for falaj (register, approve, promote, rollback)"
+  description   = "falaj's HTTP API: /v1 for CI and people (register, approve, promote, rollback), and MLflow's REST API"
   protocol_type = "HTTP"
   tags          = var.tags
 }
@@ -406,12 +406,28 @@ resource "aws_apigatewayv2_authorizer" "ci_oidc" {
   }
 }
 
+# The webhook API lives under /v1 (docs/webhook.md); the route forwards every path below it.
 resource "aws_apigatewayv2_route" "webhook" {
   api_id             = aws_apigatewayv2_api.webhook.id
-  route_key          = "POST /webhook"
+  route_key          = "ANY /v1/{proxy+}"
   target             = "integrations/${aws_apigatewayv2_integration.webhook.id}"
   authorization_type = var.webhook_jwt_authorizer == null ? "NONE" : "JWT"
   authorizer_id      = var.webhook_jwt_authorizer == null ? null : aws_apigatewayv2_authorizer.ci_oidc[0].id
+}
+
+# MLflow's REST API (docs/mlflow.md), answered by the same function: MLflow clients send a
+# falaj bearer token or Basic credentials, which the function checks, so no JWT authorizer.
+# Artifact uploads through API Gateway and Lambda are limited to 6 MB a request.
+resource "aws_apigatewayv2_route" "mlflow" {
+  for_each = var.mlflow_api ? toset([
+    "ANY /api/2.0/mlflow/{proxy+}",
+    "ANY /api/2.0/mlflow-artifacts/{proxy+}",
+    "ANY /api/3.0/mlflow/{proxy+}",
+  ]) : toset([])
+  api_id             = aws_apigatewayv2_api.webhook.id
+  route_key          = each.key
+  target             = "integrations/${aws_apigatewayv2_integration.webhook.id}"
+  authorization_type = "NONE"
 }
 
 # CI OIDC key sets, pinned where the webhook reads them (keys/oidc/<issuer host>.json).
@@ -462,5 +478,5 @@ resource "aws_lambda_permission" "webhook_api" {
   action        = "lambda:InvokeFunction"
   function_name = aws_lambda_function.fn["webhook"].function_name
   principal     = "apigateway.amazonaws.com"
-  source_arn    = "${aws_apigatewayv2_api.webhook.execution_arn}/*/*/webhook"
+  source_arn    = "${aws_apigatewayv2_api.webhook.execution_arn}/*/*"
 }

@@ -14,6 +14,11 @@ output "dead_letter_queue_urls" {
 }
 
 output "webhook_url" {
-  description = "URL CI systems post signed webhooks to."
-  value       = "${aws_apigatewayv2_stage.webhook.invoke_url}webhook"
+  description = "Base URL of falaj's HTTP API: CI systems and people call <url>v1/... (docs/webhook.md)."
+  value       = aws_apigatewayv2_stage.webhook.invoke_url
+}
+
+output "mlflow_tracking_uri" {
+  description = "What to set MLFLOW_TRACKING_URI to (with MLFLOW_TRACKING_TOKEN a falaj bearer token): MLflow's REST API on falaj (docs/mlflow.md)."
+  value       = var.mlflow_api ? trimsuffix(aws_apigatewayv2_stage.webhook.invoke_url, "/") : null
 }

@@ -131,6 +131,12 @@ variable "permissions_boundary_arn" {
   default     = null
 }
 
+variable "mlflow_api" {
+  description = "Serve MLflow's REST API (/api/2.0/mlflow, /api/2.0/mlflow-artifacts, /api/3.0/mlflow) from the webhook function, so MLFLOW_TRACKING_URI can point at the HTTP API (output mlflow_tracking_uri). Callers authenticate with a falaj bearer token or Basic credentials, checked by the function."
+  type        = bool
+  default     = true
+}
+
 variable "webhook_jwt_authorizer" {
   description = "Optional API Gateway JWT authorizer on the webhook route: one CI OIDC issuer (exactly as tokens name it in iss) and the audiences its jobs ask for. API Gateway then refuses requests without a valid token from that issuer before the function runs; the function still verifies every token against the key set pinned in the store and applies the claim policy of its [[oidc]] entries. With it set, HMAC and bearer callers cannot reach the webhook: use it when CI signs in with OIDC only."
   type = object({
