@@ -589,11 +589,35 @@ async fn rejected_requests_get_the_right_status_and_write_nothing() {
         (
             "not a bearer token",
             HttpRequest::new("POST", path)
-                .with_header("Authorization", "Basic YWxpY2U6c2VjcmV0")
+                .with_header("Authorization", "Digest username=\"ann\"")
                 .with_body(body.clone()),
             401,
             "malformed_authorization",
             vec!["Bearer <token>"],
+        ),
+        (
+            "Basic credentials whose password is not that identity's token",
+            HttpRequest::new("POST", path)
+                .with_header("Authorization", "Basic YWxpY2U6c2VjcmV0")
+                .with_body(body.clone()),
+            401,
+            "unknown_token",
+            vec!["not a token of \"alice\""],
+        ),
+        (
+            "Basic credentials naming ann with mel's token",
+            HttpRequest::new("POST", path)
+                .with_header(
+                    "Authorization",
+                    format!(
+                        "Basic {}",
+                        webhook::http::base64_encode(format!("ann:{}", token("mel")).as_bytes())
+                    ),
+                )
+                .with_body(body.clone()),
+            401,
+            "unknown_token",
+            vec!["not a token of \"ann\""],
         ),
         (
             "unknown CI identity",
@@ -1606,4 +1630,42 @@ fn a_config_error_names_the_line_but_never_echoes_a_secret() {
         .to_string();
     assert!(!e.contains("hunter2"), "the secret leaked: {e}");
     assert!(e.contains("line 3"), "{e}");
+}
+
+/// An MLflow call in an API Gateway event, as the webhook function gets it.
+fn mlflow_event(method: &str, path: &str, query: &str, who: &str, body: &[u8]) -> Value {
+    let mut ev = event_fixture("apigw_v2_named_stage_audit_bearer.json");
+    ev["rawPath"] = json!(format!("/prod{path}"));
+    ev["rawQueryString"] = json!(query);
+    ev["requestContext"]["http"]["method"] = json!(method);
+    ev["headers"]["authorization"] = json!(format!("Bearer {}", token(who)));
+    ev["body"] = json!(webhook::http::base64_encode(body));
+    ev["isBase64Encoded"] = json!(true);
+    ev
+}
+
+#[tokio::test]
+async fn mlflow_calls_arrive_through_api_gateway_and_artifacts_come_back_as_base64() {
+    let t = setup().await;
+    let ev = mlflow_event("GET", "/api/2.0/mlflow/experiments/get-by-name", "experiment_name=Default", "sam", b"");
+    let (s, b) = lambda_response(&invoke(&t.wh, ev).await);
+    assert_eq!((s, b["experiment"]["experiment_id"].as_str()), (200, Some("0")), "{b:#}");
+    let ev = mlflow_event("POST", "/api/2.0/mlflow/runs/create", "", "sam", b"{}");
+    let (s, b) = lambda_response(&invoke(&t.wh, ev).await);
+    assert_eq!(s, 200, "{b:#}");
+    let run = b["run"]["info"]["run_id"].as_str().unwrap().to_string();
+    // Bytes that are not UTF-8 go up and come back intact.
+    let bytes: Vec<u8> = (0..=255u8).rev().collect();
+    let path = format!("/api/2.0/mlflow-artifacts/artifacts/0/{run}/artifacts/blob.bin");
+    let ev = mlflow_event("PUT", &path, "", "sam", &bytes);
+    assert_eq!(lambda_response(&invoke(&t.wh, ev).await).0, 200);
+    let out = invoke(&t.wh, mlflow_event("GET", &path, "", "sam", b"")).await;
+    assert_eq!(out["statusCode"], 200);
+    assert_eq!(out["isBase64Encoded"], true);
+    let got = webhook::http::base64_decode(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(got, bytes);
+    // MLflow's errors keep MLflow's shape through the adapter.
+    let ev = mlflow_event("GET", "/api/2.0/mlflow/runs/get", "run_id=nope", "sam", b"");
+    let (s, b) = lambda_response(&invoke(&t.wh, ev).await);
+    assert_eq!((s, b["error_code"].as_str()), (404, Some("RESOURCE_DOES_NOT_EXIST")));
 }
