@@ -256,6 +256,11 @@ pub(crate) enum Command {
     /// configuration of CI secrets and token digests (docs/webhook.md); without one only
     /// /v1/health answers. Signing uses the local deployment key (FALAJ_SIGNING_KEY).
     ///
+    /// MLflow clients use the same port: MLFLOW_TRACKING_URI=http://<listen> with
+    /// MLFLOW_TRACKING_TOKEN set to a configured bearer token logs runs and registers models
+    /// as falaj versions; production is still decided by the gates and approvals
+    /// (docs/mlflow.md).
+    ///
     /// Connection limits: a client must send a request's headers within
     /// FALAJ_HTTP_HEADER_TIMEOUT_MS (default 10000) and at most FALAJ_HTTP_MAX_CONNECTIONS
     /// (default 512) connections are served at once; others wait for a slot.

@@ -1647,9 +1647,19 @@ fn mlflow_event(method: &str, path: &str, query: &str, who: &str, body: &[u8]) -
 #[tokio::test]
 async fn mlflow_calls_arrive_through_api_gateway_and_artifacts_come_back_as_base64() {
     let t = setup().await;
-    let ev = mlflow_event("GET", "/api/2.0/mlflow/experiments/get-by-name", "experiment_name=Default", "sam", b"");
+    let ev = mlflow_event(
+        "GET",
+        "/api/2.0/mlflow/experiments/get-by-name",
+        "experiment_name=Default",
+        "sam",
+        b"",
+    );
     let (s, b) = lambda_response(&invoke(&t.wh, ev).await);
-    assert_eq!((s, b["experiment"]["experiment_id"].as_str()), (200, Some("0")), "{b:#}");
+    assert_eq!(
+        (s, b["experiment"]["experiment_id"].as_str()),
+        (200, Some("0")),
+        "{b:#}"
+    );
     let ev = mlflow_event("POST", "/api/2.0/mlflow/runs/create", "", "sam", b"{}");
     let (s, b) = lambda_response(&invoke(&t.wh, ev).await);
     assert_eq!(s, 200, "{b:#}");
@@ -1667,5 +1677,8 @@ async fn mlflow_calls_arrive_through_api_gateway_and_artifacts_come_back_as_base
     // MLflow's errors keep MLflow's shape through the adapter.
     let ev = mlflow_event("GET", "/api/2.0/mlflow/runs/get", "run_id=nope", "sam", b"");
     let (s, b) = lambda_response(&invoke(&t.wh, ev).await);
-    assert_eq!((s, b["error_code"].as_str()), (404, Some("RESOURCE_DOES_NOT_EXIST")));
+    assert_eq!(
+        (s, b["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST"))
+    );
 }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use falaj::store::Precondition;
 use falaj_core::{StoreKey, layout};
 use falaj_webhook::{HttpRequest, HttpResponse};
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use crate::registry::VersionSide;
@@ -222,18 +223,23 @@ fn children(names: Vec<(String, u64)>) -> Vec<serde_json::Value> {
 /// The files of the model directory `dir` (an artifact path), relative to it, with bytes.
 pub(crate) async fn read_dir(cx: &Cx<'_>, dir: &str) -> Result<Vec<(String, Bytes)>, MlError> {
     let prefix = format!("{}/", key_of(dir)?);
-    let mut out = Vec::new();
-    for k in crate::list(cx.reg, &prefix).await? {
-        let key = StoreKey::new(k.clone())?;
-        if let Some(o) = cx
-            .reg
-            .store()
-            .get(&key)
-            .await
-            .map_err(falaj::RegistryError::from)?
-        {
-            out.push((k[prefix.len()..].to_string(), o.bytes));
-        }
-    }
-    Ok(out)
+    let keys = crate::list(cx.reg, &prefix).await?;
+    let files: Vec<Option<(String, Bytes)>> = futures::stream::iter(keys)
+        .map(|k| {
+            let prefix = &prefix;
+            async move {
+                let key = StoreKey::new(k.clone())?;
+                let obj = cx
+                    .reg
+                    .store()
+                    .get(&key)
+                    .await
+                    .map_err(falaj::RegistryError::from)?;
+                Ok::<_, MlError>(obj.map(|o| (k[prefix.len()..].to_string(), o.bytes)))
+            }
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
+    Ok(files.into_iter().flatten().collect())
 }

@@ -20,11 +20,12 @@ use bytes::Bytes;
 use falaj::RegistryError;
 use falaj::calls::{ExpectAlias, PromoteRequest};
 use falaj::promotion;
-use falaj::registry::{Artifact, Expect, NewModel, Registration, VersionFilter};
+use falaj::registry::{Artifact, Expect, NewModel, Registration};
 use falaj::store::{BlobSource, Precondition, no_progress};
 use falaj_core::promotion::{Action, Stage, VersionState};
 use falaj_core::{ModelVersion, layout};
 use falaj_webhook::ApiError;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -40,6 +41,9 @@ pub const RESERVED_TAGS: &[&str] = &[
     "falaj.digest",
     "falaj.manifest",
 ];
+
+/// How many versions a search reads at once.
+const SEARCH_READS_IN_FLIGHT: usize = 32;
 
 /// The canary weight `challenger` is set at through MLflow.
 pub const CHALLENGER_WEIGHT: u8 = 10;
@@ -495,22 +499,32 @@ async fn get_version(cx: &Cx<'_>, name: &str, v: &str) -> Result<Value, MlError>
 /// A version as MLflow's `ModelVersion`; `full` adds the state, stage and `falaj.*` tags
 /// (a few more reads), which `search` leaves out.
 async fn version_json(cx: &Cx<'_>, v: &ModelVersion, full: bool) -> Result<Value, MlError> {
-    let side = read::<VersionSide>(cx.reg, &layout::mlflow_version(&v.model, v.version)?)
-        .await?
-        .map(|(s, _)| s)
-        .unwrap_or_default();
-    let mut tags = cx.reg.version_tags(&v.model, v.version).await?;
-    tags.insert("falaj.digest".into(), v.digest.clone());
-    let aliases: Vec<String> = cx
-        .reg
-        .aliases(&v.model)
-        .await?
-        .into_iter()
+    let aliases = cx.reg.aliases(&v.model).await?;
+    version_json_with(cx, v, full, &aliases).await
+}
+
+/// [`version_json`] with the model's aliases already read (a search reads them once).
+async fn version_json_with(
+    cx: &Cx<'_>,
+    v: &ModelVersion,
+    full: bool,
+    aliases: &[falaj_core::AliasRecord],
+) -> Result<Value, MlError> {
+    let side_key = layout::mlflow_version(&v.model, v.version)?;
+    let (side, tags) = futures::try_join!(
+        async { read::<VersionSide>(cx.reg, &side_key).await },
+        async { Ok(cx.reg.version_tags(&v.model, v.version).await?) },
+    )?;
+    let side = side.map(|(s, _)| s).unwrap_or_default();
+    let mut tags = tags;
+    let aliases: Vec<&str> = aliases
+        .iter()
         .filter(|a| a.version == Some(v.version))
-        .map(|a| a.alias)
+        .map(|a| a.alias.as_str())
         .collect();
     let mut stage = "None";
     if full {
+        tags.insert("falaj.digest".into(), v.digest.clone());
         let state = promotion::version_state(cx.reg, &v.model, v.version).await?;
         stage = match state {
             VersionState::Production => "Production",
@@ -573,6 +587,27 @@ async fn version_json(cx: &Cx<'_>, v: &ModelVersion, full: bool) -> Result<Value
     Ok(out)
 }
 
+/// Version records are written once and never change (`models/<m>/versions/<n>.json`,
+/// create-only), so a process keeps those it has read: a search then reads only what can
+/// change (tags, the MLflow side). Bounded; emptied when full.
+async fn cached_version(cx: &Cx<'_>, model: &str, n: u64) -> Result<ModelVersion, MlError> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<(String, String, u64), ModelVersion>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    const MAX: usize = 100_000;
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (cx.reg.store().uri().to_string(), model.to_string(), n);
+    if let Some(v) = cache.lock().expect("version cache").get(&key) {
+        return Ok(v.clone());
+    }
+    let v = cx.reg.version(model, n).await?;
+    let mut c = cache.lock().expect("version cache");
+    if c.len() >= MAX {
+        c.clear();
+    }
+    c.insert(key, v.clone());
+    Ok(v)
+}
+
 fn version_attr(v: &Value, id: &Ident) -> Option<search::Value> {
     use search::Value::{Num, Str};
     match (id.kind.as_str(), id.key.as_str()) {
@@ -618,12 +653,30 @@ async fn search_versions(cx: &Cx<'_>, p: &Params) -> Answer {
     };
     let mut found = Vec::new();
     for m in models {
-        for v in cx.reg.versions(&m, &VersionFilter::default()).await? {
-            let j = version_json(cx, &v, false).await?;
-            if filter.matches(|i| version_attr(&j, i)) {
-                found.push(j);
-            }
-        }
+        let aliases = cx.reg.aliases(&m).await?;
+        let mut numbers: Vec<u64> = crate::list(cx.reg, &layout::versions_prefix(&m))
+            .await?
+            .iter()
+            .filter_map(|k| layout::parse_version_key(&m, k))
+            .collect();
+        numbers.sort_unstable();
+        // Each version is three small reads: many at once, which is what an object store
+        // (and the blocking pool behind a directory) serves well.
+        let rows: Vec<Value> = stream::iter(numbers)
+            .map(|n| {
+                let (m, aliases) = (&m, &aliases);
+                async move {
+                    let v = cached_version(cx, m, n).await?;
+                    version_json_with(cx, &v, false, aliases).await
+                }
+            })
+            .buffered(SEARCH_READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        found.extend(
+            rows.into_iter()
+                .filter(|j| filter.matches(|i| version_attr(j, i))),
+        );
     }
     let (items, next) = paged(found, offset, size);
     let mut out = json!({"model_versions": items});
@@ -904,18 +957,25 @@ async fn create_version(cx: &Cx<'_>, p: &Params) -> Answer {
         manifest: note,
         ..VersionSide::default()
     };
-    for (f, b) in files {
-        let size = b.len() as u64;
-        let blob = cx
-            .reg
-            .store()
-            .put_blob(
-                BlobSource::Reader(Box::new(std::io::Cursor::new(b))),
-                no_progress(),
-            )
-            .await
-            .map_err(RegistryError::from)?;
-        side.files.insert(f.clone(), format!("sha256:{}", blob.hex));
+    let copied: Vec<(String, String, u64)> = stream::iter(files)
+        .map(|(f, b)| async move {
+            let size = b.len() as u64;
+            let blob = cx
+                .reg
+                .store()
+                .put_blob(
+                    BlobSource::Reader(Box::new(std::io::Cursor::new(b))),
+                    no_progress(),
+                )
+                .await
+                .map_err(RegistryError::from)?;
+            Ok::<_, MlError>((f, format!("sha256:{}", blob.hex), size))
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    for (f, digest, size) in copied {
+        side.files.insert(f.clone(), digest);
         side.sizes.insert(f, size);
     }
     write(
