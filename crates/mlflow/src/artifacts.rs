@@ -31,6 +31,10 @@ pub(crate) async fn route(cx: &Cx<'_>, req: &HttpRequest, rest: &str) -> Answer 
         let path = req.query_param("path").unwrap_or("").trim_matches('/');
         return list(cx, path).await;
     }
+    if let (Some(raw), "GET") = (rest.strip_prefix("/presigned/"), method) {
+        let path = falaj_webhook::http::percent_decode(raw, false);
+        return presigned(cx, path.trim_end_matches('/')).await;
+    }
     let Some(raw) = rest.strip_prefix("/artifacts/") else {
         return Err(crate::not_found_endpoint(method, &req.path));
     };
@@ -122,6 +126,50 @@ async fn version_side(cx: &Cx<'_>, model: &str, n: &str) -> Result<VersionSide, 
     crate::registry::version_side(cx, model, n)
         .await?
         .ok_or_else(|| MlError::missing(format!("{model} version {n} has no files here")))
+}
+
+/// How long a presigned download URL is good for.
+pub const PRESIGNED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether this store hands out presigned downloads (S3 does), which `server-info` tells the
+/// client so that it fetches large files from the store, not through the function.
+pub(crate) fn presigns(hook: &falaj_webhook::Webhook) -> bool {
+    hook.registry().store().uri().starts_with("s3://")
+}
+
+/// `GET /mlflow-artifacts/presigned/<path>`: a URL to read the file straight from the store
+/// for 15 minutes, with its size when it is known (a registered version's files). 501 where
+/// the store has none, and the client then downloads through the server.
+async fn presigned(cx: &Cx<'_>, path: &str) -> Answer {
+    let (key, size) = match registry_path(path) {
+        Some((model, n, file)) => {
+            let side = version_side(cx, model, n).await?;
+            let file = file.unwrap_or_default();
+            let digest = side.files.get(file).ok_or_else(|| {
+                MlError::missing(format!("{model} version {n} has no file {file:?}"))
+            })?;
+            let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+            (layout::blob(hex), side.sizes.get(file).copied())
+        }
+        None => (key_of(path)?, None),
+    };
+    let url = cx
+        .reg
+        .store()
+        .presign_get(&key, PRESIGNED_FOR)
+        .await
+        .map_err(falaj::RegistryError::from)?
+        .ok_or_else(|| {
+            MlError::new(
+                "NOT_IMPLEMENTED",
+                "this store has no presigned downloads (dir://); download through /api/2.0/mlflow-artifacts/artifacts",
+            )
+        })?;
+    let mut out = json!({"url": url, "headers": {}});
+    if let Some(n) = size {
+        out["file_size"] = json!(n);
+    }
+    Ok(ok(out))
 }
 
 async fn download(cx: &Cx<'_>, path: &str) -> Answer {

@@ -117,10 +117,12 @@ async fn dispatch(
     }
     // Probes the client makes before it has credentials to offer: harmless, no store read.
     if req.method == "GET" && req.path == "/api/3.0/mlflow/server-info" {
+        // On S3, downloads go straight to the store through presigned URLs: a Lambda
+        // function answers 6 MB at most, and no large body passes through it.
         return Ok(ok(json!({
             "store_type": "falaj",
             "artifacts_presigned_only": false,
-            "multipart_downloads_enabled": false,
+            "multipart_downloads_enabled": artifacts::presigns(hook),
             "multipart_uploads_enabled": false,
             "workspaces_enabled": false,
         })));

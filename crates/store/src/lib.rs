@@ -290,6 +290,17 @@ pub trait Store: Send + Sync + fmt::Debug {
         let _ = key;
         Ok(false)
     }
+    /// A URL that reads object `key` directly for `expires` (an S3 presigned GET), so a large
+    /// download need not pass through the caller (a Lambda function answers 6 MB at most).
+    /// `None`: the store has no such URLs (`dir://`).
+    async fn presign_get(
+        &self,
+        key: &StoreKey,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (key, expires);
+        Ok(None)
+    }
     /// Streams `src` into `blobs/sha256/<hex>`, hashing while copying, in bounded memory.
     /// Nothing is visible under `blobs/` until the whole blob is in place.
     async fn put_blob(&self, src: BlobSource, progress: Progress) -> Result<BlobInfo, StoreError>;

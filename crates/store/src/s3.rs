@@ -410,6 +410,30 @@ impl Store for S3Store {
         Ok(StoreKey::new(rel)?)
     }
 
+    async fn presign_get(
+        &self,
+        key: &StoreKey,
+        expires: std::time::Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let full = self.full(key.as_str());
+        let err = |message: String| StoreError::S3 {
+            op: "PresignGetObject",
+            key: full.clone(),
+            message,
+        };
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| err(e.to_string()))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .presigned(config)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Some(req.uri().to_string()))
+    }
+
     async fn get(&self, key: &StoreKey) -> Result<Option<Object>, StoreError> {
         Ok(match self.get_if_changed(key, None).await? {
             Fetched::Changed(o) => Some(o),
