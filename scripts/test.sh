@@ -78,6 +78,18 @@ python3 scripts/check-demo.py "$demo_store" breast-cancer 2
 demo --clean
 python3 scripts/check-demo.py "$demo_store" breast-cancer 1
 
+step "the bring-your-own-model recipes of docs/bring-your-model.md, as written (PyTorch, scikit-learn, torchvision)"
+# The real exporters from PyPI, in a venv of their own (torch is large: kept between runs when
+# FALAJ_RECIPES_VENV points outside the clone, as .ci/run does).
+recipes="${FALAJ_RECIPES_VENV:-$root/target/py-recipes}"
+if ! "$recipes/bin/python" -c 'import torch, torchvision, sklearn, skl2onnx, onnx' 2>/dev/null; then
+  python3 -m venv "$recipes"
+  "$recipes/bin/pip" install --quiet --no-cache-dir --upgrade pip
+  "$recipes/bin/pip" install --quiet --no-cache-dir torch==2.15.0 torchvision==0.29.2 \
+    scikit-learn==1.9.1 skl2onnx==1.20.0 onnx==1.23.2 numpy
+fi
+"$recipes/bin/python" scripts/run-doc-recipes.py "${CARGO_TARGET_DIR:-$root/target}/debug/falaj"
+
 step "residency check of terraform/"
 # The binary built above (`cargo run -p falaj-cli` would resolve dependency features for that
 # package alone and rebuild much of the tree).
