@@ -350,11 +350,7 @@ async fn model_tag(cx: &Cx<'_>, p: &Params, set: bool) -> Answer {
     let name = p.need("name")?;
     let key = p.need("key")?;
     authorize(cx, &name, Action::Register).await?;
-    let (s, r) = if set {
-        (vec![(key, p.str("value").unwrap_or_default())], Vec::new())
-    } else {
-        (Vec::new(), vec![key])
-    };
+    let (s, r) = tag_change(p, key, set);
     cx.reg
         .tag_model(&name, &s, &r, &cx.caller)
         .await
@@ -365,6 +361,15 @@ async fn model_tag(cx: &Cx<'_>, p: &Params, set: bool) -> Answer {
             )
         })?;
     Ok(ok(json!({})))
+}
+
+/// A set-tag (the key and the request's value) or a delete-tag, as the registry takes them.
+fn tag_change(p: &Params, key: String, set: bool) -> (Vec<(String, String)>, Vec<String>) {
+    if set {
+        (vec![(key, p.str("value").unwrap_or_default())], Vec::new())
+    } else {
+        (Vec::new(), vec![key])
+    }
 }
 
 async fn latest_versions(cx: &Cx<'_>, p: &Params) -> Answer {
@@ -698,11 +703,7 @@ async fn version_tag(cx: &Cx<'_>, p: &Params, set: bool) -> Answer {
     }
     let n = number(&name, &v)?;
     authorize(cx, &name, Action::Register).await?;
-    let (s, r) = if set {
-        (vec![(key, p.str("value").unwrap_or_default())], Vec::new())
-    } else {
-        (Vec::new(), vec![key])
-    };
+    let (s, r) = tag_change(p, key, set);
     cx.reg
         .tag_version(&name, n, &s, &r, &cx.caller)
         .await

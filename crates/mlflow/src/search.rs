@@ -181,15 +181,7 @@ fn compare(have: &Value, op: &str, want: &Value) -> bool {
             let found = l.iter().any(|w| compare(have, "=", w));
             if op == "IN" { found } else { !found }
         }
-        (Value::Num(a), Value::Num(b)) => match op {
-            "=" => a == b,
-            "!=" => a != b,
-            "<" => a < b,
-            "<=" => a <= b,
-            ">" => a > b,
-            ">=" => a >= b,
-            _ => false,
-        },
+        (Value::Num(a), Value::Num(b)) => ordered(a, b, op).unwrap_or(false),
         (Value::Str(a), Value::Num(b)) => a
             .parse::<f64>()
             .is_ok_and(|a| compare(&Value::Num(a), op, &Value::Num(*b))),
@@ -202,18 +194,25 @@ fn compare(have: &Value, op: &str, want: &Value) -> bool {
             compare(&Value::Str(a), op, &Value::Str(b.clone()))
         }
         (Value::Str(a), Value::Str(b)) => match op {
-            "=" => a == b,
-            "!=" => a != b,
-            "<" => a < b,
-            "<=" => a <= b,
-            ">" => a > b,
-            ">=" => a >= b,
             "LIKE" => like(a, b),
             "ILIKE" => like(&a.to_lowercase(), &b.to_lowercase()),
-            _ => false,
+            _ => ordered(a, b, op).unwrap_or(false),
         },
         (Value::List(_), _) => false,
     }
+}
+
+/// `a op b` for the comparators every type has; `None` for any other.
+fn ordered<T: PartialOrd + ?Sized>(a: &T, b: &T, op: &str) -> Option<bool> {
+    Some(match op {
+        "=" => a == b,
+        "!=" => a != b,
+        "<" => a < b,
+        "<=" => a <= b,
+        ">" => a > b,
+        ">=" => a >= b,
+        _ => return None,
+    })
 }
 
 /// SQL `LIKE`: `%` any run, `_` one character.

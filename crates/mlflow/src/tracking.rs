@@ -887,33 +887,28 @@ async fn log_inputs(cx: &Cx<'_>, p: &Params) -> Answer {
         }
     }
     run_write(cx, p, |r| {
-        for d in &datasets {
-            let v = Value::Object(d.clone());
-            if !r.dataset_inputs.contains(&v) {
-                r.dataset_inputs.push(v);
-            }
-        }
-        for m in &models {
-            let v = Value::Object(m.clone());
-            if !r.model_inputs.contains(&v) {
-                r.model_inputs.push(v);
-            }
-        }
+        add_new(&mut r.dataset_inputs, &datasets);
+        add_new(&mut r.model_inputs, &models);
         Ok(())
     })
     .await?;
     Ok(ok(json!({})))
 }
 
+/// Appends each of `items` that `list` does not hold yet (a re-sent input counts once).
+fn add_new(list: &mut Vec<Value>, items: &[Map<String, Value>]) {
+    for i in items {
+        let v = Value::Object(i.clone());
+        if !list.contains(&v) {
+            list.push(v);
+        }
+    }
+}
+
 async fn log_outputs(cx: &Cx<'_>, p: &Params) -> Answer {
     let models = p.objects("models")?;
     run_write(cx, p, |r| {
-        for m in &models {
-            let v = Value::Object(m.clone());
-            if !r.model_outputs.contains(&v) {
-                r.model_outputs.push(v);
-            }
-        }
+        add_new(&mut r.model_outputs, &models);
         Ok(())
     })
     .await?;
