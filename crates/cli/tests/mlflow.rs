@@ -161,6 +161,12 @@ async fn scenario(uri: &str, endpoint: Option<String>) {
     assert_eq!(v.author, "dana");
     assert_eq!(v.lineage.hyperparameters["lr"], "0.01");
     assert_eq!(v.lineage.datasets.len(), 1);
+    assert!(
+        v.lineage.datasets[0].uri.ends_with("breast_cancer.csv"),
+        "{:?}",
+        v.lineage
+    );
+    assert!(v.lineage.datasets[0].digest.starts_with("mlflow:"));
     assert!((v.metrics["accuracy"] - 0.96).abs() < 1e-12);
     let m = falaj::reports::manifest_of(&reg, &v).await.unwrap();
     assert_eq!(m.features.len(), 30);

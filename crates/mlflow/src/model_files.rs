@@ -153,6 +153,21 @@ pub struct RunFacts {
     pub code_commit: Option<String>,
 }
 
+/// Where a logged dataset came from: its source's `uri` (MLflow writes the source as JSON,
+/// `{"uri": "s3://..."}` or a local path), so the residency gate judges the real location;
+/// else `mlflow-dataset:<name>`.
+fn dataset_uri(ds: &Value) -> Option<String> {
+    let name = ds["name"].as_str()?;
+    let source: Value = ds["source"]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null);
+    Some(match source["uri"].as_str().filter(|u| !u.is_empty()) {
+        Some(u) => u.to_string(),
+        None => format!("mlflow-dataset:{name}"),
+    })
+}
+
 /// The training manifest of `model` from its MLflow signature, or why there is none
 /// (`Ok(Err(note))`: registered without one; `Err`: the signature is unusable).
 pub fn manifest(
@@ -245,11 +260,7 @@ pub fn manifest(
             .filter_map(|d| {
                 let ds = &d["dataset"];
                 Some(DatasetRef {
-                    uri: format!(
-                        "mlflow-dataset:{}:{}",
-                        ds["name"].as_str()?,
-                        ds["source"].as_str().unwrap_or_default()
-                    ),
+                    uri: dataset_uri(ds)?,
                     digest: format!("mlflow:{}", ds["digest"].as_str()?),
                     region: None,
                 })
@@ -326,6 +337,15 @@ signature:
             ]
         );
         assert!(parse_mlmodel("flavors: [").is_err());
+    }
+
+    #[test]
+    fn a_logged_datasets_lineage_uri_is_its_sources_uri() {
+        let ds = serde_json::json!({"name": "bc", "digest": "1a2b", "source": "{\"uri\": \"s3://data/bc.csv\"}"});
+        assert_eq!(dataset_uri(&ds).unwrap(), "s3://data/bc.csv");
+        let ds = serde_json::json!({"name": "bc", "digest": "1a2b", "source": "{\"tags\": {}}"});
+        assert_eq!(dataset_uri(&ds).unwrap(), "mlflow-dataset:bc");
+        assert!(dataset_uri(&serde_json::json!({"digest": "x"})).is_none());
     }
 
     #[test]
