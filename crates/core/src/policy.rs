@@ -97,6 +97,17 @@ pub fn unsupported_ops(ops: &[String]) -> Vec<String> {
 
 /// Approvals needed for production when a policy does not say.
 pub const DEFAULT_APPROVALS: u32 = 2;
+/// `[canary] steps` when the policy names none.
+pub const DEFAULT_CANARY_STEPS: [u8; 4] = [5, 25, 50, 100];
+/// `[canary] min_samples` when the policy names none.
+pub const DEFAULT_CANARY_MIN_SAMPLES: u64 = 500;
+/// `[canary] alpha` when the policy names none.
+pub const DEFAULT_CANARY_ALPHA: f64 = 0.05;
+/// `[canary] step_time_limit_secs` when the policy names none: one hour.
+pub const DEFAULT_CANARY_STEP_SECS: u64 = 3600;
+/// The metrics a canary is judged on: HTTP errors, wrong predictions on labelled feedback,
+/// requests slower than `slow_request_ms`.
+pub const CANARY_METRICS: [&str; 3] = ["errors", "wrong_predictions", "slow_requests"];
 
 /// Fewest approvals a policy may ask for production: two people besides the author.
 pub const MIN_APPROVALS: u32 = 2;
@@ -304,6 +315,44 @@ pub struct NoRegressionPolicy {
     pub line: usize,
 }
 
+/// `[canary]`: how a challenger's traffic grows and what the canary judge
+/// (`crate::canary`) asks of it at each step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CanaryPolicy {
+    /// Challenger weight (percent) of each step, increasing, ending at 100.
+    pub steps: Vec<u8>,
+    /// Challenger requests a step needs before it may promote.
+    pub min_samples: u64,
+    /// Error level of each step's decision (a false rollback, or a false promotion).
+    pub alpha: f64,
+    /// Seconds a step may last before it is inconclusive (and is held, never promoted).
+    pub step_time_limit_secs: u64,
+    /// Per metric (`errors`, `wrong_predictions`, `slow_requests`): the tolerated ratio of
+    /// the challenger's bad-event rate to the champion's, and whether a step needs evidence
+    /// of no harm (labelled feedback: `wrong_predictions`) or only no evidence of harm.
+    pub metrics: Vec<(String, crate::canary::MetricRule)>,
+    /// A request slower than this counts as a `slow_requests` event.
+    pub slow_request_ms: Option<f64>,
+    /// Line of the `[canary]` table.
+    pub line: usize,
+}
+
+impl CanaryPolicy {
+    /// The judge's rule for one step.
+    pub fn step_rule(&self) -> crate::canary::StepRule {
+        crate::canary::StepRule {
+            alpha: self.alpha,
+            min_samples: self.min_samples,
+            time_limit_secs: self.step_time_limit_secs,
+        }
+    }
+
+    /// The weight after `current` (0 before the first step), `None` once at 100.
+    pub fn next_weight(&self, current: u8) -> Option<u8> {
+        self.steps.iter().copied().find(|&w| w > current)
+    }
+}
+
 /// A parsed gate policy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GatePolicy {
@@ -325,6 +374,8 @@ pub struct GatePolicy {
     pub holdout_key: Option<String>,
     /// `[promotion] auto_staging`: promote to staging when every gate passes.
     pub auto_staging: bool,
+    /// `[canary]`: automated canary analysis, when the policy asks for it.
+    pub canary: Option<CanaryPolicy>,
 }
 
 /// A policy file was refused.
@@ -350,6 +401,19 @@ struct RawPolicy {
     no_regression: Option<Spanned<RawNoRegression>>,
     promotion: Option<Spanned<RawPromotion>>,
     holdout: Option<Spanned<RawHoldout>>,
+    canary: Option<Spanned<RawCanary>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCanary {
+    steps: Option<Spanned<Vec<i64>>>,
+    min_samples: Option<Spanned<i64>>,
+    alpha: Option<Spanned<f64>>,
+    step_time_limit_secs: Option<Spanned<i64>>,
+    no_traffic: Option<Spanned<String>>,
+    slow_request_ms: Option<Spanned<f64>>,
+    tolerate: Option<Spanned<std::collections::BTreeMap<String, Spanned<f64>>>>,
 }
 
 #[derive(Deserialize)]
@@ -467,6 +531,135 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    fn canary(&self, c: &Spanned<RawCanary>) -> Result<CanaryPolicy, PolicyError> {
+        let line = line_of(self.src, c.span().start);
+        let here = c.span().start;
+        let c = c.get_ref();
+        let steps: Vec<u8> = match &c.steps {
+            None => DEFAULT_CANARY_STEPS.to_vec(),
+            Some(s) => {
+                let v = s.get_ref();
+                let ok = !v.is_empty()
+                    && v.iter().all(|w| (1..=100).contains(w))
+                    && v.windows(2).all(|p| p[0] < p[1])
+                    && v.last() == Some(&100);
+                if !ok {
+                    return Err(self.err(
+                        s.span().start,
+                        format!(
+                            "canary.steps must be challenger weights from 1 to 100, increasing, ending at 100 (e.g. [5, 25, 50, 100]), got {v:?}"
+                        ),
+                    ));
+                }
+                v.iter().map(|&w| w as u8).collect()
+            }
+        };
+        let min_samples = match &c.min_samples {
+            None => DEFAULT_CANARY_MIN_SAMPLES,
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
+            Some(n) => {
+                return Err(self.err(
+                    n.span().start,
+                    format!("canary.min_samples must be at least 1, got {}", n.get_ref()),
+                ));
+            }
+        };
+        let alpha = match &c.alpha {
+            None => DEFAULT_CANARY_ALPHA,
+            Some(a) if *a.get_ref() > 0.0 && *a.get_ref() <= 0.5 => *a.get_ref(),
+            Some(a) => {
+                return Err(self.err(
+                    a.span().start,
+                    format!(
+                        "canary.alpha is the chance of a wrong decision per step: above 0 and at most 0.5 (e.g. 0.05), got {}",
+                        a.get_ref()
+                    ),
+                ));
+            }
+        };
+        let step_time_limit_secs = match &c.step_time_limit_secs {
+            None => DEFAULT_CANARY_STEP_SECS,
+            Some(t) if *t.get_ref() >= 1 => *t.get_ref() as u64,
+            Some(t) => {
+                return Err(self.err(
+                    t.span().start,
+                    format!(
+                        "canary.step_time_limit_secs must be at least 1, got {}",
+                        t.get_ref()
+                    ),
+                ));
+            }
+        };
+        if let Some(n) = &c.no_traffic
+            && n.get_ref() != "hold"
+        {
+            return Err(self.err(
+                n.span().start,
+                format!(
+                    "canary.no_traffic is \"hold\": a step without traffic is never promoted, got {:?}",
+                    n.get_ref()
+                ),
+            ));
+        }
+        let slow_request_ms = c
+            .slow_request_ms
+            .as_ref()
+            .map(|v| self.non_negative(v, "canary.slow_request_ms"))
+            .transpose()?;
+        let mut metrics = Vec::new();
+        let tolerate = c
+            .tolerate
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_else(|| {
+                [("errors".to_string(), Spanned::new(here..here, 1.1))]
+                    .into_iter()
+                    .collect()
+            });
+        for (name, ratio) in &tolerate {
+            if !CANARY_METRICS.contains(&name.as_str()) {
+                return Err(self.err(
+                    ratio.span().start,
+                    format!(
+                        "canary.tolerate.{name} is not a canary metric; use {}",
+                        CANARY_METRICS.join(", ")
+                    ),
+                ));
+            }
+            let r = *ratio.get_ref();
+            if !(r.is_finite() && r >= 1.0) {
+                return Err(self.err(
+                    ratio.span().start,
+                    format!(
+                        "canary.tolerate.{name} is the challenger's bad-event rate over the champion's that is still fine: at least 1 (1.1 = 10% more), got {r}"
+                    ),
+                ));
+            }
+            if name == "slow_requests" && slow_request_ms.is_none() {
+                return Err(self.err(
+                    ratio.span().start,
+                    "canary.tolerate.slow_requests needs canary.slow_request_ms: the latency above which a request counts as slow",
+                ));
+            }
+            metrics.push((
+                name.clone(),
+                crate::canary::MetricRule {
+                    max_ratio: r,
+                    needs_no_harm_evidence: name == "wrong_predictions",
+                },
+            ));
+        }
+        Ok(CanaryPolicy {
+            steps,
+            min_samples,
+            alpha,
+            step_time_limit_secs,
+            metrics,
+            slow_request_ms,
+            line,
+        })
+    }
+
     fn err(&self, offset: usize, message: impl Into<String>) -> PolicyError {
         PolicyError {
             source_name: self.name.into(),
@@ -526,7 +719,7 @@ impl GatePolicy {
             let line = e.span().map_or(1, |s| line_of(src, s.start));
             let msg = e.message().trim().replace('\n', " ");
             let hint = if msg.contains("unknown field") {
-                " (known sections: metrics, fairness, robustness, edge, residency, no_regression, promotion; see docs/gates.md)"
+                " (known sections: metrics, fairness, robustness, edge, residency, no_regression, promotion, holdout, canary; see docs/gates.md)"
             } else {
                 ""
             };
@@ -801,6 +994,7 @@ impl GatePolicy {
                 Some(k.get_ref().clone())
             }
         };
+        let canary = raw.canary.as_ref().map(|c| cx.canary(c)).transpose()?;
         Ok(Self {
             metrics,
             fairness,
@@ -811,6 +1005,7 @@ impl GatePolicy {
             approvals,
             holdout_key,
             auto_staging,
+            canary,
         })
     }
 
@@ -1017,6 +1212,8 @@ impl GateReport {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     const FULL: &str = r#"
@@ -1048,6 +1245,63 @@ approvals = 3
 
     fn err(src: &str) -> PolicyError {
         GatePolicy::parse(src, "gates.toml").unwrap_err()
+    }
+
+    #[test]
+    fn a_canary_section_gives_the_judges_rules_and_its_steps() {
+        let p = GatePolicy::parse(
+            "[metrics]\naccuracy = { min = 0.9 }\n\n[canary]\nsteps = [10, 50, 100]\nmin_samples = 200\nalpha = 0.01\nstep_time_limit_secs = 600\nno_traffic = \"hold\"\nslow_request_ms = 250.0\n[canary.tolerate]\nerrors = 1.2\nwrong_predictions = 1.0\nslow_requests = 1.5\n",
+            "gates.toml",
+        )
+        .unwrap();
+        let c = p.canary.unwrap();
+        assert_eq!(c.steps, [10, 50, 100]);
+        assert_eq!(
+            (c.next_weight(0), c.next_weight(10), c.next_weight(100)),
+            (Some(10), Some(50), None)
+        );
+        let rule = c.step_rule();
+        assert_eq!(
+            (rule.alpha, rule.min_samples, rule.time_limit_secs),
+            (0.01, 200, 600)
+        );
+        let by_name: BTreeMap<_, _> = c.metrics.iter().cloned().collect();
+        assert_eq!(by_name["errors"].max_ratio, 1.2);
+        assert!(by_name["wrong_predictions"].needs_no_harm_evidence);
+        assert!(!by_name["slow_requests"].needs_no_harm_evidence);
+        assert_eq!(c.line, 4);
+        // An empty section takes the defaults; no section, no canary.
+        let d = GatePolicy::parse("[canary]\n", "g")
+            .unwrap()
+            .canary
+            .unwrap();
+        assert_eq!(d.steps, DEFAULT_CANARY_STEPS);
+        assert_eq!(d.metrics.len(), 1);
+        assert_eq!(d.metrics[0].0, "errors");
+        assert!(GatePolicy::parse("", "g").unwrap().canary.is_none());
+    }
+
+    #[test]
+    fn a_bad_canary_section_is_refused_with_the_line_and_the_fix() {
+        for (body, says) in [
+            ("steps = [50, 25, 100]", "increasing"),
+            ("steps = [5, 25]", "ending at 100"),
+            ("steps = [0, 100]", "from 1 to 100"),
+            ("min_samples = 0", "at least 1"),
+            ("alpha = 0.9", "at most 0.5"),
+            ("alpha = 0.0", "above 0"),
+            ("step_time_limit_secs = 0", "at least 1"),
+            ("no_traffic = \"promote\"", "never promoted"),
+            ("[canary.tolerate]\nerrors = 0.5", "at least 1"),
+            ("[canary.tolerate]\nlatency = 2.0", "not a canary metric"),
+            ("[canary.tolerate]\nslow_requests = 1.5", "slow_request_ms"),
+            ("promote_after = 3", "unknown field"),
+        ] {
+            let e = err(&format!("[canary]\n{body}\n"));
+            assert!(e.message.contains(says), "{body}: {e}");
+            assert!(e.line >= 1, "{body}: {e}");
+        }
+        assert_eq!(err("[canary]\nalpha = 0.9\n").line, 2);
     }
 
     #[test]
