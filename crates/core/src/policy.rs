@@ -1248,6 +1248,17 @@ approvals = 3
     }
 
     #[test]
+    fn the_policy_in_docs_gates_md_parses() {
+        let doc = include_str!("../../../docs/gates.md");
+        let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+        let block = &doc[start..start + doc[start..].find("```").unwrap()];
+        let p = GatePolicy::parse(block, "docs/gates.md").unwrap();
+        assert!(p.fairness.is_some() && p.robustness.is_some() && p.no_regression.is_some());
+        let c = p.canary.unwrap();
+        assert_eq!(c.metrics.len(), 3);
+    }
+
+    #[test]
     fn a_canary_section_gives_the_judges_rules_and_its_steps() {
         let p = GatePolicy::parse(
             "[metrics]\naccuracy = { min = 0.9 }\n\n[canary]\nsteps = [10, 50, 100]\nmin_samples = 200\nalpha = 0.01\nstep_time_limit_secs = 600\nno_traffic = \"hold\"\nslow_request_ms = 250.0\n[canary.tolerate]\nerrors = 1.2\nwrong_predictions = 1.0\nslow_requests = 1.5\n",
