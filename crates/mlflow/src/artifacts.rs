@@ -208,13 +208,12 @@ async fn list(cx: &Cx<'_>, path: &str) -> Answer {
     if let Some((model, n, sub)) = registry_path(path) {
         let side = version_side(cx, model, n).await?;
         let prefix = sub.map(|s| format!("{s}/")).unwrap_or_default();
-        let sizes = side.sizes.clone();
-        let names: Vec<(String, u64)> = side
+        let names: Vec<(String, Option<u64>)> = side
             .files
             .keys()
             .filter_map(|f| {
                 f.strip_prefix(&prefix)
-                    .map(|r| (r.to_string(), sizes.get(f).copied().unwrap_or(0)))
+                    .map(|r| (r.to_string(), side.sizes.get(f).copied()))
             })
             .collect();
         return Ok(ok(json!({"files": children(names)})));
@@ -224,32 +223,19 @@ async fn list(cx: &Cx<'_>, path: &str) -> Answer {
     } else {
         format!("{}/", key_of(path)?)
     };
-    let mut names = Vec::new();
-    for k in crate::list(cx.reg, &prefix).await? {
-        let rel = k[prefix.len()..].to_string();
-        let size = if rel.contains('/') {
-            0
-        } else {
-            read_size(cx, &k).await?
-        };
-        names.push((rel, size));
-    }
+    // A listing says no size for these files: the store lists keys only, and reading each
+    // file to measure it would download the whole directory. MLflow's `file_size` is
+    // optional; registered versions' files have theirs (above).
+    let names = crate::list(cx.reg, &prefix)
+        .await?
+        .into_iter()
+        .map(|k| (k[prefix.len()..].to_string(), None))
+        .collect();
     Ok(ok(json!({"files": children(names)})))
 }
 
-async fn read_size(cx: &Cx<'_>, key: &str) -> Result<u64, MlError> {
-    let k = StoreKey::new(key)?;
-    Ok(cx
-        .reg
-        .store()
-        .get(&k)
-        .await
-        .map_err(falaj::RegistryError::from)?
-        .map_or(0, |o| o.bytes.len() as u64))
-}
-
 /// The immediate children of a directory, from the relative paths of everything below it.
-fn children(names: Vec<(String, u64)>) -> Vec<serde_json::Value> {
+fn children(names: Vec<(String, Option<u64>)>) -> Vec<serde_json::Value> {
     let mut out: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
     for (rel, size) in names {
         match rel.split_once('/') {
@@ -257,10 +243,11 @@ fn children(names: Vec<(String, u64)>) -> Vec<serde_json::Value> {
                 out.insert(dir.to_string(), json!({"path": dir, "is_dir": true}));
             }
             None if !rel.is_empty() => {
-                out.insert(
-                    rel.clone(),
-                    json!({"path": rel, "is_dir": false, "file_size": size}),
-                );
+                let mut file = json!({"path": rel, "is_dir": false});
+                if let Some(n) = size {
+                    file["file_size"] = json!(n);
+                }
+                out.insert(rel, file);
             }
             None => {}
         }

@@ -248,11 +248,9 @@ async fn registered_model(cx: &Cx<'_>, name: &str) -> Result<Value, MlError> {
             format!("Registered Model with name={name} not found"),
         )
     })?;
-    let aliases: Vec<Value> = cx
-        .reg
-        .aliases(name)
-        .await?
-        .into_iter()
+    let records = cx.reg.aliases(name).await?;
+    let aliases: Vec<Value> = records
+        .iter()
         .filter_map(|a| {
             a.version
                 .map(|v| json!({"alias": a.alias, "version": v.to_string()}))
@@ -265,7 +263,7 @@ async fn registered_model(cx: &Cx<'_>, name: &str) -> Result<Value, MlError> {
         && let Ok(v) = cx.reg.version(name, latest).await
     {
         updated = updated.max(millis(&v.created_at));
-        latest_versions.push(version_json(cx, &v, false).await?);
+        latest_versions.push(version_json_with(cx, &v, false, &records).await?);
     }
     Ok(json!({
         "name": m.name,
@@ -745,9 +743,16 @@ async fn update_version(cx: &Cx<'_>, p: &Params) -> Answer {
     ))
 }
 
-/// The artifact directory a model-version source names, with the run and logged model it
-/// comes from.
-async fn resolve_source(cx: &Cx<'_>, source: &str) -> Result<(String, String, String), MlError> {
+/// What a model-version source names: its artifact directory, and the run and logged model
+/// it comes from (those read on the way, so they are not read again).
+struct Source {
+    dir: String,
+    run_id: String,
+    run: Option<crate::tracking::Run>,
+    logged: Option<crate::tracking::LoggedModel>,
+}
+
+async fn resolve_source(cx: &Cx<'_>, source: &str) -> Result<Source, MlError> {
     let strip = |uri: &str| -> Option<String> {
         uri.strip_prefix("mlflow-artifacts:")
             .map(|p| p.trim_start_matches('/').to_string())
@@ -767,7 +772,12 @@ async fn resolve_source(cx: &Cx<'_>, source: &str) -> Result<(String, String, St
         } else {
             format!("{dir}/{sub}")
         };
-        return Ok((dir, m.source_run_id, id));
+        return Ok(Source {
+            dir,
+            run_id: m.source_run_id.clone(),
+            run: None,
+            logged: Some(m),
+        });
     }
     if let Some(rest) = source.strip_prefix("runs:/") {
         let (run, sub) = rest.split_once('/').unwrap_or((rest, ""));
@@ -778,14 +788,20 @@ async fn resolve_source(cx: &Cx<'_>, source: &str) -> Result<(String, String, St
         } else {
             format!("{dir}/{}", sub.trim_matches('/'))
         };
-        return Ok((dir, run.to_string(), String::new()));
+        return Ok(Source {
+            dir,
+            run_id: run.to_string(),
+            run: Some(r),
+            logged: None,
+        });
     }
     if let Some(dir) = strip(source) {
-        return Ok((
-            dir.trim_end_matches('/').to_string(),
-            String::new(),
-            String::new(),
-        ));
+        return Ok(Source {
+            dir: dir.trim_end_matches('/').to_string(),
+            run_id: String::new(),
+            run: None,
+            logged: None,
+        });
     }
     Err(MlError::invalid(format!(
         "falaj registers models from its own artifact store: the source must be models:/m-<id>, runs:/<run>/<path> or mlflow-artifacts:/<path> (log the model to this server with mlflow.onnx.log_model), not {source:?}"
@@ -802,7 +818,16 @@ async fn create_version(cx: &Cx<'_>, p: &Params) -> Answer {
             format!("Registered Model with name={name} not found"),
         )
     })?;
-    let (dir, mut run_id, mut model_id) = resolve_source(cx, &source).await?;
+    let Source {
+        dir,
+        mut run_id,
+        run,
+        logged,
+    } = resolve_source(cx, &source).await?;
+    let mut model_id = logged
+        .as_ref()
+        .map(|m| m.model_id.clone())
+        .unwrap_or_default();
     if let Some(r) = p.str("run_id") {
         if !run_id.is_empty() && r != run_id {
             return Err(MlError::invalid(format!(
@@ -843,14 +868,19 @@ async fn create_version(cx: &Cx<'_>, p: &Params) -> Answer {
         run_id: run_id.clone(),
         ..RunFacts::default()
     };
-    if !model_id.is_empty()
-        && let Ok(m) = crate::tracking::logged_model(cx, &model_id).await
-    {
+    let logged = match logged {
+        None if !model_id.is_empty() => crate::tracking::logged_model(cx, &model_id).await.ok(),
+        known => known,
+    };
+    if let Some(m) = &logged {
         hints.add(&m.tags);
         hints.add(&m.params);
     }
-    if !run_id.is_empty() {
-        let r = crate::tracking::get_run(cx, &run_id).await?;
+    let run = match run {
+        None if !run_id.is_empty() => Some(crate::tracking::get_run(cx, &run_id).await?),
+        known => known,
+    };
+    if let Some(r) = &run {
         hints.add(&r.tags);
         hints.add(&r.params);
         facts.metrics = r.metric_values();

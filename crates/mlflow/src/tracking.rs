@@ -253,6 +253,27 @@ fn check_key(what: &str, key: &str) -> Result<(), MlError> {
     Ok(())
 }
 
+/// Checks each key and value of `pairs` (`tag`s or `param`s) against MLflow's limits.
+fn check_pairs(what: &str, pairs: &[(String, String)]) -> Result<(), MlError> {
+    let max = if what == "param" {
+        MAX_PARAM_VALUE
+    } else {
+        MAX_TAG_VALUE
+    };
+    for (k, v) in pairs {
+        check_key(what, k)?;
+        check_value(what, k, v, max)?;
+    }
+    Ok(())
+}
+
+/// The request's `[{key, value}]` list `field` (`tags` or `params`), checked.
+fn checked(p: &Params, field: &str) -> Result<Vec<(String, String)>, MlError> {
+    let pairs = p.key_values(field)?;
+    check_pairs(if field == "params" { "param" } else { "tag" }, &pairs)?;
+    Ok(pairs)
+}
+
 fn check_value(what: &str, key: &str, value: &str, max: usize) -> Result<(), MlError> {
     if value.len() > max {
         return Err(MlError::invalid(format!(
@@ -363,13 +384,9 @@ pub(crate) async fn route(cx: &Cx<'_>, method: &str, rest: &str, p: &Params) -> 
             .await
             .map(|m| ok(json!({"model": m.json()}))),
         ("PATCH", ["logged-models", id]) => finalize_logged_model(cx, id, p).await,
-        ("PATCH", ["logged-models", id, "tags"]) => match p.key_values("tags") {
+        ("PATCH", ["logged-models", id, "tags"]) => match checked(p, "tags") {
             Ok(tags) => logged_model_write(cx, id, |m| {
-                for (k, v) in &tags {
-                    check_key("tag", k)?;
-                    check_value("tag", k, v, MAX_TAG_VALUE)?;
-                    m.tags.insert(k.clone(), v.clone());
-                }
+                m.tags.extend(tags.iter().cloned());
                 Ok(())
             })
             .await
@@ -385,13 +402,9 @@ pub(crate) async fn route(cx: &Cx<'_>, method: &str, rest: &str, p: &Params) -> 
             .await
             .map(|_| ok(json!({})))
         }
-        ("POST", ["logged-models", id, "params"]) => match p.key_values("params") {
+        ("POST", ["logged-models", id, "params"]) => match checked(p, "params") {
             Ok(params) => logged_model_write(cx, id, |m| {
-                for (k, v) in &params {
-                    check_key("param", k)?;
-                    check_value("param", k, v, MAX_PARAM_VALUE)?;
-                    m.params.insert(k.clone(), v.clone());
-                }
+                m.params.extend(params.iter().cloned());
                 Ok(())
             })
             .await
@@ -424,11 +437,7 @@ async fn create_experiment(cx: &Cx<'_>, p: &Params) -> Answer {
             "an experiment name is 1 to 500 characters",
         ));
     }
-    let tags: BTreeMap<String, String> = p.key_values("tags")?.into_iter().collect();
-    for (k, v) in &tags {
-        check_key("tag", k)?;
-        check_value("tag", k, v, MAX_TAG_VALUE)?;
-    }
+    let tags: BTreeMap<String, String> = checked(p, "tags")?.into_iter().collect();
     // Ids are 15 digits, never 0 (the default experiment's).
     let id = (100_000_000_000_000 + rand::random::<u64>() % 900_000_000_000_000).to_string();
     let now = now_ms();
@@ -578,8 +587,7 @@ async fn set_experiment_tag(cx: &Cx<'_>, p: &Params) -> Answer {
     let id = p.need("experiment_id")?;
     let key = p.need("key")?;
     let value = p.str("value").unwrap_or_default();
-    check_key("tag", &key)?;
-    check_value("tag", &key, &value, MAX_TAG_VALUE)?;
+    check_pairs("tag", &[(key.clone(), value.clone())])?;
     experiment(cx, &id).await?;
     update(
         cx.reg,
@@ -602,11 +610,7 @@ async fn create_run(cx: &Cx<'_>, p: &Params) -> Answer {
         .str("experiment_id")
         .unwrap_or_else(|| DEFAULT_EXPERIMENT.into());
     experiment(cx, &exp).await?;
-    let tags: BTreeMap<String, String> = p.key_values("tags")?.into_iter().collect();
-    for (k, v) in &tags {
-        check_key("tag", k)?;
-        check_value("tag", k, v, MAX_TAG_VALUE)?;
-    }
+    let tags: BTreeMap<String, String> = checked(p, "tags")?.into_iter().collect();
     let id = random_hex(16);
     let run_name = p
         .str("run_name")
@@ -792,14 +796,8 @@ async fn log_batch(
         )));
     }
     let entries: Vec<Value> = metrics.iter().map(metric_entry).collect::<Result<_, _>>()?;
-    for (k, v) in &params {
-        check_key("param", k)?;
-        check_value("param", k, v, MAX_PARAM_VALUE)?;
-    }
-    for (k, v) in &tags {
-        check_key("tag", k)?;
-        check_value("tag", k, v, MAX_TAG_VALUE)?;
-    }
+    check_pairs("param", &params)?;
+    check_pairs("tag", &tags)?;
     // The run is checked (and changed) first: a refused batch leaves no metrics behind.
     let run = run_write(cx, p, |r| {
         for (k, v) in &params {
@@ -994,16 +992,8 @@ async fn create_logged_model(cx: &Cx<'_>, p: &Params) -> Answer {
     if !source_run_id.is_empty() {
         get_run(cx, &source_run_id).await?;
     }
-    let tags: BTreeMap<String, String> = p.key_values("tags")?.into_iter().collect();
-    let params: BTreeMap<String, String> = p.key_values("params")?.into_iter().collect();
-    for (k, v) in &tags {
-        check_key("tag", k)?;
-        check_value("tag", k, v, MAX_TAG_VALUE)?;
-    }
-    for (k, v) in &params {
-        check_key("param", k)?;
-        check_value("param", k, v, MAX_PARAM_VALUE)?;
-    }
+    let tags: BTreeMap<String, String> = checked(p, "tags")?.into_iter().collect();
+    let params: BTreeMap<String, String> = checked(p, "params")?.into_iter().collect();
     let id = format!("m-{}", random_hex(16));
     let now = now_ms();
     let m = LoggedModel {

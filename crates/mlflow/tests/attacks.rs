@@ -154,6 +154,19 @@ async fn artifact_paths_cannot_leave_the_artifact_store_or_reach_anothers_run() 
     }
     let after = w.reg.store().get(&roles).await.unwrap().unwrap().bytes;
     assert_eq!(before, after);
+    // Reading through a path trick is refused the same way: a download, a listing, or a
+    // presigned URL (on S3 a URL to any key would bypass every check).
+    for target in [
+        artifact("..%2F..%2Froles.json"),
+        artifact("0/%2e%2e/%2e%2e/roles.json"),
+        "/api/2.0/mlflow-artifacts/artifacts?path=../..".to_string(),
+        "/api/2.0/mlflow-artifacts/presigned/..%2F..%2Froles.json".to_string(),
+        "/api/2.0/mlflow-artifacts/presigned/_registry/..%2F..%2Froles.json".to_string(),
+    ] {
+        let (status, body) = w.call("sam", "GET", &target, b"").await;
+        assert!(matches!(status, 400 | 404), "{target}: {status} {body}");
+        assert!(!body.to_string().contains("\"roles\""), "{target}: {body}");
+    }
     // Another data scientist cannot write into dana's run, nor anyone into a registered
     // version's files, nor delete anything.
     let danas = artifact(&format!("0/{run}/artifacts/model/model.onnx"));
