@@ -48,9 +48,14 @@ payload = json.loads(signed.get("payload", "{}"))
 check(f"deployment generation {2 * runs - 1}, champion v{trained}, no challenger left",
       payload.get("generation") == 2 * runs - 1
       and payload.get("champion", {}).get("version") == trained and not payload.get("challenger"))
-windows = list((store / "telemetry" / "prod").rglob("*.json"))
+files = list((store / "telemetry" / "prod").rglob("*.json"))
+windows = [w for w in files if not w.name.endswith(".live.json")]
 rows = sum(load(w)["rows"] for w in windows)
 check(f"edge sketches in telemetry/prod/ ({len(windows)} windows, {rows} rows)", rows >= 400 * runs)
+live = [load(w) for w in files if w.name.endswith(".live.json")]
+logged = sum(len(w["log"]) for w in live)
+check(f"edge live windows with request ids ({len(live)} windows, {logged} requests logged)",
+      logged > 0 and all(len(e["id"]) == 32 for w in live for e in w["log"]))
 requests = sorted((store / "retrain" / model).glob("*.json")) if (store / "retrain").exists() else []
 check(f"{runs} retraining request(s), the last naming drifted size features",
       len(requests) == runs and any("radius" in f for f in load(requests[-1])["drifted"]))

@@ -34,7 +34,7 @@ forbid() {
 }
 forbid falaj-edge 'falaj|falaj-gates|falaj-webhook|falaj-lambda|falaj-cli|tract-onnx|hcl-edit|aws-sdk-lambda'
 forbid falaj-train 'falaj|falaj-gates|falaj-webhook|falaj-lambda|falaj-cli|tract-onnx|hcl-edit|aws-sdk-lambda'
-for f in falaj-fn-ingest falaj-fn-promote falaj-fn-drift falaj-fn-webhook; do
+for f in falaj-fn-ingest falaj-fn-promote falaj-fn-drift falaj-fn-webhook falaj-fn-rollout; do
   forbid "$f" 'falaj-gates|falaj-cli|tract-onnx|hcl-edit'
 done
 forbid falaj-fn-validate 'falaj-cli|hcl-edit'

@@ -13,7 +13,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-verbs=${FALAJ_FUNCTIONS:-"ingest validate promote webhook drift"}
+verbs=${FALAJ_FUNCTIONS:-"ingest validate promote webhook drift rollout"}
 arches=${FALAJ_ARCHES:-"x86_64 aarch64"}
 out=dist/lambda
 mkdir -p "$out"

@@ -183,16 +183,34 @@ pub(crate) enum Command {
         #[arg(long)]
         expect: Option<String>,
     },
-    /// Set the canary's traffic weight; 100 makes it the champion.
+    /// Move a running challenger: set its weight by hand, let the canary judge decide
+    /// (--auto), shadow it, or make its split sticky on a header or cookie.
+    ///
+    /// `--auto` looks once at the live evidence (the edge nodes' windows of the current
+    /// generation and the labels under datasets/MODEL/feedback/) and, by the model's
+    /// `[canary]` policy, steps the challenger up, rolls it back, or holds. Run it from cron,
+    /// CI or the falaj-fn-rollout schedule; it keeps no state, so it may run at any time.
+    #[command(
+        after_help = "Examples:\n  falaj rollout wine --weight 50\n  falaj rollout wine --auto --json\n  falaj rollout wine --shadow\n  falaj rollout wine --split-key header:x-user-id"
+    )]
     Rollout {
         /// Model name.
         model: String,
         /// Environment: prod | staging.
         #[arg(long, default_value = "prod")]
         env: String,
-        /// Percentage 0-100.
-        #[arg(long)]
-        weight: u32,
+        /// Percentage 0-100; 100 makes the challenger the champion.
+        #[arg(long, required_unless_present_any = ["auto", "shadow", "split_key"], conflicts_with_all = ["auto", "shadow"])]
+        weight: Option<u32>,
+        /// Let the canary judge decide the next step from live evidence.
+        #[arg(long, conflicts_with_all = ["shadow", "split_key"])]
+        auto: bool,
+        /// Shadow mode: the champion answers everything, the challenger gets a copy.
+        #[arg(long, conflicts_with = "split_key")]
+        shadow: bool,
+        /// Make the split sticky on `header:<name>` or `cookie:<name>` ('none' clears it).
+        #[arg(long, value_name = "header:NAME|cookie:NAME")]
+        split_key: Option<String>,
     },
     /// Abort a canary, or go back to the previous champion in one compare-and-swap.
     Rollback {

@@ -98,6 +98,8 @@ async fn world(dir: &std::path::Path) -> Registry {
         updated_by: "mel".into(),
         updated_at: "2026-11-23T00:00:00Z".into(),
         event_seq: None,
+        challenger_mode: Default::default(),
+        split_key: None,
     };
     // Written with its audit event, as falaj's own signer does.
     let k = StoreKey::new(format!("deployments/prod/{MODEL}.json")).unwrap();

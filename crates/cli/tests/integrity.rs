@@ -418,3 +418,150 @@ fn a_model_bomb_is_stopped_by_the_memory_cap_and_the_deadline() {
     let (code, _, err) = falaj(&["audit", MODEL, "--verify"], &[]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// `falaj rollout --auto` as a person runs it: it holds without traffic, steps the canary on
+/// evidence (JSON for scripts), signs as the caller with the judge's evidence in the audit
+/// event, and stops when the attached policy is not the audited one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_auto_holds_without_traffic_steps_on_evidence_and_refuses_a_hand_edited_policy() {
+    use falaj_core::live::{Logged, VariantWindow};
+    let e = env().await;
+    let policy = "[metrics]\naccuracy = { min = 0.9 }\n[canary]\nsteps = [10, 50, 100]\nmin_samples = 50\n[canary.tolerate]\nerrors = 1.5\n";
+    attach_policy(&e.reg, MODEL, policy).await;
+    let mut versions = Vec::new();
+    for (f, canary) in [
+        (breast_cancer(), None),
+        (
+            fit(
+                "breast_cancer.csv",
+                "diagnosis",
+                falaj_core::manifest::Task::Classification,
+                120,
+            ),
+            Some(10),
+        ),
+    ] {
+        let v = register(&e.reg, MODEL, &f, "sam").await;
+        let r = validate(&e, v, Holdout::Path(dataset("breast_cancer.csv")), None).await;
+        assert!(r.passed, "{r:?}");
+        for who in ["ann", "bob"] {
+            promotion::approve(&e.reg, MODEL, v, Stage::Production, "", who)
+                .await
+                .unwrap();
+        }
+        let p = Promotion {
+            canary,
+            ..promo(v, Stage::Production)
+        };
+        promotion::promote(&e.reg, &key(), p).await.unwrap();
+        versions.push(v);
+    }
+    let key_file = e.dir.path().join("signing.key");
+    std::fs::write(&key_file, "05".repeat(32)).unwrap();
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let store = format!("dir://{}", e.dir.path().join("store").display());
+    let falaj = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_falaj"))
+            .args(["--store", &store, "--json", "--as", "mel"])
+            .args(args)
+            .env("FALAJ_SIGNING_KEY", &key_file)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            serde_json::from_slice(&out.stderr).unwrap_or(serde_json::Value::Null)
+        });
+        (
+            out.status.code(),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, look, err) = falaj(&["rollout", MODEL, "--auto"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(look["action"], "hold", "{look}");
+    assert!(
+        look["reason"].as_str().unwrap().contains("no traffic"),
+        "{look}"
+    );
+
+    // The node's windows of this generation: the challenger served 60 requests cleanly.
+    let (m, _) = deploy::read(&e.reg, "prod", MODEL).await.unwrap().unwrap();
+    for (slot, version, n) in [
+        ("champion", versions[0], 540),
+        ("challenger", versions[1], 60),
+    ] {
+        let mut w = VariantWindow::new(("prod", "n1", MODEL), version, slot, m.generation, "t");
+        for i in 0..n {
+            let entry = Logged {
+                id: format!("{slot}-{i}"),
+                ms: 1.0,
+                status: 200,
+                pred: vec!["benign".into()],
+            };
+            w.add(entry, |_| 0);
+        }
+        let k = falaj_core::live::window_key(&w, "20261204T000000Z");
+        put_object(&e.reg, &k, serde_json::to_vec(&w).unwrap()).await;
+    }
+    let (code, look, err) = falaj(&["rollout", MODEL, "--auto"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (look["action"].as_str(), look["weight"][1].as_u64()),
+        (Some("promote-step"), Some(50)),
+        "{look}"
+    );
+    assert_eq!(look["deployment"]["updated_by"], "mel");
+    let ev = e
+        .reg
+        .audit_events(MODEL)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, ev)| ev)
+        .rfind(|ev| ev.action == "deployment.rollout")
+        .unwrap();
+    assert_eq!(
+        ev.details["judge"]["tallies"]["challenger"]["requests"], 60,
+        "{:?}",
+        ev.details
+    );
+    assert_eq!(ev.details["judged_generation"], m.generation);
+
+    // --weight and --auto together is a usage error.
+    let (code, _, _) = falaj(&["rollout", MODEL, "--auto", "--weight", "100"]);
+    assert_eq!(code, Some(2));
+
+    // A laxer policy written into model.json by hand: the controller will not judge by it.
+    let key_mj = falaj_core::layout::model(MODEL);
+    let (mut rec, _) = e
+        .reg
+        .get_json::<serde_json::Value>(&key_mj)
+        .await
+        .unwrap()
+        .unwrap();
+    rec["gate_policy"] =
+        serde_json::Value::String(policy.replace("min_samples = 50", "min_samples = 1"));
+    put_object(&e.reg, key_mj.as_str(), serde_json::to_vec(&rec).unwrap()).await;
+    let before = deploy::read(&e.reg, "prod", MODEL)
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .generation;
+    let (code, body, err) = falaj(&["rollout", MODEL, "--auto"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("falaj policy set"), "{body} {err}");
+    assert_eq!(
+        deploy::read(&e.reg, "prod", MODEL)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .generation,
+        before
+    );
+}

@@ -7,7 +7,9 @@
 //! error, a wrong prediction on labelled feedback, a request slower than a bound), and the
 //! judge runs a sequential test on which variant each bad event came from.
 //!
-//! With the challenger serving a share `w` of the traffic, a bad event comes from the
+//! With the challenger serving a share `w` of a metric's samples (its observed share of the
+//! requests or labelled rows since the step began; the nominal weight only before there are
+//! any), a bad event comes from the
 //! challenger with probability `θ = w·λc / (w·λc + (1−w)·λb)`, where `λc` and `λb` are the
 //! variants' bad-event rates. "The challenger is worse than tolerated", `λc > r·λb` for the
 //! policy's tolerated ratio `r`, is `θ > θ0 = w·r / (w·r + 1 − w)`. Two mixture likelihood
@@ -166,6 +168,15 @@ pub fn judge(
         .zip(rules)
         .map(|(c, r)| {
             let ratio_bound = r.max_ratio.max(1.0);
+            // The share the challenger actually got of this metric's samples: with a
+            // request-level split (and rows or labels per request) it wanders around the
+            // nominal weight, and judging by the nominal one reads that wander as harm.
+            let w = if c.challenger.n > 0 && c.champion.n > 0 {
+                (c.challenger.n as f64 / (c.challenger.n + c.champion.n) as f64)
+                    .clamp(1e-6, 1.0 - 1e-6)
+            } else {
+                w
+            };
             let theta0 = w * ratio_bound / (w * ratio_bound + 1.0 - w);
             let (kc, kb) = (c.challenger.bad, c.champion.bad);
             let rate = |a: Arm| {

@@ -76,6 +76,47 @@ pub struct DeploymentManifest {
     /// cannot be changed without the key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_seq: Option<u64>,
+    /// How the challenger gets its traffic (absent: a canary share).
+    #[serde(default, skip_serializing_if = "ChallengerMode::is_canary")]
+    pub challenger_mode: ChallengerMode,
+    /// What the split is sticky on, for A/B tests that need stable groups: `header:<name>`
+    /// or `cookie:<name>` (absent: the `x-falaj-request-key` header, else random).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_key: Option<String>,
+}
+
+/// How a challenger gets traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChallengerMode {
+    /// `challenger_weight` percent of requests are answered by the challenger.
+    #[default]
+    Canary,
+    /// Every request is answered by the champion and copied to the challenger, whose
+    /// answer is logged and thrown away (`challenger_weight` is 0).
+    Shadow,
+}
+
+impl ChallengerMode {
+    /// Serde's skip test.
+    pub fn is_canary(&self) -> bool {
+        *self == Self::Canary
+    }
+}
+
+/// Checks a split key: `header:<name>` or `cookie:<name>`, the name a plain token.
+pub fn check_split_key(key: &str) -> Result<(), DeployError> {
+    let bad = || DeployError::BadSplitKey { key: key.into() };
+    let (kind, name) = key.split_once(':').ok_or_else(bad)?;
+    let token = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !matches!(kind, "header" | "cookie") || !token {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// A change could not be applied.
@@ -117,6 +158,28 @@ pub enum DeployError {
         /// Environment.
         env: String,
     },
+    /// The deployment changed between a judgement and the change it asked for.
+    #[error(
+        "{model} in {env} moved on to generation {found} while generation {expected} was being judged; judge it again"
+    )]
+    Moved {
+        /// Model.
+        model: String,
+        /// Environment.
+        env: String,
+        /// The generation judged.
+        expected: u64,
+        /// The generation found.
+        found: u64,
+    },
+    /// A split key that is neither `header:<name>` nor `cookie:<name>`.
+    #[error(
+        "split key {key:?} is not `header:<name>` or `cookie:<name>` (a name of letters, digits, '-', '_' or '.', at most 64)"
+    )]
+    BadSplitKey {
+        /// As given.
+        key: String,
+    },
     /// The version is already the champion.
     #[error("{model}@{version} already serves {env}")]
     AlreadyDeployed {
@@ -149,6 +212,30 @@ fn base(prev: &DeploymentManifest, strategy: Strategy, by: &str, at: &str) -> De
         event_seq: None,
         ..prev.clone()
     }
+}
+
+/// Refuses a change computed for `expected` when the manifest is now at another generation.
+pub fn check_generation(
+    prev: &DeploymentManifest,
+    expected: Option<u64>,
+) -> Result<(), DeployError> {
+    match expected {
+        Some(g) if g != prev.generation => Err(DeployError::Moved {
+            model: prev.model.clone(),
+            env: prev.env.clone(),
+            expected: g,
+            found: prev.generation,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Takes the challenger out, with what only it used (its mode, the split key).
+fn drop_challenger(m: &mut DeploymentManifest) {
+    m.challenger = None;
+    m.challenger_weight = 0;
+    m.challenger_mode = ChallengerMode::Canary;
+    m.split_key = None;
 }
 
 fn push_history(history: &mut Vec<Slot>, old: Slot) {
@@ -193,6 +280,8 @@ pub fn promote(
                 updated_by: by.into(),
                 updated_at: at.into(),
                 event_seq: None,
+                challenger_mode: ChallengerMode::Canary,
+                split_key: None,
             }),
         };
     };
@@ -230,8 +319,7 @@ pub fn promote(
             let old = std::mem::replace(&mut m.champion, slot);
             push_history(&mut m.history, old.clone());
             m.standby = (how == Rollout::BlueGreen).then_some(old);
-            m.challenger = None;
-            m.challenger_weight = 0;
+            drop_challenger(&mut m);
             Ok(m)
         }
     }
@@ -260,12 +348,55 @@ pub fn set_weight(
     if weight == 100 {
         let old = std::mem::replace(&mut m.champion, challenger);
         push_history(&mut m.history, old);
-        m.challenger = None;
-        m.challenger_weight = 0;
+        drop_challenger(&mut m);
         m.standby = None;
     } else {
         m.challenger_weight = weight as u8;
+        // A weight ends a shadow test: the challenger now answers its share.
+        if weight > 0 {
+            m.challenger_mode = ChallengerMode::Canary;
+        }
     }
+    Ok(m)
+}
+
+/// Puts the running challenger in shadow mode: the champion answers every request and the
+/// challenger gets a copy (weight 0). A weight from [`set_weight`] ends it.
+pub fn set_shadow(
+    prev: &DeploymentManifest,
+    by: &str,
+    at: &str,
+) -> Result<DeploymentManifest, DeployError> {
+    if prev.challenger.is_none() {
+        return Err(DeployError::NoCanary {
+            model: prev.model.clone(),
+            env: prev.env.clone(),
+        });
+    }
+    let mut m = base(prev, Strategy::Canary, by, at);
+    m.challenger_mode = ChallengerMode::Shadow;
+    m.challenger_weight = 0;
+    Ok(m)
+}
+
+/// Sets (or, with `None`, clears) what the running challenger's split is sticky on.
+pub fn set_split_key(
+    prev: &DeploymentManifest,
+    key: Option<&str>,
+    by: &str,
+    at: &str,
+) -> Result<DeploymentManifest, DeployError> {
+    if prev.challenger.is_none() {
+        return Err(DeployError::NoCanary {
+            model: prev.model.clone(),
+            env: prev.env.clone(),
+        });
+    }
+    if let Some(k) = key {
+        check_split_key(k)?;
+    }
+    let mut m = base(prev, Strategy::Canary, by, at);
+    m.split_key = key.map(str::to_owned);
     Ok(m)
 }
 
@@ -277,8 +408,7 @@ pub fn rollback(
 ) -> Result<DeploymentManifest, DeployError> {
     let mut m = base(prev, Strategy::Rollback, by, at);
     if m.challenger.is_some() {
-        m.challenger = None;
-        m.challenger_weight = 0;
+        drop_challenger(&mut m);
         return Ok(m);
     }
     let Some(back) = m.history.pop() else {
@@ -360,6 +490,8 @@ pub fn reconcile(
             updated_by: by.into(),
             updated_at: at.into(),
             event_seq: None,
+            challenger_mode: ChallengerMode::Canary,
+            split_key: None,
         },
     };
     if m.champion.version != champion.version {
@@ -374,13 +506,17 @@ pub fn reconcile(
     }
     match challenger {
         Some((slot, w)) => {
+            if m.challenger.as_ref() != Some(&slot) {
+                m.challenger_mode = ChallengerMode::Canary;
+                m.split_key = None;
+            }
             m.challenger = Some(slot);
-            m.challenger_weight = w.clamp(1, 99);
+            m.challenger_weight = match m.challenger_mode {
+                ChallengerMode::Shadow => 0,
+                ChallengerMode::Canary => w.clamp(1, 99),
+            };
         }
-        None => {
-            m.challenger = None;
-            m.challenger_weight = 0;
-        }
+        None => drop_challenger(&mut m),
     }
     Some(m)
 }
@@ -682,5 +818,65 @@ mod tests {
         assert_eq!(back.champion.version, 1);
         assert!(back.history.is_empty());
         assert!(reconcile(None, "prod", "m", None, None, "fix", "t").is_none());
+    }
+
+    #[test]
+    fn shadow_and_split_keys_belong_to_the_running_challenger() {
+        let m = first();
+        assert!(matches!(
+            set_shadow(&m, "a", "t"),
+            Err(DeployError::NoCanary { .. })
+        ));
+        let c = promote(
+            Some(&m),
+            "prod",
+            "m",
+            slot(2),
+            Rollout::Canary(5),
+            "a",
+            "t1",
+        )
+        .unwrap();
+        let s = set_shadow(&c, "a", "t2").unwrap();
+        assert_eq!(
+            (s.challenger_mode, s.challenger_weight),
+            (ChallengerMode::Shadow, 0)
+        );
+        // A manifest without the new fields reads as a canary (old signatures stay valid).
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("challenger_mode") && !json.contains("split_key"));
+        // A weight ends the shadow test.
+        let w = set_weight(&s, 5, "a", "t3").unwrap();
+        assert_eq!(
+            (w.challenger_mode, w.challenger_weight),
+            (ChallengerMode::Canary, 5)
+        );
+        let k = set_split_key(&w, Some("cookie:uid"), "a", "t4").unwrap();
+        assert_eq!(k.split_key.as_deref(), Some("cookie:uid"));
+        for bad in ["uid", "query:uid", "header:", "header:a b", "cookie:x;y"] {
+            assert!(
+                matches!(
+                    set_split_key(&w, Some(bad), "a", "t"),
+                    Err(DeployError::BadSplitKey { .. })
+                ),
+                "{bad}"
+            );
+        }
+        // The challenger leaving takes its mode and split key with it.
+        for gone in [
+            rollback(&k, "a", "t5").unwrap(),
+            set_weight(&k, 100, "a", "t5").unwrap(),
+        ] {
+            assert_eq!(
+                (gone.challenger_mode, gone.split_key),
+                (ChallengerMode::Canary, None)
+            );
+        }
+        // A judgement of an older generation is refused.
+        assert!(check_generation(&k, Some(k.generation)).is_ok());
+        assert!(matches!(
+            check_generation(&k, Some(k.generation - 1)),
+            Err(DeployError::Moved { .. })
+        ));
     }
 }

@@ -12,6 +12,7 @@ pub mod drift;
 pub mod image;
 pub mod input;
 pub mod layout;
+pub mod live;
 pub mod manifest;
 pub mod names;
 pub mod onnx;

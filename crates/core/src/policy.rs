@@ -333,6 +333,9 @@ pub struct CanaryPolicy {
     pub metrics: Vec<(String, crate::canary::MetricRule)>,
     /// A request slower than this counts as a `slow_requests` event.
     pub slow_request_ms: Option<f64>,
+    /// Regression: a labelled prediction off by more than this counts as a
+    /// `wrong_predictions` event (without it, predictions and labels are compared as classes).
+    pub max_abs_error: Option<f64>,
     /// Line of the `[canary]` table.
     pub line: usize,
 }
@@ -413,6 +416,7 @@ struct RawCanary {
     step_time_limit_secs: Option<Spanned<i64>>,
     no_traffic: Option<Spanned<String>>,
     slow_request_ms: Option<Spanned<f64>>,
+    max_abs_error: Option<Spanned<f64>>,
     tolerate: Option<Spanned<std::collections::BTreeMap<String, Spanned<f64>>>>,
 }
 
@@ -606,6 +610,11 @@ impl Ctx<'_> {
             .as_ref()
             .map(|v| self.non_negative(v, "canary.slow_request_ms"))
             .transpose()?;
+        let max_abs_error = c
+            .max_abs_error
+            .as_ref()
+            .map(|v| self.non_negative(v, "canary.max_abs_error"))
+            .transpose()?;
         let mut metrics = Vec::new();
         let tolerate = c
             .tolerate
@@ -656,6 +665,7 @@ impl Ctx<'_> {
             step_time_limit_secs,
             metrics,
             slow_request_ms,
+            max_abs_error,
             line,
         })
     }

@@ -64,6 +64,14 @@ pub enum PromotionError {
         /// As given.
         env: String,
     },
+    /// The canary controller has no audited `[canary]` policy to judge by.
+    #[error("{model}: {reason}")]
+    CanaryPolicy {
+        /// Model.
+        model: String,
+        /// Why, and how to fix it.
+        reason: String,
+    },
 }
 
 impl PromotionError {
@@ -75,7 +83,7 @@ impl PromotionError {
             Self::Refused(_) => "refused",
             Self::Deploy(DeployError::NothingDeployed { .. }) => "not_found",
             Self::Deploy(_) => "refused",
-            Self::Policy(_) => "invalid_policy",
+            Self::Policy(_) | Self::CanaryPolicy { .. } => "invalid_policy",
             Self::Key { .. } | Self::KeyMismatch { .. } => "signing_key",
             Self::Verify { .. } => "bad_signature",
             Self::BadEnv { .. } => "invalid_name",

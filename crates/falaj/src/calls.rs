@@ -111,6 +111,16 @@ pub enum PromoteRequest {
         /// The authenticated identity.
         actor: String,
     },
+    /// Let the canary judge look at a running challenger once and step it up, roll it back
+    /// or hold ([`crate::canary::look`]).
+    CanaryLook {
+        /// Model.
+        model: String,
+        /// `prod` or `staging`.
+        env: String,
+        /// The identity the steps are signed as (needs the rollout and rollback roles).
+        actor: String,
+    },
 }
 
 impl PromoteRequest {
@@ -134,7 +144,8 @@ impl PromoteRequest {
             Self::Approve { model, .. }
             | Self::Promote { model, .. }
             | Self::Rollout { model, .. }
-            | Self::Rollback { model, .. } => model,
+            | Self::Rollback { model, .. }
+            | Self::CanaryLook { model, .. } => model,
         }
     }
 
@@ -144,7 +155,8 @@ impl PromoteRequest {
             Self::Approve { actor, .. }
             | Self::Promote { actor, .. }
             | Self::Rollout { actor, .. }
-            | Self::Rollback { actor, .. } => actor,
+            | Self::Rollback { actor, .. }
+            | Self::CanaryLook { actor, .. } => actor,
         }
     }
 }
@@ -262,6 +274,10 @@ pub async fn apply_promote_request(
             let env = env_of(&env)?;
             to_json(&deploy::rollback(reg, key, &model, env, &actor).await?)
         }
+        PromoteRequest::CanaryLook { model, env, actor } => {
+            let env = env_of(&env)?;
+            to_json(&crate::canary::look(reg, key, &model, env, &actor).await?)
+        }
     }
 }
 
@@ -345,7 +361,9 @@ pub fn promotion_status(e: &PromotionError) -> u16 {
         // State, self-approval, missing approvals, policy: refused for what the version is.
         PromotionError::Refused(_) => 422,
         PromotionError::Deploy(DeployError::NothingDeployed { .. }) => 404,
-        PromotionError::Deploy(_) | PromotionError::Policy(_) => 422,
+        PromotionError::Deploy(_)
+        | PromotionError::Policy(_)
+        | PromotionError::CanaryPolicy { .. } => 422,
         PromotionError::BadEnv { .. } => 400,
         PromotionError::Key { .. }
         | PromotionError::KeyMismatch { .. }

@@ -502,6 +502,24 @@ pub struct Changed {
     pub repaired: Option<String>,
 }
 
+/// A change the canary judge asked for: the generation it judged (the change is refused if
+/// the deployment moved on) and its evidence, recorded in the audit event.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// Generation judged.
+    pub generation: u64,
+    /// The judge's evidence.
+    pub evidence: serde_json::Value,
+}
+
+fn judged_details(judged: Option<&Judged>, mut details: serde_json::Value) -> serde_json::Value {
+    if let (Some(j), Some(obj)) = (judged, details.as_object_mut()) {
+        obj.insert("judged_generation".into(), j.generation.into());
+        obj.insert("judge".into(), j.evidence.clone());
+    }
+    details
+}
+
 /// Sets the canary weight; at 100 the challenger becomes champion (aliases first).
 pub async fn rollout(
     reg: &Registry,
@@ -511,6 +529,20 @@ pub async fn rollout(
     weight: u32,
     actor: &str,
 ) -> Result<Changed> {
+    rollout_judged(reg, key, model, env, weight, actor, None).await
+}
+
+/// [`rollout`], as the canary judge asked (`judged`), or as a person (`None`).
+pub async fn rollout_judged(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    weight: u32,
+    actor: &str,
+    judged: Option<&Judged>,
+) -> Result<Changed> {
+    let expected = judged.map(|j| j.generation);
     let stage = check_env(env)?;
     let subject = format!("{env}/{model}");
     authorize(reg, model, actor, Action::Rollout, &subject).await?;
@@ -522,6 +554,7 @@ pub async fn rollout(
             env: env.into(),
         })?;
     // Check the transition before touching any alias.
+    dep::check_generation(&cur, expected)?;
     dep::set_weight(&cur, weight, actor, &now())?;
     if weight == 100
         && let Some(ch) = &cur.challenger
@@ -545,13 +578,19 @@ pub async fn rollout(
     let audit = Audit {
         actor,
         action: "deployment.rollout",
-        details: |m: &DeploymentManifest| serde_json::json!({"weight": weight, "generation": m.generation, "champion": m.champion.version}),
+        details: |m: &DeploymentManifest| {
+            judged_details(
+                judged,
+                serde_json::json!({"weight": weight, "generation": m.generation, "champion": m.champion.version}),
+            )
+        },
     };
     let m = write_with(reg, key, env, model, audit, |prev| {
         let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
             model: model.into(),
             env: env.into(),
         })?;
+        dep::check_generation(prev, expected)?;
         dep::set_weight(prev, weight, actor, &at)
     })
     .await?;
@@ -570,6 +609,19 @@ pub async fn rollback(
     env: &str,
     actor: &str,
 ) -> Result<Changed> {
+    rollback_judged(reg, key, model, env, actor, None).await
+}
+
+/// [`rollback`], as the canary judge asked (`judged`), or as a person (`None`).
+pub async fn rollback_judged(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    actor: &str,
+    judged: Option<&Judged>,
+) -> Result<Changed> {
+    let expected = judged.map(|j| j.generation);
     let stage = check_env(env)?;
     let subject = format!("{env}/{model}");
     authorize(reg, model, actor, Action::Rollback, &subject).await?;
@@ -580,6 +632,7 @@ pub async fn rollback(
             model: model.into(),
             env: env.into(),
         })?;
+    dep::check_generation(&cur, expected)?;
     dep::rollback(&cur, actor, &now())?;
     let (champ, chall) = aliases_for(stage);
     match (&cur.challenger, chall) {
@@ -605,14 +658,94 @@ pub async fn rollback(
     let audit = Audit {
         actor,
         action: "deployment.rollback",
-        details: |m: &DeploymentManifest| serde_json::json!({"from": cur.champion.version, "to": m.champion.version, "aborted_canary": cur.challenger.as_ref().map(|c| c.version), "generation": m.generation}),
+        details: |m: &DeploymentManifest| {
+            judged_details(
+                judged,
+                serde_json::json!({"from": cur.champion.version, "to": m.champion.version, "aborted_canary": cur.challenger.as_ref().map(|c| c.version), "generation": m.generation}),
+            )
+        },
     };
     let m = write_with(reg, key, env, model, audit, |prev| {
         let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
             model: model.into(),
             env: env.into(),
         })?;
+        dep::check_generation(prev, expected)?;
         dep::rollback(prev, actor, &at)
+    })
+    .await?;
+    Ok(Changed {
+        deployment: m,
+        repaired,
+    })
+}
+
+/// Puts the running challenger in shadow mode: the champion answers everything and the
+/// challenger gets a copy of each prediction request (its answers logged, never sent).
+pub async fn shadow(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    actor: &str,
+) -> Result<Changed> {
+    change_challenger(
+        reg,
+        key,
+        (model, env, actor),
+        "deployment.shadow",
+        |prev, at| dep::set_shadow(prev, actor, at),
+    )
+    .await
+}
+
+/// Sets (or clears) what the running challenger's split is sticky on: `header:<name>` or
+/// `cookie:<name>`, for A/B tests that need stable groups.
+pub async fn split_key(
+    reg: &Registry,
+    key: &DeployKey,
+    model: &str,
+    env: &str,
+    split: Option<&str>,
+    actor: &str,
+) -> Result<Changed> {
+    if let Some(k) = split {
+        dep::check_split_key(k)?;
+    }
+    change_challenger(
+        reg,
+        key,
+        (model, env, actor),
+        "deployment.split-key",
+        |prev, at| dep::set_split_key(prev, split, actor, at),
+    )
+    .await
+}
+
+/// A change to how the running challenger gets traffic, as `actor` with the rollout role.
+async fn change_challenger(
+    reg: &Registry,
+    key: &DeployKey,
+    (model, env, actor): (&str, &str, &str),
+    action: &str,
+    f: impl Fn(&DeploymentManifest, &str) -> std::result::Result<DeploymentManifest, DeployError>,
+) -> Result<Changed> {
+    check_env(env)?;
+    let subject = format!("{env}/{model}");
+    authorize(reg, model, actor, Action::Rollout, &subject).await?;
+    let repaired = repair(reg, key, model, env, actor).await?;
+    let at = now();
+    let audit = Audit {
+        actor,
+        action,
+        details: |m: &DeploymentManifest| serde_json::json!({"generation": m.generation, "challenger": m.challenger.as_ref().map(|c| c.version), "mode": m.challenger_mode, "split_key": m.split_key}),
+    };
+    let m = write_with(reg, key, env, model, audit, |prev| {
+        let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
+            model: model.into(),
+            env: env.into(),
+        })?;
+        f(prev, &at)
     })
     .await?;
     Ok(Changed {

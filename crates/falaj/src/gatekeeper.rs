@@ -54,6 +54,33 @@ pub async fn attached_policy(reg: &Registry, model: &str) -> Result<Option<Attac
     }
 }
 
+/// The `[canary]` section of the model's attached policy, only if that policy is the one the
+/// last audited `falaj policy set` attached (a hand-edited model.json counts for nothing).
+pub async fn canary_policy(
+    reg: &Registry,
+    model: &str,
+) -> Result<falaj_core::policy::CanaryPolicy> {
+    let fail = |reason: String| PromotionError::CanaryPolicy {
+        model: model.into(),
+        reason,
+    };
+    let policy = attached_policy(reg, model).await?;
+    let audited = audited(model, &reg.audit_events(model).await?);
+    let Some(p) = policy else {
+        return Err(fail("no gate policy is attached; attach one with a [canary] section (`falaj policy set MODEL gates.toml`, docs/gates.md)".into()));
+    };
+    if Some(p.digest.as_str()) != audited.policy.as_deref() {
+        return Err(fail(format!(
+            "the gate policy in models/{model}/model.json ({}) is not the one the last audited `falaj policy set` attached ({}); set it again with `falaj policy set`",
+            p.digest,
+            audited.policy.as_deref().unwrap_or("none")
+        )));
+    }
+    p.policy.canary.ok_or_else(|| {
+        fail("the gate policy has no [canary] section, so there is nothing to judge a canary by; add one (docs/gates.md) and `falaj policy set` it".into())
+    })
+}
+
 /// What the audit chain vouches for: reports `(version, run)` and approvals
 /// `(version, approver)` that have their event.
 #[derive(Debug, Default)]

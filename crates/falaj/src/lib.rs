@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod calls;
+pub mod canary;
 pub mod claim;
 pub mod deploy;
 pub mod drift;

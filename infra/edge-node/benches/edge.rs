@@ -260,6 +260,8 @@ async fn deploy(
         updated_by: "bench".into(),
         updated_at: falaj::registry::now(),
         event_seq: None,
+        challenger_mode: Default::default(),
+        split_key: None,
     };
     let k = StoreKey::new(format!("deployments/prod/{}.json", m.name)).unwrap();
     let t0 = Instant::now();

@@ -69,6 +69,10 @@ pub struct Route {
     pub champion: Arc<Served>,
     /// Canary challenger and its share in percent.
     pub challenger: Option<(Arc<Served>, u8)>,
+    /// Shadow challenger: gets a copy of every request; its answers are logged, not sent.
+    pub shadow: Option<Arc<Served>>,
+    /// What the split is sticky on (`header:<name>` or `cookie:<name>`), if the manifest says.
+    pub split_key: Option<String>,
 }
 
 /// What `GET /v1/models` reports per model.
@@ -82,6 +86,9 @@ pub struct ModelStatus {
     pub champion: Option<u64>,
     /// Challenger version and weight.
     pub challenger: Option<(u64, u8)>,
+    /// Shadow challenger version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<u64>,
     /// Last refusal or failure, kept until a later manifest is applied.
     pub last_error: Option<String>,
     /// When the served generation was applied (RFC 3339).
@@ -291,12 +298,20 @@ impl Fleet {
             }
         }
         let champion = self.prepare(&m, &m.champion).await?;
+        let shadowing = m.challenger_mode == deployment::ChallengerMode::Shadow;
         let challenger = match &m.challenger {
-            Some(slot) if m.challenger_weight > 0 => {
+            Some(slot) if m.challenger_weight > 0 && !shadowing => {
                 Some((self.prepare(&m, slot).await?, m.challenger_weight.min(100)))
             }
             _ => None,
         };
+        let shadow = match &m.challenger {
+            Some(slot) if shadowing => Some(self.prepare(&m, slot).await?),
+            _ => None,
+        };
+        if let Some(k) = &m.split_key {
+            deployment::check_split_key(k).map_err(|e| Refused(e.to_string()))?;
+        }
         if persist {
             fail_point("before-commit");
             write_atomic(&self.state_path(model), bytes)
@@ -306,12 +321,15 @@ impl Fleet {
             generation: m.generation,
             champion,
             challenger,
+            shadow,
+            split_key: m.split_key.clone(),
         });
         let status = ModelStatus {
             model: model.into(),
             generation: Some(m.generation),
             champion: Some(route.champion.version),
             challenger: route.challenger.as_ref().map(|(s, w)| (s.version, *w)),
+            shadow: route.shadow.as_ref().map(|s| s.version),
             last_error: None,
             applied_at: Some(falaj_runtime::now()),
             apply_ms: Some(t0.elapsed().as_millis() as u64),
@@ -349,6 +367,7 @@ impl Fleet {
         let keep: Vec<u64> = self.route(model).map_or_else(Vec::new, |r| {
             let mut v = vec![r.champion.version];
             v.extend(r.challenger.as_ref().map(|(s, _)| s.version));
+            v.extend(r.shadow.as_ref().map(|s| s.version));
             v
         });
         self.runtimes

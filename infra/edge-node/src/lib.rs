@@ -9,11 +9,13 @@
 //! - [`runtime`]: engine, pooling allocator, compiled-component cache, sandbox limits, and
 //!   the per-version instance pool.
 //! - [`fleet`]: the pull loop: verify, stage, warm up, swap atomically, keep the last good.
-//! - [`server`]: HTTP routing, canary split, metrics and feature sketches.
+//! - [`server`]: HTTP routing, canary split, shadow copies, metrics and feature sketches.
+//! - [`live`]: request ids and the per-variant windows the canary controller judges.
 #![deny(missing_docs)]
 
 pub mod fleet;
 pub mod fsutil;
+pub mod live;
 pub mod metrics;
 pub mod runtime;
 pub mod server;

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use falaj_core::promotion::Stage;
 use falaj_edge::fleet::{Fleet, pull_loop};
+use falaj_edge::live::Live;
 use falaj_edge::metrics::{Metrics, Sketches};
 use falaj_edge::runtime::{EdgeEngine, Limits};
 use falaj_edge::server::{Node, serve};
@@ -265,6 +266,8 @@ async fn run(args: Args) -> Result<()> {
         fleet: fleet.clone(),
         metrics: Metrics::default(),
         sketches: Sketches::new(&env, &node_name),
+        live: Live::new(&env, &node_name),
+        shadow_slots: Arc::new(tokio::sync::Semaphore::new(64)),
         node: node_name.clone(),
         fault_drills: args.fault_drills,
     });
@@ -290,22 +293,30 @@ async fn run(args: Args) -> Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = sketch_tick.tick() => {
-                let written = node.sketches.flush(store.as_ref()).await;
-                if !written.is_empty() {
-                    tracing::info!(count = written.len(), "feature sketches written");
-                }
-            }
+            _ = sketch_tick.tick() => flush(&node, store.as_ref()).await,
             _ = term.recv() => {
-                node.sketches.flush(store.as_ref()).await;
+                flush(&node, store.as_ref()).await;
                 tracing::info!("stopping (SIGTERM)");
                 return Ok(());
             }
             _ = tokio::signal::ctrl_c() => {
-                node.sketches.flush(store.as_ref()).await;
+                flush(&node, store.as_ref()).await;
                 tracing::info!("stopping");
                 return Ok(());
             }
         }
+    }
+}
+
+/// Writes the open sketch and live windows to the store.
+async fn flush(node: &Node, store: &dyn falaj_store::Store) {
+    let sketches = node.sketches.flush(store).await;
+    let live = node.live.flush(store).await;
+    if !sketches.is_empty() || !live.is_empty() {
+        tracing::info!(
+            sketches = sketches.len(),
+            live = live.len(),
+            "telemetry written"
+        );
     }
 }

@@ -9,10 +9,13 @@
 //! | `GET /metrics`                        | Prometheus text                                 |
 //!
 //! Every model answer carries `x-falaj-model`, `x-falaj-model-version`, `x-falaj-slot`
-//! (`champion` or `challenger`) and `x-falaj-generation`. The canary split is sticky: a
-//! request with `x-falaj-request-key` always lands on the same side for a given weight
-//! (sha256 of the key, mod 100, below the weight → challenger); without one it is random.
-//! Errors are JSON `{"status", "code", "error"}`.
+//! (`champion` or `challenger`), `x-falaj-generation` and `x-falaj-request-id` (the id
+//! feedback names; see [`crate::live`]). The canary split is sticky: a request with
+//! `x-falaj-request-key` (or, when the deployment names a split key for an A/B test, that
+//! header or cookie) always lands on the same side for a given weight (sha256 of the key,
+//! mod 100, below the weight → challenger); without one it is random. A shadow challenger
+//! gets a copy of every prediction request after the champion has answered; its answer is
+//! recorded and thrown away. Errors are JSON `{"status", "code", "error"}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +27,9 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::fleet::{Fleet, Route, Served};
+use crate::live::{Live, REQUEST_ID, predictions, request_id};
 use crate::metrics::{Metrics, Sketches};
+use falaj_core::live::Logged;
 
 /// Largest request body the node reads (the component's own cap is the same).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -40,6 +45,10 @@ pub struct Node {
     pub metrics: Metrics,
     /// Input sketches.
     pub sketches: Sketches,
+    /// Per-variant windows for the canary controller.
+    pub live: Live,
+    /// Shadow copies in flight at once; a request past it is not copied.
+    pub shadow_slots: Arc<tokio::sync::Semaphore>,
     /// Node name.
     pub node: String,
     /// Route `/v1/models/<name>/__fault/<drill>` to the component (tests of the sandbox).
@@ -76,6 +85,29 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>, limits: falaj_runtime
     .await
 }
 
+/// The value the split is sticky on: the deployment's split key (`header:<name>` or
+/// `cookie:<name>`) when it names one, else `x-falaj-request-key`.
+pub fn split_value(route: &Route, headers: &hyper::HeaderMap) -> Option<String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    match route.split_key.as_deref().and_then(|k| k.split_once(':')) {
+        Some(("header", name)) => header(name),
+        Some(("cookie", name)) => headers
+            .get_all(hyper::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_owned()),
+        _ => header(REQUEST_KEY),
+    }
+}
+
 /// Which side of the canary split a request goes to.
 pub fn pick<'a>(route: &'a Route, key: Option<&str>) -> (&'a Arc<Served>, &'static str) {
     match &route.challenger {
@@ -97,7 +129,7 @@ pub fn pick<'a>(route: &'a Route, key: Option<&str>) -> (&'a Arc<Served>, &'stat
     }
 }
 
-async fn answer(node: &Node, req: hyper::Request<hyper::body::Incoming>) -> Resp {
+async fn answer(node: &Arc<Node>, req: hyper::Request<hyper::body::Incoming>) -> Resp {
     let t0 = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -165,7 +197,7 @@ async fn answer(node: &Node, req: hyper::Request<hyper::body::Incoming>) -> Resp
 }
 
 async fn model_call(
-    node: &Node,
+    node: &Arc<Node>,
     req: hyper::Request<hyper::body::Incoming>,
     model: &str,
     action: &str,
@@ -221,11 +253,7 @@ async fn model_call(
             ),
         );
     }
-    let key = req
-        .headers()
-        .get(REQUEST_KEY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = split_value(&route, req.headers());
     let content_type = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
@@ -263,6 +291,8 @@ async fn model_call(
     } else {
         http::Method::GET
     };
+    let id = request_id();
+    let started = Instant::now();
     let result = served
         .runtime
         .call(
@@ -272,6 +302,33 @@ async fn model_call(
             body.clone(),
         )
         .await;
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if action == "predict" {
+        let (status, pred) = match &result {
+            Ok(a) if a.status.is_success() => (a.status.as_u16(), predictions(&a.body)),
+            Ok(a) => (a.status.as_u16(), Vec::new()),
+            Err(e) => (e.status(), Vec::new()),
+        };
+        node.live.record(
+            (model, served.version, slot, route.generation),
+            Logged {
+                id: id.clone(),
+                ms: took_ms,
+                status,
+                pred,
+            },
+        );
+        if let Some(shadow) = &route.shadow {
+            mirror(
+                node,
+                shadow,
+                &route,
+                &id,
+                content_type.clone(),
+                body.clone(),
+            );
+        }
+    }
     let mut r = match result {
         Ok(a) => {
             if action == "predict" && a.status.is_success() {
@@ -303,10 +360,65 @@ async fn model_call(
         ("x-falaj-model-version", served.version.to_string()),
         ("x-falaj-slot", slot.to_string()),
         ("x-falaj-generation", route.generation.to_string()),
+        (REQUEST_ID, id),
     ] {
         if let Ok(v) = hyper::header::HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
     }
     r
+}
+
+/// Copies a prediction request to the shadow challenger after the champion answered, and
+/// records its answer under the same request id. At most `shadow_slots` copies run at once;
+/// past that a request is not copied (the champion's answer never waits for the shadow).
+fn mirror(
+    node: &Arc<Node>,
+    shadow: &Arc<Served>,
+    route: &Route,
+    id: &str,
+    content_type: Option<String>,
+    body: Bytes,
+) {
+    let Ok(permit) = node.shadow_slots.clone().try_acquire_owned() else {
+        tracing::debug!(
+            model = shadow.model,
+            "shadow copy skipped: too many in flight"
+        );
+        return;
+    };
+    let (node, shadow, id, generation) = (
+        node.clone(),
+        shadow.clone(),
+        id.to_owned(),
+        route.generation,
+    );
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let result = shadow
+            .runtime
+            .call(
+                http::Method::POST,
+                "/predict",
+                content_type.as_deref(),
+                body,
+            )
+            .await;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (status, pred) = match &result {
+            Ok(a) if a.status.is_success() => (a.status.as_u16(), predictions(&a.body)),
+            Ok(a) => (a.status.as_u16(), Vec::new()),
+            Err(e) => (e.status(), Vec::new()),
+        };
+        node.live.record(
+            (&shadow.model, shadow.version, "shadow", generation),
+            Logged {
+                id,
+                ms,
+                status,
+                pred,
+            },
+        );
+        drop(permit);
+    });
 }

@@ -1,4 +1,4 @@
-# functions: the five Lambdas (falaj-fn-<verb>) built from packaged zips, each with its own
+# functions: the six Lambdas (falaj-fn-<verb>) built from packaged zips, each with its own
 # least-privilege role scoped to the store prefixes it touches, a dead-letter queue, X-Ray
 # tracing and a KMS-encrypted log group; the webhook behind an HTTP API; EventBridge wiring.
 
@@ -10,7 +10,7 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
   bucket_arn = "arn:${local.partition}:s3:::${var.bucket_name}"
-  verbs      = ["ingest", "validate", "promote", "webhook", "drift"]
+  verbs      = ["ingest", "validate", "promote", "webhook", "drift", "rollout"]
 
   defaults = { memory_mb = 512, timeout_s = 60, reserved_concurrency = 5 }
   settings = { for v in local.verbs : v => merge(local.defaults, try(var.functions[v], {})) }
@@ -32,10 +32,12 @@ locals {
       list  = ["models/*", "audit/*", "deployments/*"]
     }
     # The only holder of the signing key: approvals, aliases, archive markers, deployments.
+    # The canary judge runs here too (a look from the rollout function): it reads the edge's
+    # live windows and the labels that arrived as feedback.
     promote = {
-      read  = ["models/*", "deployments/*", "audit/*", "roles.json", "keys/*"]
+      read  = ["models/*", "deployments/*", "audit/*", "roles.json", "keys/*", "telemetry/*", "datasets/*/feedback/*"]
       write = ["models/*/aliases/*", "models/*/approvals/*", "models/*/versions/*/archived.json", "deployments/*", "audit/*", "keys/deploy.pub"]
-      list  = ["models/*", "deployments/*", "audit/*"]
+      list  = ["models/*", "deployments/*", "audit/*", "telemetry/*", "datasets/*"]
     }
     # Reads everything it reports; registers from incoming/ and runs gates itself (register and
     # validate routes); approvals and promotions go to the promote function.
@@ -50,6 +52,13 @@ locals {
       read  = ["telemetry/*", "deployments/*", "keys/*", "models/*", "blobs/sha256/*", "retrain/*", "audit/*"]
       write = ["retrain/*", "audit/*"]
       list  = ["telemetry/*", "deployments/*", "models/*", "retrain/*", "audit/*"]
+    }
+    # Finds the deployments that run a challenger and asks promote (the key holder) for a look
+    # of the canary judge at each; it writes nothing itself.
+    rollout = {
+      read  = ["deployments/*", "keys/*", "models/*"]
+      write = []
+      list  = ["deployments/*", "models/*"]
     }
   }
 
@@ -75,7 +84,8 @@ locals {
       FALAJ_VALIDATE_FUNCTION    = local.names["validate"]
       FALAJ_WEBHOOK_SECRET_PARAM = var.secret_parameters.webhook_secret
     }
-    drift = {}
+    drift   = {}
+    rollout = { FALAJ_PROMOTE_FUNCTION = local.names["promote"] }
   }
 }
 
@@ -116,17 +126,24 @@ data "aws_iam_policy_document" "fn" {
     resources = [for p in local.access[each.key].read : "${local.bucket_arn}/${p}"]
   }
 
-  statement {
-    sid       = "WriteStore"
-    actions   = ["s3:PutObject"]
-    resources = [for p in local.access[each.key].write : "${local.bucket_arn}/${p}"]
+  # A function that writes nothing (rollout) gets no write statement at all.
+  dynamic "statement" {
+    for_each = length(local.access[each.key].write) > 0 ? [local.access[each.key].write] : []
+    content {
+      sid       = "WriteStore"
+      actions   = ["s3:PutObject"]
+      resources = [for p in statement.value : "${local.bucket_arn}/${p}"]
+    }
   }
 
   # audit/ objects are written with an Object Lock retention in COMPLIANCE mode.
-  statement {
-    sid       = "LockAuditEntries"
-    actions   = ["s3:PutObjectRetention"]
-    resources = ["${local.bucket_arn}/audit/*"]
+  dynamic "statement" {
+    for_each = contains(local.access[each.key].write, "audit/*") ? ["audit"] : []
+    content {
+      sid       = "LockAuditEntries"
+      actions   = ["s3:PutObjectRetention"]
+      resources = ["${local.bucket_arn}/audit/*"]
+    }
   }
 
   statement {
@@ -167,7 +184,8 @@ data "aws_iam_policy_document" "fn" {
   dynamic "statement" {
     # validate reaches promote as its on-success destination; webhook invokes promote for
     # approvals and promotions, and validate for POST .../validate (it links no tract).
-    for_each = each.key == "validate" ? ["promote"] : each.key == "webhook" ? ["promote", "validate"] : []
+    # rollout invokes promote for each look of the canary judge.
+    for_each = contains(["validate", "rollout"], each.key) ? ["promote"] : each.key == "webhook" ? ["promote", "validate"] : []
     content {
       sid       = "Invoke${title(statement.value)}"
       actions   = ["lambda:InvokeFunction"]
@@ -308,11 +326,19 @@ resource "aws_cloudwatch_event_rule" "drift" {
   tags                = var.tags
 }
 
+resource "aws_cloudwatch_event_rule" "rollout" {
+  name                = "${var.name_prefix}-rollout-schedule"
+  description         = "Periodic look of the canary judge at every running challenger."
+  schedule_expression = var.rollout_schedule
+  tags                = var.tags
+}
+
 locals {
   event_targets = {
     ingest   = aws_cloudwatch_event_rule.incoming
     validate = aws_cloudwatch_event_rule.versions
     drift    = aws_cloudwatch_event_rule.drift
+    rollout  = aws_cloudwatch_event_rule.rollout
   }
 }
 

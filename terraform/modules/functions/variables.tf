@@ -42,7 +42,7 @@ variable "kms_key_arn" {
 }
 
 variable "lambda_dist_dir" {
-  description = "Directory holding the packaged functions, one <verb>.zip per function (ingest, validate, promote, webhook, drift), each containing a `bootstrap` binary for provided.al2023."
+  description = "Directory holding the packaged functions, one <verb>.zip per function (ingest, validate, promote, webhook, drift, rollout), each containing a `bootstrap` binary for provided.al2023."
   type        = string
   default     = "dist/lambda"
 }
@@ -68,8 +68,8 @@ variable "functions" {
   default = {}
 
   validation {
-    condition     = alltrue([for k in keys(var.functions) : contains(["ingest", "validate", "promote", "webhook", "drift"], k)])
-    error_message = "functions keys must be among ingest, validate, promote, webhook, drift."
+    condition     = alltrue([for k in keys(var.functions) : contains(["ingest", "validate", "promote", "webhook", "drift", "rollout"], k)])
+    error_message = "functions keys must be among ingest, validate, promote, webhook, drift, rollout."
   }
 
   validation {
@@ -108,6 +108,17 @@ variable "drift_schedule" {
   validation {
     condition     = can(regex("^(rate|cron)\\(.+\\)$", var.drift_schedule))
     error_message = "drift_schedule must be a rate(...) or cron(...) expression."
+  }
+}
+
+variable "rollout_schedule" {
+  description = "EventBridge schedule expression on which the rollout function asks the canary judge to look at every running challenger."
+  type        = string
+  default     = "rate(5 minutes)"
+
+  validation {
+    condition     = can(regex("^(rate|cron)\\(.+\\)$", var.rollout_schedule))
+    error_message = "rollout_schedule must be a rate(...) or cron(...) expression."
   }
 }
 

@@ -117,11 +117,31 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                 s
             });
         }
-        Command::Rollout { model, env, weight } => {
+        Command::Rollout {
+            model,
+            env,
+            weight,
+            auto,
+            shadow,
+            split_key,
+        } => {
             let reg = registry(cli, false).await?;
             let me = actor(cli, &reg).await?.identity;
             let key = signing_key()?;
-            let c = falaj::deploy::rollout(&reg, &key, model, env, *weight, &me).await?;
+            if *auto {
+                let look = falaj::canary::look(&reg, &key, model, env, &me).await?;
+                out.print(&look, || look_lines(&look));
+                return Ok(());
+            }
+            let c = match (weight, shadow, split_key) {
+                (Some(w), _, _) => falaj::deploy::rollout(&reg, &key, model, env, *w, &me).await?,
+                (None, true, _) => falaj::deploy::shadow(&reg, &key, model, env, &me).await?,
+                (None, false, Some(k)) => {
+                    let k = (k != "none").then_some(k.as_str());
+                    falaj::deploy::split_key(&reg, &key, model, env, k, &me).await?
+                }
+                (None, false, None) => unreachable!("clap requires one of them"),
+            };
             out.print(&c, || deployment_line(&c.deployment, c.repaired.as_deref()));
         }
         Command::Rollback { model, env } => {
@@ -293,4 +313,45 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
         _ => unreachable!("main sends only this group's commands here"),
     }
     Ok(())
+}
+
+/// `falaj rollout --auto` for a person: the decision, then the evidence per side and metric.
+fn look_lines(l: &falaj::canary::Look) -> String {
+    let mut s = format!(
+        "{}/{} generation {}: {} ({}% -> {}%): {}",
+        l.env,
+        l.model,
+        l.generation,
+        serde_json::to_value(l.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        l.weight.0,
+        l.weight.1,
+        l.reason
+    );
+    for (slot, t) in &l.tallies {
+        s += &format!(
+            "\n  {slot:<10} requests {:<7} errors {:<5} slow {:<5} of {:<7} wrong {} of {} labelled",
+            t.requests, t.errors, t.slow, t.logged, t.wrong, t.labelled
+        );
+    }
+    if let Some(a) = l.agreement {
+        s += &format!(
+            "\n  shadow agreed with the champion on {:.1}% of rows",
+            a * 100.0
+        );
+    }
+    if let Some(j) = &l.judgement {
+        for m in &j.metrics {
+            s += &format!(
+                "\n  {:<18} rates {:.4} vs {:.4}  evidence of harm {:.2}, of no harm {:.2} (decides at {:.0})",
+                m.metric, m.rates.0, m.rates.1, m.harm, m.no_harm, j.threshold
+            );
+        }
+    }
+    for k in &l.skipped {
+        s += &format!("\n  skipped feedback: {k}");
+    }
+    s
 }
