@@ -514,3 +514,127 @@ async fn the_drift_function_answers_its_schedule_under_the_runtime_api() {
     }
     drift.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollout_function_asks_promote_for_a_canary_look_on_its_schedule() {
+    use falaj_core::deployment::{DeploymentManifest, SCHEMA, Slot, Strategy};
+    let e = fx::env().await;
+    let policy = "[metrics]\naccuracy = { min = 0.9 }\n[canary]\nsteps = [10, 100]\n";
+    fx::attach_policy(&e.reg, "bc", policy).await;
+    let f = fx::breast_cancer();
+    let (v1, v2) = (
+        fx::register(&e.reg, "bc", &f, "sam").await,
+        fx::register(&e.reg, "bc", &f, "sam").await,
+    );
+    let mut slots = Vec::new();
+    for v in [v1, v2] {
+        let r = e.reg.version("bc", v).await.unwrap();
+        slots.push(Slot {
+            version: v,
+            digest: r.digest,
+        });
+    }
+    let seed = [9u8; 32];
+    let key = falaj::deploy::DeployKey::from_seed(seed);
+    falaj::deploy::publish_key(&e.reg, &key).await.unwrap();
+    let m = DeploymentManifest {
+        schema: SCHEMA,
+        env: "prod".into(),
+        model: "bc".into(),
+        generation: 3,
+        strategy: Strategy::Canary,
+        champion: slots[0].clone(),
+        challenger: Some(slots[1].clone()),
+        challenger_weight: 10,
+        standby: None,
+        history: Vec::new(),
+        updated_by: "mel".into(),
+        updated_at: "2026-12-04T10:00:00Z".into(),
+        event_seq: None,
+        challenger_mode: Default::default(),
+        split_key: None,
+    };
+    fx::put_object(
+        &e.reg,
+        "deployments/prod/bc.json",
+        serde_json::to_vec(&key.sign(&m)).unwrap(),
+    )
+    .await;
+
+    let uri = store_uri(&e);
+    let key_file = e.dir.path().join("signing.key");
+    std::fs::write(&key_file, hex(&seed)).unwrap();
+    let key_path = key_file.display().to_string();
+    let promote_emu = Emulator::start().await.unwrap();
+    let mut promote = promote_emu
+        .spawn(
+            &binary("falaj-fn-promote"),
+            &[
+                ("FALAJ_STORE", uri.as_str()),
+                ("FALAJ_SIGNING_KEY", key_path.as_str()),
+            ],
+        )
+        .unwrap();
+    let lambda_endpoint = format!("http://{}", promote_emu.endpoint());
+    let rollout_emu = Emulator::start().await.unwrap();
+    let mut rollout = rollout_emu
+        .spawn(
+            &binary("falaj-fn-rollout"),
+            &[
+                ("FALAJ_STORE", uri.as_str()),
+                ("FALAJ_PROMOTE_FUNCTION", "falaj-fn-promote"),
+                ("AWS_ENDPOINT_URL_LAMBDA", lambda_endpoint.as_str()),
+                ("AWS_ACCESS_KEY_ID", "emulated"),
+                ("AWS_SECRET_ACCESS_KEY", "emulated"),
+                ("AWS_SESSION_TOKEN", "emulated"),
+            ],
+        )
+        .unwrap();
+    // The schedule's event as EventBridge sends it: one look per running challenger, done by
+    // promote (the key holder) as falaj-rollout. No traffic yet: it holds, nothing is signed.
+    let r = rollout_emu
+        .invoke(&fixture("eventbridge-scheduled.json"), WAIT)
+        .await
+        .expect("rollout answered");
+    let looks = &response(&r.outcome)["looks"];
+    assert_eq!(looks.as_array().map(Vec::len), Some(1), "{r:?}");
+    assert_eq!(looks[0]["action"], "hold", "{looks}");
+    assert_eq!(looks[0]["generation"], 3);
+    assert!(
+        looks[0]["reason"].as_str().unwrap().contains("no traffic"),
+        "{looks}"
+    );
+    assert_eq!(
+        promote_emu.invocations().len(),
+        1,
+        "one look, invoked on promote"
+    );
+
+    // A policy without a [canary] section: the look fails with the fix named, and the
+    // schedule reports it with the model instead of failing the invocation.
+    fx::attach_policy(&e.reg, "bc", "[metrics]\naccuracy = { min = 0.9 }\n").await;
+    let r = rollout_emu
+        .invoke(&json!({"envs": ["prod"]}), WAIT)
+        .await
+        .expect("rollout answered");
+    let looks = &response(&r.outcome)["looks"];
+    assert_eq!(looks[0]["error"]["code"], "invalid_policy", "{looks}");
+    assert!(
+        looks[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[canary]"),
+        "{looks}"
+    );
+    assert_eq!(
+        falaj::deploy::read(&e.reg, "prod", "bc")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .generation,
+        3
+    );
+    rollout.kill().await.unwrap();
+    promote.kill().await.unwrap();
+}
