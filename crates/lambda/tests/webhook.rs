@@ -422,6 +422,30 @@ async fn from_uploaded_objects_to_production_and_back_through_the_api() {
     assert_eq!(s, 200, "{b:#}");
     assert_eq!(b["deployment"]["challenger"]["version"], 2);
     assert_eq!(b["deployment"]["challenger_weight"], 10);
+    // The canary judge through the webhook: this policy has no [canary] section, so the look
+    // is refused naming the fix; a body that asks for a weight and the judge at once is 400.
+    assert_error(
+        &t.call(t.signed(
+            "POST",
+            "/v1/models/bc/deployments/prod/rollout",
+            r#"{"auto":true}"#,
+        ))
+        .await,
+        422,
+        "invalid_policy",
+        &["no [canary] section"],
+    );
+    assert_error(
+        &t.call(t.signed(
+            "POST",
+            "/v1/models/bc/deployments/prod/rollout",
+            r#"{"auto":true,"weight":50}"#,
+        ))
+        .await,
+        400,
+        "invalid_request",
+        &["not both"],
+    );
     for w in [50, 100] {
         let (s, b, _) = t
             .call(t.signed(

@@ -520,7 +520,11 @@ struct PromoteBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RolloutBody {
-    weight: u32,
+    #[serde(default)]
+    weight: Option<u32>,
+    /// Let the canary judge decide the step (`falaj rollout --auto`).
+    #[serde(default)]
+    auto: bool,
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
     /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
@@ -617,12 +621,26 @@ fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiErr
             check_model(&m)?;
             let env = environment(&e)?.to_string();
             let b: RolloutBody = parse_body(req)?;
-            Write::Promoter(PromoteRequest::Rollout {
-                model: m,
-                env,
-                actor,
-                weight: b.weight,
-            })
+            match (b.weight, b.auto) {
+                (Some(weight), false) => Write::Promoter(PromoteRequest::Rollout {
+                    model: m,
+                    env,
+                    actor,
+                    weight,
+                }),
+                (None, true) => Write::Promoter(PromoteRequest::CanaryLook {
+                    model: m,
+                    env,
+                    actor,
+                }),
+                _ => {
+                    return Err(ApiError::new(
+                        400,
+                        "invalid_request",
+                        "a rollout body is {\"weight\": 0-100} or {\"auto\": true} (the canary judge decides the step), not both",
+                    ));
+                }
+            }
         }
         Route::Rollback(m, e) => {
             check_model(&m)?;
