@@ -392,6 +392,8 @@ impl Registry {
 
     /// Highest registered version number, 0 if none.
     pub async fn latest_version(&self, model: &str) -> Result<u64> {
+        // Names from callers (an MLflow request, a URL) become store keys: check them first.
+        falaj_core::validate_model_name(model)?;
         let hint = self.latest.lock().expect("latest lock").get(model).copied();
         let mut n = match hint {
             Some(n) => n,
@@ -440,6 +442,8 @@ impl Registry {
 
     /// Reads version `n`.
     pub async fn version(&self, model: &str, n: u64) -> Result<ModelVersion> {
+        // Names from callers (an MLflow request, a URL) become store keys: check them first.
+        falaj_core::validate_model_name(model)?;
         match self.get_json(&layout::version(model, n)).await? {
             Some((v, _)) => Ok(v),
             None => {
@@ -511,6 +515,8 @@ impl Registry {
 
     /// Tags of version `n`.
     pub async fn version_tags(&self, model: &str, n: u64) -> Result<BTreeMap<String, String>> {
+        // Names from callers (an MLflow request, a URL) become store keys: check them first.
+        falaj_core::validate_model_name(model)?;
         Ok(self
             .get_json(&layout::version_tags(model, n))
             .await?

@@ -113,3 +113,30 @@ proptest! {
         }
     }
 }
+
+/// Found by the property above in CI: a model name that is not a valid store segment (it
+/// starts with '.') reached a store key unchecked and panicked into a 500.
+#[test]
+fn names_that_are_not_store_segments_are_refused_not_panicked_on() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (hook, _d) = world(&rt);
+    for path in [
+        "/api/2.0/mlflow/registered-models/get-latest-versions?name=.x",
+        "/api/2.0/mlflow/model-versions/get?name=.x&version=1",
+        "/api/2.0/mlflow/model-versions/get-download-uri?name=..&version=1",
+    ] {
+        let req =
+            HttpRequest::new("GET", path).with_header("authorization", format!("Bearer {TOKEN}"));
+        let resp = rt.block_on(falaj_mlflow::handle(&hook, req));
+        let body: Value = serde_json::from_slice(&resp.body).unwrap();
+        assert!(
+            (400..500).contains(&resp.status),
+            "{path}: {} {body}",
+            resp.status
+        );
+        assert!(body["error_code"].is_string(), "{path}: {body}");
+    }
+}
