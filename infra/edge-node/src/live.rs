@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use falaj_core::live::{Logged, VariantWindow, window_key};
-use falaj_store::{Precondition, Store};
+use falaj_store::Store;
 
 /// `x-falaj-request-id`: returned with every model answer; feedback names it.
 pub const REQUEST_ID: &str = "x-falaj-request-id";
@@ -84,36 +84,17 @@ impl Live {
     /// Writes every window to the store and starts new ones. Returns the keys written; a
     /// window that could not be written is merged into the next one.
     pub async fn flush(&self, store: &dyn Store) -> Vec<String> {
-        let taken = std::mem::take(&mut *self.windows.lock().expect("live lock"));
-        let now = falaj_runtime::now();
-        let stamp: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        let mut written = Vec::new();
-        for (id, mut w) in taken {
-            w.ended_at = now.clone();
-            let key = window_key(&w, &stamp);
-            let bytes = serde_json::to_vec(&w).expect("windows serialise");
-            let result = match falaj_core::StoreKey::new(key.clone()) {
-                Ok(k) => store
-                    .put(&k, bytes.into(), Precondition::IfAbsent)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(_) => written.push(key),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "writing a live window failed; kept for the next flush");
-                    let mut windows = self.windows.lock().expect("live lock");
-                    match windows.get_mut(&id) {
-                        Some(newer) => newer.merge(w),
-                        None => {
-                            windows.insert(id, w);
-                        }
-                    }
-                }
-            }
-        }
-        written
+        crate::metrics::write_windows(
+            store,
+            &self.windows,
+            |w: &mut VariantWindow, now, stamp| {
+                w.ended_at = now.to_owned();
+                window_key(w, stamp)
+            },
+            |newer, w| newer.merge(w),
+            "live",
+        )
+        .await
     }
 }
 

@@ -170,44 +170,68 @@ impl Sketches {
     /// Writes every non-empty window to the store and starts new ones. Returns the keys
     /// written; a window that could not be written is kept and tried again next time.
     pub async fn flush(&self, store: &dyn Store) -> Vec<String> {
-        let taken = std::mem::take(&mut *self.windows.lock().expect("sketch lock"));
-        let mut written = Vec::new();
-        let now = falaj_runtime::now();
-        let stamp: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        for (id, mut w) in taken {
-            w.ended_at = now.clone();
-            let key = telemetry_key(&self.env, &self.node, &w.model, &stamp, w.version);
-            let bytes = serde_json::to_vec_pretty(&w).expect("sketches serialise");
-            let result = match falaj_core::StoreKey::new(key.clone()) {
-                Ok(k) => store
-                    .put(&k, bytes.into(), Precondition::IfAbsent)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(_) => written.push(key),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "writing a feature sketch failed; kept for the next flush");
-                    let mut windows = self.windows.lock().expect("sketch lock");
-                    match windows.get_mut(&id) {
-                        Some(newer) => {
-                            newer.rows += w.rows;
-                            newer.rejected_rows += w.rejected_rows;
-                            for (a, b) in newer.features.iter_mut().zip(&w.features) {
-                                let _ = a.merge(b);
-                            }
-                            newer.started_at = w.started_at;
-                        }
-                        None => {
-                            windows.insert(id, w);
-                        }
+        let (env, node) = (self.env.clone(), self.node.clone());
+        write_windows(
+            store,
+            &self.windows,
+            |w: &mut SketchWindow, now, stamp| {
+                w.ended_at = now.to_owned();
+                telemetry_key(&env, &node, &w.model, stamp, w.version)
+            },
+            |newer, w| {
+                newer.rows += w.rows;
+                newer.rejected_rows += w.rejected_rows;
+                for (a, b) in newer.features.iter_mut().zip(&w.features) {
+                    let _ = a.merge(b);
+                }
+                newer.started_at = w.started_at;
+            },
+            "feature sketch",
+        )
+        .await
+    }
+}
+
+/// Takes every open window out of `windows` and writes each create-only, as JSON, under the
+/// key `finish` gives it (after stamping its end).
+/// A window that could not be written goes back, merged into a newer one of the same id if
+/// one has opened since, and is tried again at the next flush. Returns the keys written.
+pub(crate) async fn write_windows<K: Ord, W: serde::Serialize>(
+    store: &dyn Store,
+    windows: &Mutex<BTreeMap<K, W>>,
+    finish: impl Fn(&mut W, &str, &str) -> String,
+    merge: impl Fn(&mut W, W),
+    what: &str,
+) -> Vec<String> {
+    let taken = std::mem::take(&mut *windows.lock().expect("window lock"));
+    let now = falaj_runtime::now();
+    let stamp: String = now.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let mut written = Vec::new();
+    for (id, mut w) in taken {
+        let key = finish(&mut w, &now, &stamp);
+        let bytes = serde_json::to_vec(&w).expect("windows serialise");
+        let result = match falaj_core::StoreKey::new(key.clone()) {
+            Ok(k) => store
+                .put(&k, bytes.into(), Precondition::IfAbsent)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(_) => written.push(key),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "writing a {what} window failed; kept for the next flush");
+                let mut open = windows.lock().expect("window lock");
+                match open.get_mut(&id) {
+                    Some(newer) => merge(newer, w),
+                    None => {
+                        open.insert(id, w);
                     }
                 }
             }
         }
-        written
     }
+    written
 }
 
 /// Rows of a prediction body, as f64, read by the component's own parser
