@@ -325,3 +325,22 @@ pub async fn invoke(
     }
     Ok(serde_json::json!({"env": env, "rule": rule, "models": results}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sketch_windows_are_read_as_sketches() {
+        assert_eq!(
+            stamp_of("telemetry/prod/n1/bc/20261204T100000Z-v3.json"),
+            Some(("20261204T100000Z", 3))
+        );
+        // The canary's live windows share the folder and are not sketches.
+        let w = falaj_core::live::VariantWindow::new(("prod", "n1", "bc"), 3, "challenger", 7, "t");
+        assert_eq!(
+            stamp_of(&falaj_core::live::window_key(&w, "20261204T100000Z")),
+            None
+        );
+    }
+}

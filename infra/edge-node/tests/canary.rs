@@ -53,16 +53,16 @@ fn policy(slow_ms: Option<f64>) -> String {
     p
 }
 
-/// A tiny deterministic generator (splitmix64): the simulator's only source of chance.
-struct Rng(u64);
+/// The simulator's only source of chance: a seeded generator.
+struct Rng(rand::rngs::StdRng);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
+    }
+
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        rand::Rng::random(&mut self.0)
     }
 }
 
@@ -173,7 +173,7 @@ impl Sim {
             e,
             key: DeployKey::from_seed([7; 32]),
             rows,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             sent: 0,
             round: 0,
         }
