@@ -64,6 +64,14 @@ pub enum PromotionError {
         /// As given.
         env: String,
     },
+    /// Feedback labels that cannot be recorded.
+    #[error("feedback for {model}: {reason}")]
+    BadFeedback {
+        /// Model.
+        model: String,
+        /// What was wrong.
+        reason: String,
+    },
     /// The canary controller has no audited `[canary]` policy to judge by.
     #[error("{model}: {reason}")]
     CanaryPolicy {
@@ -87,6 +95,7 @@ impl PromotionError {
             Self::Key { .. } | Self::KeyMismatch { .. } => "signing_key",
             Self::Verify { .. } => "bad_signature",
             Self::BadEnv { .. } => "invalid_name",
+            Self::BadFeedback { .. } => "invalid_request",
         }
     }
 

@@ -364,7 +364,7 @@ pub fn promotion_status(e: &PromotionError) -> u16 {
         PromotionError::Deploy(_)
         | PromotionError::Policy(_)
         | PromotionError::CanaryPolicy { .. } => 422,
-        PromotionError::BadEnv { .. } => 400,
+        PromotionError::BadEnv { .. } | PromotionError::BadFeedback { .. } => 400,
         PromotionError::Key { .. }
         | PromotionError::KeyMismatch { .. }
         | PromotionError::Verify { .. } => 500,

@@ -371,3 +371,72 @@ pub async fn schedule(
     }
     Ok(serde_json::json!({ "looks": looks }))
 }
+
+/// Most labels one feedback call may carry.
+pub const MAX_FEEDBACK_LABELS: usize = 100_000;
+
+/// Records labels that arrived later as a new feedback file
+/// (`datasets/<model>/feedback/<stamp>-<digest>.csv`, create-only), as `actor`, who needs the
+/// rollout role (labels move a rollout); audited as `feedback.recorded`. Returns its key.
+pub async fn record_feedback(
+    reg: &Registry,
+    model: &str,
+    labels: &[Label],
+    actor: &str,
+) -> Result<String> {
+    use falaj_core::promotion::Action;
+    crate::access::authorize(reg, model, actor, Action::Rollout, model).await?;
+    reg.model(model).await?;
+    let bad = |reason: String| PromotionError::BadFeedback {
+        model: model.into(),
+        reason,
+    };
+    if labels.is_empty() || labels.len() > MAX_FEEDBACK_LABELS {
+        return Err(bad(format!(
+            "feedback carries 1 to {MAX_FEEDBACK_LABELS} labels, got {}",
+            labels.len()
+        )));
+    }
+    let mut csv = String::from("request_id,row,label\n");
+    for (i, l) in labels.iter().enumerate() {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 256
+                && !s.chars().any(|c| c == ',' || c == '"' || c.is_control())
+        };
+        if !plain(&l.request_id) || !plain(&l.label) {
+            return Err(bad(format!(
+                "label {i}: request_id and label must be 1-256 characters without commas, quotes or control characters"
+            )));
+        }
+        csv += &format!("{},{},{}\n", l.request_id, l.row, l.label);
+    }
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(csv.as_bytes()));
+    let stamp: String = crate::registry::now()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let key = format!(
+        "{}feedback/{stamp}-{}.csv",
+        layout::datasets_prefix(model),
+        &digest[..16]
+    );
+    let store_key = falaj_core::StoreKey::new(key.clone()).map_err(RegistryError::from)?;
+    reg.store()
+        .put(
+            &store_key,
+            bytes::Bytes::from(csv),
+            crate::store::Precondition::IfAbsent,
+        )
+        .await
+        .map_err(RegistryError::from)?;
+    reg.append_audit(
+        model,
+        actor,
+        "feedback.recorded",
+        model,
+        serde_json::json!({"key": key, "labels": labels.len()}),
+    )
+    .await?;
+    Ok(key)
+}

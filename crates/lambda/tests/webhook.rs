@@ -1706,3 +1706,91 @@ async fn mlflow_calls_arrive_through_api_gateway_and_artifacts_come_back_as_base
         (404, Some("RESOURCE_DOES_NOT_EXIST"))
     );
 }
+
+/// Labels that arrive later, posted by someone who may move a rollout: written as one
+/// create-only feedback file the canary controller reads, and audited. A viewer is refused,
+/// and a malformed body writes nothing.
+#[tokio::test]
+async fn feedback_labels_are_recorded_by_those_who_may_roll_out() {
+    let t = setup().await;
+    create(&t.reg, MODEL).await;
+    let path = "/v1/models/bc/feedback";
+    // Refusals are audited (the viewer's is); nothing else may change.
+    let outside_audit = |m: BTreeMap<String, Bytes>| -> BTreeMap<String, Bytes> {
+        m.into_iter()
+            .filter(|(k, _)| !k.starts_with("audit/"))
+            .collect()
+    };
+    let before = outside_audit(t.snapshot().await);
+    for (body, who, status, code) in [
+        (
+            r#"{"labels":[{"request_id":"a","label":"benign"}]}"#,
+            "eve",
+            403,
+            "forbidden",
+        ),
+        (r#"{"labels":[]}"#, "mel", 400, "invalid_request"),
+        (
+            r#"{"labels":[{"request_id":"a,b","label":"benign"}]}"#,
+            "mel",
+            400,
+            "invalid_request",
+        ),
+        (
+            r#"{"labels":[{"request_id":"a","label":"x","extra":1}]}"#,
+            "mel",
+            400,
+            "invalid_body",
+        ),
+    ] {
+        let got = t.call(bearer("POST", path, body, who)).await;
+        assert_eq!(
+            (got.0, got.1["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {}",
+            got.1
+        );
+    }
+    assert_eq!(
+        outside_audit(t.snapshot().await),
+        before,
+        "refused feedback writes nothing"
+    );
+
+    let body = r#"{"labels":[{"request_id":"3f1c","row":0,"label":"benign"},{"request_id":"3f1c","row":1,"label":"malignant"},{"request_id":"9a0b","label":2.5}]}"#;
+    let (s, b, _) = t.call(bearer("POST", path, body, "mel")).await;
+    assert_eq!(s, 200, "{b}");
+    let key = b["key"].as_str().unwrap();
+    assert!(
+        key.starts_with("datasets/bc/feedback/") && key.ends_with(".csv"),
+        "{key}"
+    );
+    let obj = t
+        .reg
+        .store()
+        .get(&StoreKey::new(key).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let labels =
+        falaj_core::live::parse_feedback(std::str::from_utf8(&obj.bytes).unwrap(), key).unwrap();
+    let got: Vec<(&str, usize, &str)> = labels
+        .iter()
+        .map(|l| (l.request_id.as_str(), l.row, l.label.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("3f1c", 0, "benign"),
+            ("3f1c", 1, "malignant"),
+            ("9a0b", 0, "2.5")
+        ]
+    );
+    let events = t.reg.audit_events(MODEL).await.unwrap();
+    let (_, _, ev) = events.last().unwrap();
+    assert_eq!(
+        (ev.action.as_str(), ev.actor.as_str()),
+        ("feedback.recorded", "mel")
+    );
+    assert_eq!(ev.details["key"], key);
+}

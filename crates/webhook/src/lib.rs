@@ -156,6 +156,7 @@ enum Route {
     Rollout(String, String),
     Rollback(String, String),
     Audit(String),
+    Feedback(String),
 }
 
 impl Route {
@@ -182,6 +183,7 @@ impl Route {
             ["v1", "models", m, "deployments", e, "rollout"] => Self::Rollout(o(m), o(e)),
             ["v1", "models", m, "deployments", e, "rollback"] => Self::Rollback(o(m), o(e)),
             ["v1", "models", m, "audit"] => Self::Audit(o(m)),
+            ["v1", "models", m, "feedback"] => Self::Feedback(o(m)),
             _ => return None,
         })
     }
@@ -189,9 +191,11 @@ impl Route {
     fn methods(&self) -> &'static [&'static str] {
         match self {
             Self::Versions(..) | Self::Approvals(..) => &["GET", "POST"],
-            Self::Validate(..) | Self::Promote(..) | Self::Rollout(..) | Self::Rollback(..) => {
-                &["POST"]
-            }
+            Self::Validate(..)
+            | Self::Promote(..)
+            | Self::Rollout(..)
+            | Self::Rollback(..)
+            | Self::Feedback(..) => &["POST"],
             _ => &["GET"],
         }
     }
@@ -212,6 +216,7 @@ impl Route {
             Self::Rollout(..) => "/v1/models/{m}/deployments/{env}/rollout",
             Self::Rollback(..) => "/v1/models/{m}/deployments/{env}/rollback",
             Self::Audit(..) => "/v1/models/{m}/audit",
+            Self::Feedback(..) => "/v1/models/{m}/feedback",
         }
     }
 }
@@ -542,6 +547,26 @@ struct EmptyBody {
     _ci: Option<IgnoredAny>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    labels: Vec<FeedbackLabel>,
+    #[serde(default, rename = "nonce")]
+    _nonce: Option<IgnoredAny>,
+    /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
+    #[serde(default, rename = "ci")]
+    _ci: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackLabel {
+    request_id: String,
+    #[serde(default)]
+    row: usize,
+    label: serde_json::Value,
+}
+
 /// A checked write, ready to run.
 enum Write {
     Register {
@@ -557,6 +582,10 @@ enum Write {
         policy: Option<String>,
     },
     Promoter(PromoteRequest),
+    Feedback {
+        model: String,
+        labels: Vec<falaj_core::live::Label>,
+    },
 }
 
 fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiError> {
@@ -641,6 +670,24 @@ fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiErr
                     ));
                 }
             }
+        }
+        Route::Feedback(m) => {
+            check_model(&m)?;
+            let b: FeedbackBody = parse_body(req)?;
+            let labels = b
+                .labels
+                .into_iter()
+                .map(|l| falaj_core::live::Label {
+                    request_id: l.request_id,
+                    row: l.row,
+                    // A class label as sent, or a regression value as a number.
+                    label: match l.label {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    },
+                })
+                .collect();
+            Write::Feedback { model: m, labels }
         }
         Route::Rollback(m, e) => {
             check_model(&m)?;
@@ -808,6 +855,10 @@ async fn execute(ctx: &Webhook, write: Write, actor: &str) -> Result<HttpRespons
             Ok(v) => ok(v),
             Err(e) => Err(e.into()),
         },
+        Write::Feedback { model, labels } => {
+            let key = falaj::canary::record_feedback(reg, &model, &labels, actor).await?;
+            ok(json!({ "key": key, "labels": labels.len() }))
+        }
     }
 }
 

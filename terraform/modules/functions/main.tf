@@ -40,10 +40,11 @@ locals {
       list  = ["models/*", "deployments/*", "audit/*", "telemetry/*", "datasets/*"]
     }
     # Reads everything it reports; registers from incoming/ and runs gates itself (register and
-    # validate routes); approvals and promotions go to the promote function.
+    # validate routes); records feedback labels (create-only files); approvals and promotions
+    # go to the promote function.
     webhook = {
       read  = ["incoming/*", "blobs/sha256/*", "models/*", "datasets/*", "deployments/*", "audit/*", "roles.json", "idempotency/*"]
-      write = ["blobs/sha256/*", "models/*/model.json", "models/*/versions/*", "audit/*", "idempotency/*", "tmp/*"]
+      write = ["blobs/sha256/*", "models/*/model.json", "models/*/versions/*", "datasets/*/feedback/*", "audit/*", "idempotency/*", "tmp/*"]
       list  = ["models/*", "deployments/*", "audit/*", "blobs/*"]
     }
     # Reads the edge's sketches, the verified deployment (keys/deploy.pub), the version and its
