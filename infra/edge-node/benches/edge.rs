@@ -60,6 +60,8 @@ struct Conn {
 struct Resp {
     status: u16,
     infer_ms: Option<f64>,
+    /// The node's `edge` timing: the whole component call.
+    host_ms: Option<f64>,
     body: Vec<u8>,
 }
 
@@ -86,6 +88,7 @@ impl Conn {
         let status = line.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
         let mut len = 0usize;
         let mut infer_ms = None;
+        let mut host_ms = None;
         loop {
             line.clear();
             self.s.read_line(&mut line).unwrap();
@@ -98,11 +101,16 @@ impl Conn {
                 len = v.trim().parse().unwrap_or(0);
             }
             if let Some(v) = lower.strip_prefix("server-timing:") {
-                infer_ms = v
-                    .split("dur=")
-                    .nth(1)
-                    .and_then(|d| d.split([';', ',']).next())
-                    .and_then(|d| d.trim().parse().ok());
+                let entry = |name: &str| {
+                    v.split(',')
+                        .map(str::trim)
+                        .find(|e| e.starts_with(name))
+                        .and_then(|e| e.split("dur=").nth(1))
+                        .and_then(|d| d.split(';').next())
+                        .and_then(|d| d.trim().parse::<f64>().ok())
+                };
+                infer_ms = entry("infer");
+                host_ms = entry("edge");
             }
         }
         let mut body = vec![0u8; len];
@@ -110,6 +118,7 @@ impl Conn {
         Resp {
             status,
             infer_ms,
+            host_ms,
             body,
         }
     }
@@ -381,38 +390,42 @@ fn ort(m: &Model, shape: &[usize], n: usize) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Sequential single requests on one keep-alive connection: (HTTP p50, p99, infer p50, infer p99, n).
-fn http_latency(
-    node: &Node,
-    model: &str,
-    ct: &str,
-    body: &[u8],
-    budget: Duration,
-) -> (f64, f64, f64, f64, usize) {
+/// Sequential single requests on one keep-alive connection.
+struct HttpLatency {
+    p50: f64,
+    p99: f64,
+    infer_p50: f64,
+    infer_p99: f64,
+    /// The node's own time in the component call (`server-timing: edge`), p50.
+    host_p50: f64,
+    n: usize,
+}
+
+fn http_latency(node: &Node, model: &str, ct: &str, body: &[u8], budget: Duration) -> HttpLatency {
     let mut c = Conn::open(&node.addr);
     let path = format!("/v1/models/{model}/predict");
     for _ in 0..3 {
         assert_eq!(c.send("POST", &path, ct, body).status, 200);
     }
-    let (mut http, mut infer) = (Vec::new(), Vec::new());
+    let (mut http, mut infer, mut host) = (Vec::new(), Vec::new(), Vec::new());
     let start = Instant::now();
     while start.elapsed() < budget || http.len() < 20 {
         let t = Instant::now();
         let r = c.send("POST", &path, ct, body);
         http.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        if let Some(ms) = r.infer_ms {
-            infer.push(ms);
-        }
+        infer.extend(r.infer_ms);
+        host.extend(r.host_ms);
     }
-    let (h, i) = (sorted(http), sorted(infer));
-    (
-        pct(&h, 0.5),
-        pct(&h, 0.99),
-        pct(&i, 0.5),
-        pct(&i, 0.99),
-        h.len(),
-    )
+    let (h, i, e) = (sorted(http), sorted(infer), sorted(host));
+    HttpLatency {
+        p50: pct(&h, 0.5),
+        p99: pct(&h, 0.99),
+        infer_p50: pct(&i, 0.5),
+        infer_p99: pct(&i, 0.99),
+        host_p50: pct(&e, 0.5),
+        n: h.len(),
+    }
 }
 
 /// Open-loop load at `rate` req/s for `secs`, spread over `conns` connections; latency is
@@ -520,7 +533,8 @@ async fn main() {
                 x.iter().flat_map(|v| v.to_le_bytes()).collect(),
             )
         };
-        let (h50, h99, i50, i99, hn) = http_latency(&node, &m.name, ct, &body, budget);
+        let lat = http_latency(&node, &m.name, ct, &body, budget);
+        let (h50, h99, i50, i99, hn) = (lat.p50, lat.p99, lat.infer_p50, lat.infer_p99, lat.n);
         let ort50 = o["p50_ms"].as_f64().unwrap();
         // The component runs image models at a concrete batch of 1 (tabular ones with a
         // symbolic batch): compare with native tract planned the same way.
@@ -539,6 +553,14 @@ async fn main() {
             "onnxruntime_1_thread": o,
             "edge_http": {"p50_ms": h50, "p99_ms": h99, "n": hn, "body": ct},
             "component_infer": {"p50_ms": i50, "p99_ms": i99},
+            // Where a request's time goes, by p50: the inference; the rest of the component
+            // call (wasm boundary, JSON parsing and encoding); and outside it (client, TCP,
+            // hyper, the node's routing and headers).
+            "breakdown_p50_ms": {
+                "inference": i50,
+                "component_call_outside_inference": lat.host_p50 - i50,
+                "outside_the_component_call": h50 - lat.host_p50,
+            },
             "ratio_component_infer_vs_native": i50 / native_same,
             "ratio_edge_http_vs_native": h50 / native_same,
             "ratio_component_infer_vs_onnxruntime": i50 / ort50,
@@ -546,7 +568,8 @@ async fn main() {
         if m.manifest.is_some() {
             // Fresh instance per request: the same model on the node that never reuses.
             let _ = deploy_fresh(&fresh, &m.name);
-            let (f50, f99, _, _, _) = http_latency(&fresh, &m.name, ct, &body, budget);
+            let f = http_latency(&fresh, &m.name, ct, &body, budget);
+            let (f50, f99) = (f.p50, f.p99);
             let (sent, l50, l99, errors) = open_loop(
                 &node,
                 &m.name,
@@ -561,7 +584,7 @@ async fn main() {
         }
         println!("{figures}");
         eprintln!(
-            "{:<14} native (same plan) p50 {:>8.3} | component infer p50 {:>8.3} ({:.2}x native, {:.2}x ort) | edge HTTP p50 {:>8.3} p99 {:>8.3} | onnxruntime p50 {:>8.3} | deploy->first {:>7.0}",
+            "{:<14} native (same plan) p50 {:>8.3} | component infer p50 {:>8.3} ({:.2}x native, {:.2}x ort) | edge HTTP p50 {:>8.3} p99 {:>8.3} (component call {:>8.3}) | onnxruntime p50 {:>8.3} | deploy->first {:>7.0}",
             m.name,
             native_same,
             i50,
@@ -569,6 +592,7 @@ async fn main() {
             i50 / ort50,
             h50,
             h99,
+            lat.host_p50,
             ort50,
             deploy_ms
         );

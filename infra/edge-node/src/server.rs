@@ -355,6 +355,16 @@ async fn model_call(
         }
     };
     let h = r.headers_mut();
+    // The host's share beside the component's `infer`: `edge` is the whole component call as
+    // the node timed it (the wasm boundary, the body's parsing and the answer's encoding
+    // around the inference), so a client can tell where a request's time went.
+    let timing = match h.get("server-timing").and_then(|v| v.to_str().ok()) {
+        Some(component) => format!("{component}, edge;dur={took_ms:.4}"),
+        None => format!("edge;dur={took_ms:.4}"),
+    };
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&timing) {
+        h.insert("server-timing", v);
+    }
     for (name, value) in [
         ("x-falaj-model", model.to_string()),
         ("x-falaj-model-version", served.version.to_string()),

@@ -254,6 +254,19 @@ async fn a_signed_deployment_is_verified_served_swapped_and_sketched() {
         assert_eq!(r.header("x-falaj-model-version"), Some("1"));
         assert_eq!(r.header("x-falaj-slot"), Some("champion"));
         assert_close(&outputs(&r), &expected(1, &x));
+        // Where the time went: the component's inference and the node's whole call.
+        let timing = r.header("server-timing").unwrap_or_default();
+        let dur = |name: &str| -> f64 {
+            timing
+                .split(',')
+                .map(str::trim)
+                .find_map(|e| e.strip_prefix(&format!("{name};dur=")))
+                .unwrap_or_else(|| panic!("no {name} in server-timing {timing:?}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(dur("edge") >= dur("infer"), "{timing}");
+        assert_eq!(r.header("x-falaj-request-id").map(str::len), Some(32));
     }
     // Loaded once: one instance served the warm-up and every request since.
     let meta = edge.get(&format!("/v1/models/{MODEL}/metadata")).json();
