@@ -419,15 +419,11 @@ fn a_model_bomb_is_stopped_by_the_memory_cap_and_the_deadline() {
     assert_eq!(code, Some(0), "{err}");
 }
 
-/// `falaj rollout --auto` as a person runs it: it holds without traffic, steps the canary on
-/// evidence (JSON for scripts), signs as the caller with the judge's evidence in the audit
-/// event, and stops when the attached policy is not the audited one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rollout_auto_holds_without_traffic_steps_on_evidence_and_refuses_a_hand_edited_policy() {
-    use falaj_core::live::{Logged, VariantWindow};
-    let e = env().await;
-    let policy = "[metrics]\naccuracy = { min = 0.9 }\n[canary]\nsteps = [10, 50, 100]\nmin_samples = 50\n[canary.tolerate]\nerrors = 1.5\n";
-    attach_policy(&e.reg, MODEL, policy).await;
+const CANARY_POLICY: &str = "[metrics]\naccuracy = { min = 0.9 }\n[canary]\nsteps = [10, 50, 100]\nmin_samples = 50\n[canary.tolerate]\nerrors = 1.5\n";
+
+/// v1 in production and v2 a 10% canary, both validated and approved, under CANARY_POLICY.
+async fn canary_running(e: &Env) -> Vec<u64> {
+    attach_policy(&e.reg, MODEL, CANARY_POLICY).await;
     let mut versions = Vec::new();
     for (f, canary) in [
         (breast_cancer(), None),
@@ -442,7 +438,7 @@ async fn rollout_auto_holds_without_traffic_steps_on_evidence_and_refuses_a_hand
         ),
     ] {
         let v = register(&e.reg, MODEL, &f, "sam").await;
-        let r = validate(&e, v, Holdout::Path(dataset("breast_cancer.csv")), None).await;
+        let r = validate(e, v, Holdout::Path(dataset("breast_cancer.csv")), None).await;
         assert!(r.passed, "{r:?}");
         for who in ["ann", "bob"] {
             promotion::approve(&e.reg, MODEL, v, Stage::Production, "", who)
@@ -456,6 +452,84 @@ async fn rollout_auto_holds_without_traffic_steps_on_evidence_and_refuses_a_hand
         promotion::promote(&e.reg, &key(), p).await.unwrap();
         versions.push(v);
     }
+    versions
+}
+
+/// Windows that do not match the running deployment, written by someone who can write the
+/// store: another version in the challenger's slot, an older generation, another model in
+/// the body. The controller leaves every one out, so nothing moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_live_windows_that_do_not_match_the_deployment_move_nothing() {
+    use falaj_core::live::{Logged, VariantWindow, window_key};
+    let e = env().await;
+    let versions = canary_running(&e).await;
+    let (m, _) = deploy::read(&e.reg, "prod", MODEL).await.unwrap().unwrap();
+    let forged = |version: u64, slot: &str, generation: u64, model: &str| {
+        let mut w = VariantWindow::new(("prod", "n1", model), version, slot, generation, "t");
+        for i in 0..600 {
+            let entry = Logged {
+                id: format!("f-{slot}-{i}"),
+                ms: 1.0,
+                status: 200,
+                pred: vec!["benign".into()],
+            };
+            w.add(entry, |_| 0);
+        }
+        w
+    };
+    let champion = forged(versions[0], "champion", m.generation, MODEL);
+    for (w, filed_as) in [
+        // The champion's version claiming the challenger's slot.
+        (forged(versions[0], "challenger", m.generation, MODEL), None),
+        // The challenger's traffic of an older generation (another weight).
+        (
+            forged(versions[1], "challenger", m.generation - 1, MODEL),
+            None,
+        ),
+        // Another model's window filed under this model's generation.
+        (
+            forged(versions[1], "challenger", m.generation, "other"),
+            Some(MODEL),
+        ),
+    ] {
+        let mut key = window_key(&w, "20261204T000000Z");
+        if let Some(model) = filed_as {
+            key = key.replace("/other/", &format!("/{model}/"));
+        }
+        put_object(&e.reg, &key, serde_json::to_vec(&w).unwrap()).await;
+    }
+    put_object(
+        &e.reg,
+        &window_key(&champion, "20261204T000000Z"),
+        serde_json::to_vec(&champion).unwrap(),
+    )
+    .await;
+    let look = falaj::canary::look(&e.reg, &key(), MODEL, "prod", "mel")
+        .await
+        .unwrap();
+    assert_eq!(look.action, falaj::canary::Action::Hold, "{look:?}");
+    assert!(look.reason.contains("no traffic"), "{}", look.reason);
+    assert_eq!(look.windows, 1, "only the champion's real window counts");
+    assert_eq!(
+        deploy::read(&e.reg, "prod", MODEL)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .generation,
+        m.generation
+    );
+}
+
+/// `falaj rollout --auto` as a person runs it: it holds without traffic, steps the canary on
+/// evidence (JSON for scripts), signs as the caller with the judge's evidence in the audit
+/// event, and stops when the attached policy is not the audited one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_auto_holds_without_traffic_steps_on_evidence_and_refuses_a_hand_edited_policy() {
+    use falaj_core::live::{Logged, VariantWindow};
+    let e = env().await;
+    let policy = CANARY_POLICY;
+    let versions = canary_running(&e).await;
     let key_file = e.dir.path().join("signing.key");
     std::fs::write(&key_file, "05".repeat(32)).unwrap();
     std::fs::set_permissions(
