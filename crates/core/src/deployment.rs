@@ -230,6 +230,16 @@ pub fn check_generation(
     }
 }
 
+/// The challenger a change to it needs, or why there is none.
+fn running_challenger(prev: &DeploymentManifest) -> Result<&Slot, DeployError> {
+    prev.challenger
+        .as_ref()
+        .ok_or_else(|| DeployError::NoCanary {
+            model: prev.model.clone(),
+            env: prev.env.clone(),
+        })
+}
+
 /// Takes the challenger out, with what only it used (its mode, the split key).
 fn drop_challenger(m: &mut DeploymentManifest) {
     m.challenger = None;
@@ -332,12 +342,7 @@ pub fn set_weight(
     by: &str,
     at: &str,
 ) -> Result<DeploymentManifest, DeployError> {
-    let Some(challenger) = prev.challenger.clone() else {
-        return Err(DeployError::NoCanary {
-            model: prev.model.clone(),
-            env: prev.env.clone(),
-        });
-    };
+    let challenger = running_challenger(prev)?.clone();
     if weight > 100 {
         return Err(DeployError::BadWeight {
             weight,
@@ -367,12 +372,7 @@ pub fn set_shadow(
     by: &str,
     at: &str,
 ) -> Result<DeploymentManifest, DeployError> {
-    if prev.challenger.is_none() {
-        return Err(DeployError::NoCanary {
-            model: prev.model.clone(),
-            env: prev.env.clone(),
-        });
-    }
+    running_challenger(prev)?;
     let mut m = base(prev, Strategy::Canary, by, at);
     m.challenger_mode = ChallengerMode::Shadow;
     m.challenger_weight = 0;
@@ -386,12 +386,7 @@ pub fn set_split_key(
     by: &str,
     at: &str,
 ) -> Result<DeploymentManifest, DeployError> {
-    if prev.challenger.is_none() {
-        return Err(DeployError::NoCanary {
-            model: prev.model.clone(),
-            env: prev.env.clone(),
-        });
-    }
+    running_challenger(prev)?;
     if let Some(k) = key {
         check_split_key(k)?;
     }

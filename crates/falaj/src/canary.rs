@@ -85,13 +85,6 @@ pub struct Look {
     pub deployment: Option<DeploymentManifest>,
 }
 
-fn seconds_since(at: &str) -> u64 {
-    let fmt = time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::parse(at, &fmt)
-        .map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds().max(0) as u64)
-        .unwrap_or(0)
-}
-
 /// The live windows of `model` for deployment generation `generation` in `env`, of the
 /// versions that generation routes to.
 pub async fn windows(
@@ -211,7 +204,7 @@ pub async fn look(
         mode: m.challenger_mode,
         weight: (m.challenger_weight, m.challenger_weight),
         versions: (m.champion.version, m.challenger.as_ref().map(|c| c.version)),
-        elapsed_secs: seconds_since(&m.updated_at),
+        elapsed_secs: crate::claim::age(&m.updated_at).map_or(0, |a| a.as_secs()),
         tallies: BTreeMap::new(),
         agreement: None,
         judgement: None,
@@ -397,13 +390,13 @@ pub async fn record_feedback(
             labels.len()
         )));
     }
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 256
+            && !s.chars().any(|c| c == ',' || c == '"' || c.is_control())
+    };
     let mut csv = String::from("request_id,row,label\n");
     for (i, l) in labels.iter().enumerate() {
-        let plain = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 256
-                && !s.chars().any(|c| c == ',' || c == '"' || c.is_control())
-        };
         if !plain(&l.request_id) || !plain(&l.label) {
             return Err(bad(format!(
                 "label {i}: request_id and label must be 1-256 characters without commas, quotes or control characters"

@@ -22,14 +22,19 @@ const ATTEMPTS: u32 = 3;
 
 /// Whether a claim made at `at` (RFC 3339) is older than `after`.
 pub fn is_stale(at: &str, after: Duration) -> bool {
+    age(at).is_none_or(|a| a > after)
+}
+
+/// How long ago `at` (RFC 3339) was: zero for a time in the future, `None` when unreadable.
+pub fn age(at: &str) -> Option<Duration> {
     let fmt = time::format_description::well_known::Rfc3339;
-    match time::OffsetDateTime::parse(at, &fmt) {
-        Err(_) => true,
-        Ok(t) => {
-            let age = time::OffsetDateTime::now_utc() - t;
-            age.is_positive() && age.unsigned_abs() > after
-        }
-    }
+    let t = time::OffsetDateTime::parse(at, &fmt).ok()?;
+    let age = time::OffsetDateTime::now_utc() - t;
+    Some(if age.is_positive() {
+        age.unsigned_abs()
+    } else {
+        Duration::ZERO
+    })
 }
 
 /// What [`claim`] found.

@@ -66,16 +66,12 @@ pub async fn canary_policy(
     };
     let policy = attached_policy(reg, model).await?;
     let audited = audited(model, &reg.audit_events(model).await?);
+    if let Some(why) = unaudited_policy(model, policy.as_ref(), &audited) {
+        return Err(fail(why));
+    }
     let Some(p) = policy else {
         return Err(fail("no gate policy is attached; attach one with a [canary] section (`falaj policy set MODEL gates.toml`, docs/gates.md)".into()));
     };
-    if Some(p.digest.as_str()) != audited.policy.as_deref() {
-        return Err(fail(format!(
-            "the gate policy in models/{model}/model.json ({}) is not the one the last audited `falaj policy set` attached ({}); set it again with `falaj policy set`",
-            p.digest,
-            audited.policy.as_deref().unwrap_or("none")
-        )));
-    }
     p.policy.canary.ok_or_else(|| {
         fail("the gate policy has no [canary] section, so there is nothing to judge a canary by; add one (docs/gates.md) and `falaj policy set` it".into())
     })
@@ -138,6 +134,24 @@ pub async fn evidence(reg: &Registry, v: &ModelVersion) -> Result<Evidence> {
     ))
 }
 
+/// Why the attached policy may not be relied on, if it may not: it must be the one the last
+/// audited `policy.set` attached, so a model.json edited by hand (a laxer policy) counts for
+/// nothing.
+fn unaudited_policy(
+    model: &str,
+    policy: Option<&AttachedPolicy>,
+    audited: &Audited,
+) -> Option<String> {
+    let attached = policy.map(|p| p.digest.as_str());
+    (attached != audited.policy.as_deref()).then(|| {
+        format!(
+            "the gate policy in models/{model}/model.json ({}) is not the one the last audited `falaj policy set` attached ({}): it was changed without an event; set it again with `falaj policy set`",
+            attached.unwrap_or("none"),
+            audited.policy.as_deref().unwrap_or("none"),
+        )
+    })
+}
+
 /// The evidence a signer may rely on: audited reports only, and the named holdout unchanged
 /// since the report scored it.
 async fn signing_evidence(
@@ -146,18 +160,8 @@ async fn signing_evidence(
     policy: Option<&AttachedPolicy>,
     audited: &Audited,
 ) -> Result<Evidence> {
-    // The attached policy must be the one the last audited `policy.set` attached: a
-    // model.json edited by hand (a laxer policy) counts for nothing.
-    let attached = policy.map(|p| p.digest.as_str());
-    if attached != audited.policy.as_deref() {
-        return Ok(Evidence::Stale {
-            reason: format!(
-                "the gate policy in models/{}/model.json ({}) is not the one the last audited `falaj policy set` attached ({}): it was changed without an event; set it again with `falaj policy set`",
-                v.model,
-                attached.unwrap_or("none"),
-                audited.policy.as_deref().unwrap_or("none"),
-            ),
-        });
+    if let Some(reason) = unaudited_policy(&v.model, policy, audited) {
+        return Ok(Evidence::Stale { reason });
     }
     let reports: Vec<_> = crate::reports::reports(reg, &v.model, v.version)
         .await?

@@ -304,11 +304,7 @@ async fn model_call(
         .await;
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     if action == "predict" {
-        let (status, pred) = match &result {
-            Ok(a) if a.status.is_success() => (a.status.as_u16(), predictions(&a.body)),
-            Ok(a) => (a.status.as_u16(), Vec::new()),
-            Err(e) => (e.status(), Vec::new()),
-        };
+        let (status, pred) = outcome(&result);
         node.live.record(
             (model, served.version, slot, route.generation),
             Logged {
@@ -415,11 +411,7 @@ fn mirror(
             )
             .await;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (status, pred) = match &result {
-            Ok(a) if a.status.is_success() => (a.status.as_u16(), predictions(&a.body)),
-            Ok(a) => (a.status.as_u16(), Vec::new()),
-            Err(e) => (e.status(), Vec::new()),
-        };
+        let (status, pred) = outcome(&result);
         node.live.record(
             (&shadow.model, shadow.version, "shadow", generation),
             Logged {
@@ -431,4 +423,16 @@ fn mirror(
         );
         drop(permit);
     });
+}
+
+/// What the live window records of a predict call: its status, and its predictions when it
+/// succeeded.
+fn outcome(
+    result: &Result<crate::runtime::Answer, crate::runtime::CallError>,
+) -> (u16, Vec<String>) {
+    match result {
+        Ok(a) if a.status.is_success() => (a.status.as_u16(), predictions(&a.body)),
+        Ok(a) => (a.status.as_u16(), Vec::new()),
+        Err(e) => (e.status(), Vec::new()),
+    }
 }
