@@ -73,7 +73,7 @@ pub struct Look {
     /// The judge's evidence, per metric.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judgement: Option<Judgement>,
-    /// Live windows and labels read.
+    /// Live windows read.
     pub windows: usize,
     /// Labels read.
     pub labels: usize,
