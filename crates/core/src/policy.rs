@@ -1043,6 +1043,24 @@ pub struct GateResult {
     /// Context: unsupported ops, regions found, the production baseline.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Per-group rates behind a fairness gate (empty for every other gate, and in reports
+    /// made before they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRate>,
+}
+
+/// One group's rates, as a fairness gate measured them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRate {
+    /// The sensitive column's value.
+    pub group: String,
+    /// Holdout rows in the group.
+    pub rows: u64,
+    /// Share of the group's rows predicted favourable.
+    pub selection_rate: f64,
+    /// Share of the group's actual positives predicted favourable (`None` without positives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub true_positive_rate: Option<f64>,
 }
 
 impl GateResult {
@@ -1054,12 +1072,19 @@ impl GateResult {
             bound: Some(bound),
             passed: bound.passes(measured),
             detail: String::new(),
+            groups: Vec::new(),
         }
     }
 
     /// Adds context.
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
+        self
+    }
+
+    /// Adds the per-group rates behind a fairness gate.
+    pub fn with_groups(mut self, groups: Vec<GroupRate>) -> Self {
+        self.groups = groups;
         self
     }
 }

@@ -77,6 +77,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
                     g.metric.name(),
                     m.task
                 ),
+                groups: Vec::new(),
             });
             continue;
         }
@@ -113,7 +114,8 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
                     fair.demographic_parity,
                     Bound::Max(max),
                 )
-                .with_detail(detail.clone()),
+                .with_detail(detail.clone())
+                .with_groups(fair.by_group.clone()),
             );
         }
         if let Some(max) = f.max_equal_opportunity {
@@ -123,7 +125,8 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
                     fair.equal_opportunity,
                     Bound::Max(max),
                 )
-                .with_detail(detail),
+                .with_detail(detail)
+                .with_groups(fair.by_group.clone()),
             );
         }
     }
@@ -227,6 +230,7 @@ pub fn measure(inp: &GateInputs<'_>) -> Result<Vec<GateResult>, ModelError> {
                             "production {}@{pv} could not be scored on this holdout: {e}",
                             v.model
                         ),
+                        groups: Vec::new(),
                     },
                 }
             }

@@ -208,7 +208,7 @@ fn feature_std(x: &[f32], n_features: usize) -> Vec<f64> {
 }
 
 /// Fairness gaps across groups.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fairness {
     /// Largest minus smallest favourable-prediction rate.
     pub demographic_parity: f64,
@@ -216,6 +216,8 @@ pub struct Fairness {
     pub equal_opportunity: f64,
     /// Groups seen.
     pub groups: usize,
+    /// Each group's rates, by group name.
+    pub by_group: Vec<falaj_core::policy::GroupRate>,
 }
 
 /// Demographic-parity and equal-opportunity differences.
@@ -244,6 +246,19 @@ pub fn fairness(groups: &[String], favourable: &[bool], actual: &[bool]) -> Fair
             .map(|e| e.3 / e.2)
             .collect()),
         groups: by.len(),
+        by_group: {
+            let mut v: Vec<_> = by
+                .iter()
+                .map(|(g, e)| falaj_core::policy::GroupRate {
+                    group: g.to_string(),
+                    rows: e.0 as u64,
+                    selection_rate: e.1 / e.0,
+                    true_positive_rate: (e.2 > 0.0).then(|| e.3 / e.2),
+                })
+                .collect();
+            v.sort_by(|a, b| a.group.cmp(&b.group));
+            v
+        },
     }
 }
 
@@ -305,6 +320,11 @@ mod tests {
         assert_eq!(f.demographic_parity, 0.5);
         assert_eq!(f.equal_opportunity, 0.5);
         assert_eq!(f.groups, 2);
+        let a = &f.by_group[0];
+        assert_eq!((a.group.as_str(), a.rows), ("a", 2));
+        assert_eq!((a.selection_rate, a.true_positive_rate), (1.0, Some(1.0)));
+        let b = &f.by_group[1];
+        assert_eq!((b.selection_rate, b.true_positive_rate), (0.5, Some(0.5)));
     }
 
     #[test]

@@ -191,6 +191,7 @@ pub async fn validate(reg: &Registry, req: Validation) -> Result<GateReport, Gat
                 bound: None,
                 passed: false,
                 detail: e.message.clone(),
+                groups: Vec::new(),
             }],
             Some(e.message),
             0,
