@@ -563,6 +563,8 @@ pub async fn run(
     extra.insert("artifact".into(), json!({"file": "model.onnx", "digest": onnx_digest, "opset": spec.opset, "size": onnx.len()}));
     extra.insert("split".into(), json!({"train_rows": split_sizes.0, "validation_rows": split_sizes.1, "seed_stream": "chacha8"}));
     extra.insert("epochs_run".into(), json!(history.len()));
+    // The training curve, per epoch, for the console's version page (a few numbers an epoch).
+    extra.insert("epochs".into(), json!(history));
     if let Some((m, s)) = target_stats {
         extra.insert(
             "target_standardization".into(),
