@@ -485,6 +485,20 @@ pub enum Refusal {
         /// Version author.
         author: String,
     },
+    /// An approver rejected the version for this stage: a veto that stands for that version.
+    #[error(
+        "{subject} was rejected for {to} by {by} ({comment}); a rejection stands for the version: fix what it says and register a new version"
+    )]
+    Rejected {
+        /// `model@n`.
+        subject: String,
+        /// Target.
+        to: String,
+        /// The approver who rejected it.
+        by: String,
+        /// Their reason, as given (or "no reason given").
+        comment: String,
+    },
     /// The gate evidence does not count for the version (advisory, another policy, another
     /// holdout, or a holdout changed since).
     #[error("{subject} cannot go to {to}: {reason}")]

@@ -71,6 +71,24 @@ pub enum PromoteRequest {
         #[serde(default)]
         comment: String,
     },
+    /// Record `actor`'s rejection of `model@version` for a stage: a veto the gatekeeper
+    /// honours on every path ([`promotion::reject`]).
+    Reject {
+        /// Model.
+        model: String,
+        /// Version.
+        version: u64,
+        /// The authenticated identity.
+        actor: String,
+        /// The principal that proved it, when the caller verified one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        principal: Option<String>,
+        /// Stage rejected for.
+        to: Stage,
+        /// Why.
+        #[serde(default)]
+        comment: String,
+    },
     /// Promote `model@version` to a stage.
     Promote {
         /// Model.
@@ -142,6 +160,7 @@ impl PromoteRequest {
     pub fn model(&self) -> &str {
         match self {
             Self::Approve { model, .. }
+            | Self::Reject { model, .. }
             | Self::Promote { model, .. }
             | Self::Rollout { model, .. }
             | Self::Rollback { model, .. }
@@ -153,6 +172,7 @@ impl PromoteRequest {
     pub fn actor(&self) -> &str {
         match self {
             Self::Approve { actor, .. }
+            | Self::Reject { actor, .. }
             | Self::Promote { actor, .. }
             | Self::Rollout { actor, .. }
             | Self::Rollback { actor, .. }
@@ -235,6 +255,21 @@ pub async fn apply_promote_request(
             };
             let a = promotion::approve(reg, &model, version, to, &comment, &actor).await?;
             Ok(json!({ "approval": a }))
+        }
+        PromoteRequest::Reject {
+            model,
+            version,
+            actor,
+            principal,
+            to,
+            comment,
+        } => {
+            let actor = match principal {
+                Some(p) => Actor::verified(actor, p),
+                None => Actor::unverified(actor),
+            };
+            let r = promotion::reject(reg, &model, version, to, &comment, &actor).await?;
+            Ok(json!({ "rejection": r }))
         }
         PromoteRequest::Promote {
             model,

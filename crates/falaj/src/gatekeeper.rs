@@ -83,6 +83,9 @@ pub async fn canary_policy(
 struct Audited {
     reports: HashSet<(u64, u32)>,
     approvals: HashSet<(u64, String)>,
+    /// Rejections `(version, stage, approver, comment)`: read from the chain itself, so
+    /// removing a rejection means breaking the chain, which `audit_events` notices.
+    rejections: Vec<(u64, String, String, String)>,
     /// Digest of the policy the last `policy.set` event attached.
     policy: Option<String>,
 }
@@ -112,6 +115,17 @@ fn audited(model: &str, events: &[(String, u64, AuditEvent)]) -> Audited {
             }
             "version.approved" => {
                 out.approvals.insert((v, e.actor.clone()));
+            }
+            "version.rejected" => {
+                let field = |k: &str| {
+                    e.details
+                        .get(k)
+                        .and_then(|x| x.as_str())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                out.rejections
+                    .push((v, field("stage"), e.actor.clone(), field("comment")));
             }
             _ => {}
         }
@@ -207,6 +221,24 @@ pub struct Admission {
     pub report_run: u32,
 }
 
+/// The first audited rejection of `version` for `stage`, as the refusal it causes.
+fn rejected(audited: &Audited, subject: &str, version: u64, stage: Stage) -> Option<Refusal> {
+    audited
+        .rejections
+        .iter()
+        .find(|(v, s, _, _)| *v == version && s == stage.alias())
+        .map(|(_, _, by, comment)| Refusal::Rejected {
+            subject: subject.into(),
+            to: stage.to_string(),
+            by: by.clone(),
+            comment: if comment.is_empty() {
+                "no reason given".into()
+            } else {
+                comment.clone()
+            },
+        })
+}
+
 async fn counted_approvals(
     reg: &Registry,
     v: &ModelVersion,
@@ -264,6 +296,9 @@ pub async fn admit(
             to: to.to_string(),
             reason: reason.clone(),
         };
+        return Err(refuse(reg, model, actor, action, &subject, why).await);
+    }
+    if let Some(why) = rejected(&audited, &subject, version, to) {
         return Err(refuse(reg, model, actor, action, &subject, why).await);
     }
     let state = state_with(reg, &v, ev.passed()).await?;
@@ -352,7 +387,7 @@ pub async fn admit_slot(
         )),
         Evidence::Failed(r) => Some(refusal(format!("its gates failed (run {})", r.run))),
     };
-    if let Some(why) = why {
+    if let Some(why) = why.or_else(|| rejected(&audited, &subject, version, stage)) {
         return Err(refuse(reg, model, actor, action, &subject, why).await);
     }
     if stage == Stage::Production {

@@ -228,6 +228,43 @@ pub async fn approve(
     }
 }
 
+/// Records `actor`'s rejection of `model@version` for `stage`: an approver's veto, with the
+/// reason, written to the audit chain (`version.rejected`). The gatekeeper reads rejections
+/// from the chain and refuses to move a rejected version to that stage, on every path. A
+/// rejection is not an approval and never counts as one; it stands for the version (the
+/// fix is a new version). Anyone who may approve may reject, the author included.
+pub async fn reject(
+    reg: &Registry,
+    model: &str,
+    version: u64,
+    stage: Stage,
+    comment: &str,
+    actor: impl Into<Actor>,
+) -> Result<serde_json::Value> {
+    let actor = &actor.into();
+    let subject = format!("{model}@{version}");
+    let who = actor.identity.as_str();
+    authorize(reg, model, who, Action::Approve, &subject).await?;
+    reg.version(model, version).await?;
+    let event = reg
+        .append_audit(
+            model,
+            who,
+            "version.rejected",
+            &subject,
+            serde_json::json!({"stage": stage.alias(), "comment": comment, "principal": actor.principal, "verified": actor.verified}),
+        )
+        .await?;
+    Ok(serde_json::json!({
+        "model": model,
+        "version": version,
+        "stage": stage,
+        "rejected_by": who,
+        "comment": comment,
+        "event_seq": event.seq,
+    }))
+}
+
 /// A promotion request.
 #[derive(Debug, Clone)]
 pub struct Promotion {

@@ -498,6 +498,9 @@ struct ApproveBody {
     to: String,
     #[serde(default)]
     comment: String,
+    /// `approve` (the default) or `reject`: an approver's veto, with the comment as reason.
+    #[serde(default)]
+    decision: Option<String>,
     #[serde(default, rename = "nonce")]
     _nonce: Option<IgnoredAny>,
     /// The claims a CI token binds (checked by `oidc::check_bound` before this is parsed).
@@ -619,14 +622,33 @@ fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiErr
             check_model(&m)?;
             let version = version_number(&v)?;
             let b: ApproveBody = parse_body(req)?;
-            Write::Promoter(PromoteRequest::Approve {
-                to: stage(&b.to)?,
-                model: m,
-                version,
-                principal: Some(actor.clone()),
-                actor,
-                comment: b.comment,
-            })
+            let to = stage(&b.to)?;
+            match b.decision.as_deref().unwrap_or("approve") {
+                "approve" => Write::Promoter(PromoteRequest::Approve {
+                    to,
+                    model: m,
+                    version,
+                    principal: Some(actor.clone()),
+                    actor,
+                    comment: b.comment,
+                }),
+                "reject" => Write::Promoter(PromoteRequest::Reject {
+                    to,
+                    model: m,
+                    version,
+                    principal: Some(actor.clone()),
+                    actor,
+                    comment: b.comment,
+                }),
+                other => {
+                    return Err(ApiError::bad_request(
+                        "invalid_body",
+                        format!(
+                            "\"decision\": {other:?} is not a decision; use \"approve\" or \"reject\""
+                        ),
+                    ));
+                }
+            }
         }
         Route::Promote(m, v) => {
             check_model(&m)?;
