@@ -267,6 +267,64 @@ pub async fn check(
     })
 }
 
+/// One window of a drift history: the sketches of one stamp (every node's, merged) judged on
+/// their own against the training distribution.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftPoint {
+    /// The window's stamp.
+    pub stamp: String,
+    /// The verdict for that window alone.
+    pub report: DriftReport,
+}
+
+/// The served champion's drift per window in `env`, oldest first, at most `limit` windows
+/// (the newest): what the console plots. Windows of other versions are left out; a version
+/// without a training distribution has no history (an empty list).
+pub async fn history(
+    reg: &Registry,
+    env: &str,
+    model: &str,
+    rule: DriftRule,
+    limit: usize,
+) -> Result<(Option<u64>, Vec<DriftPoint>), DriftCheckError> {
+    let env = &env_name(env);
+    let Some((deployment, _)) = deploy::read(reg, env, model).await? else {
+        return Ok((None, Vec::new()));
+    };
+    let version = reg.version(model, deployment.champion.version).await?;
+    let Some(manifest) = reg.training_manifest(&version).await? else {
+        return Ok((Some(version.version), Vec::new()));
+    };
+    let mut by_stamp: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for k in list_all(reg.store().as_ref(), &layout::telemetry_prefix(env))
+        .await
+        .map_err(RegistryError::from)?
+    {
+        if k.split('/').nth(3) != Some(model) {
+            continue;
+        }
+        if let Some((stamp, v)) = stamp_of(&k)
+            && v == version.version
+        {
+            by_stamp
+                .entry(stamp.to_owned())
+                .or_default()
+                .push(k.clone());
+        }
+    }
+    let skip = by_stamp.len().saturating_sub(limit);
+    let mut out = Vec::new();
+    for (stamp, keys) in by_stamp.into_iter().skip(skip) {
+        let mut windows = Vec::with_capacity(keys.len());
+        for k in keys {
+            windows.push(read_json::<SketchWindow>(reg, store_key(k)?).await?);
+        }
+        let report = drift::evaluate(&manifest, &windows, rule)?;
+        out.push(DriftPoint { stamp, report });
+    }
+    Ok((Some(version.version), out))
+}
+
 /// The drift function's handler: `{"env", "models", "psi", "ks", "min_rows"}`, all optional
 /// (an EventBridge scheduled event has none of them: every model deployed to `prod`, the
 /// default rule). Returns one outcome per model; a model that cannot be checked is reported
