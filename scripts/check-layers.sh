@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Lowest first. A crate may depend on any crate before it in this list, never on one after.
-order=(falaj-core falaj-store falaj-runtime falaj-residency falaj falaj-gates falaj-webhook falaj-mlflow falaj-lambda falaj-cli)
+order=(falaj-core falaj-store falaj-runtime falaj-residency falaj falaj-gates falaj-webhook falaj-mlflow falaj-console falaj-lambda falaj-cli)
 rank() { local i; for i in "${!order[@]}"; do [ "${order[$i]}" = "$1" ] && { echo "$i"; return; }; done; echo -1; }
 
 bad=0

@@ -295,7 +295,7 @@ async fn answer(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::from(vec![0u8; max + 1]),
     };
-    let res = falaj_mlflow::handle(hook, r.with_body(body)).await;
+    let res = falaj_console::handle(hook, r.with_body(body)).await;
     let mut out = hyper::Response::new(Full::new(res.body.clone()));
     *out.status_mut() =
         hyper::StatusCode::from_u16(res.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);

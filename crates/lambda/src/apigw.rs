@@ -22,7 +22,7 @@ use aws_lambda_events::lambda_function_urls::{
 use bytes::Bytes;
 use serde_json::Value;
 
-use falaj_mlflow::handle;
+use falaj_console::handle;
 use falaj_webhook::http::{base64_decode, base64_encode, parse_query};
 use falaj_webhook::{ApiError, HttpRequest, HttpResponse, Webhook, new_request_id};
 
@@ -60,6 +60,16 @@ fn headers_of(map: &HeaderMap) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Headers, with the event's `cookies` (payload 2.0 carries them apart) as one `cookie` header.
+fn headers_with_cookies(map: &HeaderMap, cookies: Option<&Vec<String>>) -> Vec<(String, String)> {
+    let mut h = headers_of(map);
+    if let Some(c) = cookies.filter(|c| !c.is_empty()) {
+        h.retain(|(n, _)| n != "cookie");
+        h.push(("cookie".into(), c.join("; ")));
+    }
+    h
 }
 
 fn body_of(body: Option<&str>, base64: bool) -> Result<Bytes, ApiError> {
@@ -107,7 +117,7 @@ pub fn from_apigw_v2(ev: &ApiGatewayV2httpRequest) -> Result<HttpRequest, ApiErr
         path,
         query,
         raw_query: ev.raw_query_string.clone().unwrap_or_default(),
-        headers: headers_of(&ev.headers),
+        headers: headers_with_cookies(&ev.headers, ev.cookies.as_ref()),
         body: body_of(ev.body.as_deref(), ev.is_base64_encoded)?,
         source_ip: ctx.http.source_ip.clone(),
         request_id: ctx.request_id.clone(),
@@ -137,16 +147,17 @@ pub fn from_function_url(ev: &LambdaFunctionUrlRequest) -> Result<HttpRequest, A
             .unwrap_or_else(|| "/".into()),
         query,
         raw_query: ev.raw_query_string.clone().unwrap_or_default(),
-        headers: headers_of(&ev.headers),
+        headers: headers_with_cookies(&ev.headers, ev.cookies.as_ref()),
         body: body_of(ev.body.as_deref(), ev.is_base64_encoded)?,
         source_ip: ctx.http.source_ip.clone(),
         request_id: ctx.request_id.clone(),
     })
 }
 
+/// The response's headers, but `set-cookie`: payload 2.0 answers cookies in `cookies`.
 fn header_map(resp: &HttpResponse) -> HeaderMap {
     let mut map = HeaderMap::new();
-    for (n, v) in &resp.headers {
+    for (n, v) in resp.headers.iter().filter(|(n, _)| n != "set-cookie") {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(n.as_bytes()),
             HeaderValue::from_str(v),
@@ -162,17 +173,27 @@ pub fn to_apigw_v2(resp: &HttpResponse) -> ApiGatewayV2httpResponse {
     let mut r = ApiGatewayV2httpResponse::default();
     r.status_code = i64::from(resp.status);
     r.headers = header_map(resp);
+    r.cookies = set_cookies(resp);
     let (body, b64) = body_text(resp);
     r.body = Some(Body::Text(body));
     r.is_base64_encoded = b64;
     r
 }
 
-/// The body as text: JSON as it is, anything else (an MLflow artifact download) base64.
+fn set_cookies(resp: &HttpResponse) -> Vec<String> {
+    resp.headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// The body as text: JSON and text (the console's pages) as they are, anything else (an
+/// MLflow artifact download) base64.
 fn body_text(resp: &HttpResponse) -> (String, bool) {
     let json = resp
         .header("content-type")
-        .is_some_and(|c| c.starts_with("application/json"));
+        .is_some_and(|c| c.starts_with("application/json") || c.starts_with("text/"));
     match (json, std::str::from_utf8(&resp.body)) {
         (true, Ok(s)) => (s.to_string(), false),
         _ => (base64_encode(&resp.body), true),
@@ -184,6 +205,7 @@ pub fn to_function_url(resp: &HttpResponse) -> LambdaFunctionUrlResponse {
     let mut r = LambdaFunctionUrlResponse::default();
     r.status_code = i64::from(resp.status);
     r.headers = header_map(resp);
+    r.cookies = set_cookies(resp);
     let (body, b64) = body_text(resp);
     r.body = Some(body);
     r.is_base64_encoded = b64;
