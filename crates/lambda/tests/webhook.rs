@@ -1794,3 +1794,146 @@ async fn feedback_labels_are_recorded_by_those_who_may_roll_out() {
     );
     assert_eq!(ev.details["key"], key);
 }
+
+/// The console through API Gateway: payload 2.0 carries cookies apart from the headers, both
+/// ways, and a page comes back as text, not base64.
+#[tokio::test]
+async fn the_console_signs_in_and_serves_pages_through_api_gateway() {
+    let t = setup().await;
+    let page = |method: &str, path: &str, query: &str, cookies: Option<Vec<String>>, body: &str| {
+        let mut ev = event_fixture("apigw_v2_named_stage_audit_bearer.json");
+        ev["rawPath"] = json!(format!("/prod{path}"));
+        ev["rawQueryString"] = json!(query);
+        ev["requestContext"]["http"]["method"] = json!(method);
+        ev["headers"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorization");
+        ev["headers"]["accept"] = json!("text/html");
+        ev["headers"]["content-type"] = json!("application/x-www-form-urlencoded");
+        ev["headers"]["x-forwarded-proto"] = json!("https");
+        if let Some(c) = cookies {
+            ev["cookies"] = json!(c);
+        }
+        ev["body"] = json!(body);
+        ev["isBase64Encoded"] = json!(false);
+        ev
+    };
+    // Without a session: sent to sign in.
+    let out = invoke(&t.wh, page("GET", "/ui/models", "", None, "")).await;
+    assert_eq!(out["statusCode"], 303, "{out:#}");
+    assert_eq!(out["headers"]["location"], "/ui/login?next=%2Fui%2Fmodels");
+    // Signing in sets the session cookie in `cookies`, Secure because the request was HTTPS.
+    let body = format!("token={}&next=%2Fui%2Fmodels", token("ann"));
+    let out = invoke(&t.wh, page("POST", "/ui/login", "", None, &body)).await;
+    assert_eq!(out["statusCode"], 303, "{out:#}");
+    let cookie = out["cookies"][0].as_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("falaj_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    assert!(
+        out["headers"].get("set-cookie").is_none(),
+        "cookies travel in `cookies` only"
+    );
+    // The cookie signs the next request in; the page is HTML, as text.
+    let session = cookie.split(';').next().unwrap().to_string();
+    let out = invoke(
+        &t.wh,
+        page(
+            "GET",
+            "/ui/models",
+            "",
+            Some(vec!["theme=dark".into(), session]),
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(out["statusCode"], 200, "{out:#}");
+    assert_eq!(out["isBase64Encoded"], false);
+    assert!(
+        out["headers"]["content-type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .contains("Signed in as <strong id=\"identity\">ann</strong>")
+    );
+    // A wrong token sets no cookie.
+    let out = invoke(&t.wh, page("POST", "/ui/login", "", None, "token=guess")).await;
+    assert_eq!(out["statusCode"], 401);
+    assert!(
+        out["cookies"].as_array().is_none_or(|c| c.is_empty()),
+        "{out:#}"
+    );
+}
+
+/// An approver's rejection through the webhook: audited, a veto for that stage on every path,
+/// and a decision that is neither approve nor reject is a 400 that writes nothing.
+#[tokio::test]
+async fn a_rejection_is_audited_and_stops_promotion_to_that_stage() {
+    let t = setup().await;
+    upload_run(&t.reg, "run-reject", &breast_cancer()).await;
+    upload_holdout(&t.reg).await;
+    let v = registered_validated_approved(&t, "run-reject").await;
+    let before = snapshot(&t.reg).await;
+    let bad = bearer(
+        "POST",
+        &format!("/v1/models/{MODEL}/versions/{v}/approvals"),
+        r#"{"to":"production","decision":"veto"}"#,
+        "bob",
+    );
+    assert_error(
+        &t.call(bad).await,
+        400,
+        "invalid_body",
+        &["approve", "reject"],
+    );
+    assert!(new_keys(&before, &snapshot(&t.reg).await).is_empty());
+    let reject = bearer(
+        "POST",
+        &format!("/v1/models/{MODEL}/versions/{v}/approvals"),
+        r#"{"to":"production","decision":"reject","comment":"calibration is off"}"#,
+        "bob",
+    );
+    let (s, b, _) = t.call(reject).await;
+    assert_eq!(
+        (s, b["rejection"]["rejected_by"].as_str()),
+        (200, Some("bob")),
+        "{b:#}"
+    );
+    let events = t.reg.audit_events(MODEL).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, _, e)| e.action == "version.rejected" && e.actor == "bob")
+    );
+    // Production is refused, naming who and why, even with the approvals it has.
+    let promote = bearer(
+        "POST",
+        &format!("/v1/models/{MODEL}/versions/{v}/promote"),
+        r#"{"to":"production"}"#,
+        "mel",
+    );
+    assert_error(
+        &t.call(promote).await,
+        422,
+        "refused",
+        &["rejected for production by bob", "calibration is off"],
+    );
+    // Staging was not rejected.
+    let staging = bearer(
+        "POST",
+        &format!("/v1/models/{MODEL}/versions/{v}/promote"),
+        r#"{"to":"staging"}"#,
+        "mel",
+    );
+    assert_eq!(t.call(staging).await.0, 200);
+}
