@@ -279,6 +279,11 @@ pub(crate) enum Command {
     /// as falaj versions; production is still decided by the gates and approvals
     /// (docs/mlflow.md).
     ///
+    /// The registry console is on the same port too: http://<listen>/ui/, signed in with a
+    /// configured bearer token. Approvers see each version's evidence there (gates, fairness,
+    /// training curve, lineage, audit) and approve, reject or promote through the same checks
+    /// (docs/console.md).
+    ///
     /// Connection limits: a client must send a request's headers within
     /// FALAJ_HTTP_HEADER_TIMEOUT_MS (default 10000) and at most FALAJ_HTTP_MAX_CONNECTIONS
     /// (default 512) connections are served at once; others wait for a slot.

@@ -354,8 +354,38 @@ async fn store(e: &Env) {
     promotion::grant(&e.reg, "root", "carol", Role::Approver)
         .await
         .unwrap();
+    for (name, description) in [
+        (
+            MODEL,
+            "diabetes progression in a year (regression; fairness by sex)",
+        ),
+        ("bc", "breast cancer screening classifier"),
+    ] {
+        let m = falaj::NewModel {
+            name: name.into(),
+            description: description.into(),
+            owner: "clinical-ml".into(),
+            ..Default::default()
+        };
+        e.reg.create_model(m, "root").await.unwrap();
+    }
     let policy = std::fs::read_to_string(policy_fixture("diabetes.toml")).unwrap();
     attach_policy(&e.reg, MODEL, &policy).await;
+    // A second model, registered and validated against its own policy: the list has two rows.
+    attach_policy(&e.reg, "bc", "[metrics]\naccuracy = { min = 0.9 }\n").await;
+    let bc = register(&e.reg, "bc", &breast_cancer(), "sam").await;
+    gates::validate(
+        &e.reg,
+        Validation {
+            model: "bc".into(),
+            version: bc,
+            holdout: Holdout::Path(dataset("breast_cancer.csv")),
+            policy: None,
+            actor: "mel".into(),
+        },
+    )
+    .await
+    .unwrap();
     let mut f = diabetes();
     // The training distribution drift compares against (the graph takes raw features).
     let (header, rows) = read_csv(&dataset("diabetes.csv"));
@@ -493,7 +523,16 @@ async fn an_approver_decides_and_approves_in_the_browser_and_the_deployment_move
     assert!(row.contains("v3"), "latest version: {row}");
     assert_eq!(b.text("tr[data-model=diabetes] td.production"), "v1");
     assert!(row.contains("passed"), "{row}");
+    assert_eq!(b.find_all("#models tbody tr").len(), 2);
     b.screenshot("models");
+    b.type_into("#q", "DIAB");
+    b.click("form[role=search] button");
+    assert_eq!(
+        b.find_all("#models tbody tr").len(),
+        1,
+        "the filter keeps diabetes only"
+    );
+    assert!(b.path().ends_with("?q=DIAB"), "{}", b.path());
 
     // The version page: gate rows, fairness by group, the training curve, no approvals yet.
     b.goto("/ui/models/diabetes/versions/2");

@@ -82,11 +82,11 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
             if json {
                 println!(
                     "{}",
-                    serde_json::json!({"listening": format!("http://{addr}"), "store": cli.store})
+                    serde_json::json!({"listening": format!("http://{addr}"), "console": format!("http://{addr}/ui/"), "store": cli.store})
                 );
             } else {
                 println!(
-                    "falaj serve: webhook on http://{addr}, watching {}/incoming/",
+                    "falaj serve: webhook on http://{addr}, console on http://{addr}/ui/, watching {}/incoming/",
                     cli.store
                 );
             }
