@@ -42,3 +42,8 @@ output "edge_autoscaling_group" {
   description = "The edge fleet's autoscaling group."
   value       = module.edge_fleet.autoscaling_group_name
 }
+
+output "console_url" {
+  description = "The registry console: approvers see the evidence and decide in a browser (docs/console.md)."
+  value       = module.functions.console_url
+}

@@ -404,7 +404,7 @@ resource "aws_sqs_queue_policy" "dlq" {
 
 resource "aws_apigatewayv2_api" "webhook" {
   name          = "${var.name_prefix}-webhook"
-  description   = "falaj's HTTP API: /v1 for CI and people (register, approve, promote, rollback), and MLflow's REST API"
+  description   = "falaj's HTTP API: /v1 for CI and people (register, approve, promote, rollback), MLflow's REST API, and the console under /ui"
   protocol_type = "HTTP"
   tags          = var.tags
 }
@@ -451,6 +451,16 @@ resource "aws_apigatewayv2_route" "mlflow" {
     "ANY /api/2.0/mlflow-artifacts/{proxy+}",
     "ANY /api/3.0/mlflow/{proxy+}",
   ]) : toset([])
+  api_id             = aws_apigatewayv2_api.webhook.id
+  route_key          = each.key
+  target             = "integrations/${aws_apigatewayv2_integration.webhook.id}"
+  authorization_type = "NONE"
+}
+
+# The registry console (docs/console.md), answered by the same function: people sign in with
+# their bearer token, which the function checks, so no JWT authorizer.
+resource "aws_apigatewayv2_route" "console" {
+  for_each           = var.console ? toset(["GET /ui", "ANY /ui/{proxy+}"]) : toset([])
   api_id             = aws_apigatewayv2_api.webhook.id
   route_key          = each.key
   target             = "integrations/${aws_apigatewayv2_integration.webhook.id}"

@@ -22,3 +22,8 @@ output "mlflow_tracking_uri" {
   description = "What to set MLFLOW_TRACKING_URI to (with MLFLOW_TRACKING_TOKEN a falaj bearer token): MLflow's REST API on falaj (docs/mlflow.md)."
   value       = var.mlflow_api ? trimsuffix(aws_apigatewayv2_stage.webhook.invoke_url, "/") : null
 }
+
+output "console_url" {
+  description = "The registry console (docs/console.md): sign in with a falaj bearer token."
+  value       = var.console ? "${aws_apigatewayv2_stage.webhook.invoke_url}ui/" : null
+}

@@ -148,6 +148,12 @@ variable "mlflow_api" {
   default     = true
 }
 
+variable "console" {
+  description = "Serve the registry console (/ui: models, version evidence, deployments, drift, audit; approve and promote in a browser) from the webhook function (output console_url). People sign in with their falaj bearer token, checked by the function; the session cookie is HttpOnly, SameSite=Strict and Secure."
+  type        = bool
+  default     = true
+}
+
 variable "webhook_jwt_authorizer" {
   description = "Optional API Gateway JWT authorizer on the webhook route: one CI OIDC issuer (exactly as tokens name it in iss) and the audiences its jobs ask for. API Gateway then refuses requests without a valid token from that issuer before the function runs; the function still verifies every token against the key set pinned in the store and applies the claim policy of its [[oidc]] entries. With it set, HMAC and bearer callers cannot reach the webhook: use it when CI signs in with OIDC only."
   type = object({
