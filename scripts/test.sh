@@ -55,6 +55,15 @@ FALAJ_WASMTIME=$(bash scripts/install-wasmtime.sh)
 FALAJ_INFERENCE_WASM=$(bash scripts/wasm-component.sh --path)
 export FALAJ_WASMTIME FALAJ_INFERENCE_WASM
 
+step "Chromium and chromedriver (the console's tests drive a real browser)"
+if ! command -v "${FALAJ_CHROMEDRIVER:-chromedriver}" >/dev/null 2>&1 || ! [ -x "${FALAJ_CHROMIUM:-/usr/bin/chromium}" ]; then
+  as_root=""; [ "$(id -u)" = 0 ] || as_root="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $as_root apt-get update -qq >/dev/null
+  $as_root apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+"${FALAJ_CHROMEDRIVER:-chromedriver}" --version
+
 step "cargo build --workspace --bins (the function tests run the real binaries)"
 cargo build --quiet --workspace --bins
 
