@@ -483,6 +483,19 @@ async fn edge_reports(e: &Env, f: &Fitted, v1: u64) {
     }
 }
 
+/// The real `falaj serve` on the test's store, with the people's tokens configured.
+/// Its output lines are kept open: a server that prints into a closed pipe would die.
+fn serve(e: &Env) -> (serve_support::Server, serve_support::Lines, String) {
+    let cfg = e.dir.path().join("webhook.json");
+    let tokens: Vec<Value> = TOKENS
+        .iter()
+        .map(|(w, t)| json!({"identity": w, "sha256": falaj_webhook::token_digest(t)}))
+        .collect();
+    std::fs::write(&cfg, json!({ "tokens": tokens }).to_string()).unwrap();
+    let uri = format!("dir://{}", e.dir.path().join("store").display());
+    start_serve(&uri, &cfg, e.dir.path(), &[])
+}
+
 fn get_json(addr: &str, path: &str, who: &str) -> (u16, Value) {
     http(
         addr,
@@ -500,11 +513,7 @@ fn get_json(addr: &str, path: &str, who: &str) -> (u16, Value) {
 async fn an_approver_decides_and_approves_in_the_browser_and_the_deployment_moves() {
     let e = env().await;
     store(&e).await;
-    let cfg = e.dir.path().join("webhook.json");
-    let config = json!({"tokens": TOKENS.iter().map(|(w, t)| json!({"identity": w, "sha256": falaj_webhook::token_digest(t)})).collect::<Vec<_>>()});
-    std::fs::write(&cfg, config.to_string()).unwrap();
-    let uri = format!("dir://{}", e.dir.path().join("store").display());
-    let (_server, _lines, addr) = start_serve(&uri, &cfg, e.dir.path(), &[]);
+    let (_server, _lines, addr) = serve(&e);
     let b = Browser::start(&format!("http://{addr}"));
 
     // Without a session, a page sends the browser to sign in, and back afterwards.
@@ -771,11 +780,7 @@ async fn an_approver_decides_and_approves_in_the_browser_and_the_deployment_move
 async fn forged_posts_are_refused_and_move_nothing() {
     let e = env().await;
     store(&e).await;
-    let cfg = e.dir.path().join("webhook.json");
-    let config = json!({"tokens": TOKENS.iter().map(|(w, t)| json!({"identity": w, "sha256": falaj_webhook::token_digest(t)})).collect::<Vec<_>>()});
-    std::fs::write(&cfg, config.to_string()).unwrap();
-    let uri = format!("dir://{}", e.dir.path().join("store").display());
-    let (_server, _lines, addr) = start_serve(&uri, &cfg, e.dir.path(), &[]);
+    let (_server, _lines, addr) = serve(&e);
     let cookie = |who: &str| format!("falaj_session={}", token(who));
     let form = |h: &[(&'static str, String)], body: &str| {
         let mut headers = vec![

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use falaj::RegistryError;
 use falaj::deploy;
+use falaj::gatekeeper::Rejection;
 use falaj::registry::{Registry, VersionFilter};
 use falaj::store::list_all;
 use falaj_core::audit::AuditEvent;
@@ -308,19 +309,6 @@ pub struct DeployedAs {
     pub weight: Option<u8>,
 }
 
-/// An approver's rejection, from the audit chain.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rejection {
-    /// Approver.
-    pub by: String,
-    /// Stage.
-    pub stage: String,
-    /// Their reason.
-    pub comment: String,
-    /// When.
-    pub at: String,
-}
-
 /// The audit chain's verification.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChainCheck {
@@ -476,29 +464,14 @@ pub async fn version(reg: &Registry, model: &str, n: u64) -> Result<VersionPage>
     let subject = format!("{model}@{n}");
     let all = reg.audit_events(model).await?;
     let total = all.len();
+    let rejections = falaj::gatekeeper::rejections(model, &all)
+        .into_iter()
+        .filter(|r| r.version == n)
+        .collect();
     let events: Vec<AuditEvent> = all
         .into_iter()
         .map(|(_, _, e)| e)
         .filter(|e| e.subject == subject)
-        .collect();
-    let rejections = events
-        .iter()
-        .filter(|e| e.action == "version.rejected")
-        .map(|e| {
-            let f = |k: &str| {
-                e.details
-                    .get(k)
-                    .and_then(|x| x.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            Rejection {
-                by: e.actor.clone(),
-                stage: f("stage"),
-                comment: f("comment"),
-                at: e.at.clone(),
-            }
-        })
         .collect();
     Ok(VersionPage {
         lineage: LineageView {

@@ -40,11 +40,7 @@ pub async fn handle(hook: &Webhook, req: HttpRequest) -> HttpResponse {
         return falaj_mlflow::handle(hook, req).await;
     }
     let started = std::time::Instant::now();
-    let request_id = req
-        .request_id
-        .clone()
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(falaj_webhook::new_request_id);
+    let request_id = req.id();
     let mut identity = None;
     let outcome = falaj_webhook::catch_panic(dispatch(hook, &req, &mut identity)).await;
     let mut response = match outcome {
@@ -152,20 +148,15 @@ enum Route {
 }
 
 impl Route {
-    fn parse(path: &str) -> Option<Self> {
-        let rest = path.strip_prefix("/ui")?;
-        let rest = rest.trim_matches('/');
-        let segs: Vec<String> = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/')
-                .map(|s| falaj_webhook::http::percent_decode(s, false))
-                .collect()
-        };
+    fn parse(req: &HttpRequest) -> Option<Self> {
+        let segs = req.segments();
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let ["ui", s @ ..] = s.as_slice() else {
+            return None;
+        };
         let o = |x: &str| x.to_string();
         let n = |x: &str| x.parse::<u64>().ok().filter(|n| *n >= 1);
-        Some(match s.as_slice() {
+        Some(match s {
             [] | ["models"] => Self::Models,
             ["login"] => Self::Login,
             ["logout"] => Self::Logout,
@@ -219,7 +210,7 @@ async fn dispatch(
     req: &HttpRequest,
     who: &mut Option<Session>,
 ) -> Result<HttpResponse, ApiError> {
-    let route = Route::parse(&req.path).ok_or_else(|| {
+    let route = Route::parse(req).ok_or_else(|| {
         ApiError::new(
             404,
             "not_found",
@@ -288,7 +279,7 @@ async fn dispatch(
             Ok(r)
         }};
     }
-    match route {
+    let (request, done, back) = match route {
         Route::Login => unreachable!("answered above"),
         Route::Logout => {
             let mut r = redirect("/ui/login");
@@ -296,67 +287,48 @@ async fn dispatch(
                 "set-cookie".into(),
                 session::set_cookie(req, session::COOKIE, "", 0),
             ));
-            Ok(r)
+            return Ok(r);
         }
-        Route::Models => page!(
-            data::models(reg, req.query_param("q").unwrap_or_default()),
-            pages::models
-        ),
-        Route::Model(m) => page!(data::model(reg, &m), pages::model),
-        Route::Version(m, v) => page!(data::version(reg, &m, v), pages::version),
-        Route::Deployments(m) => page!(data::deployments(reg, m.as_deref()), pages::deployments),
-        Route::Drift(m) => page!(
-            data::drift(reg, &m, req.query_param("env").unwrap_or("prod")),
-            pages::drift
-        ),
+        Route::Models => {
+            return page!(
+                data::models(reg, req.query_param("q").unwrap_or_default()),
+                pages::models
+            );
+        }
+        Route::Model(m) => return page!(data::model(reg, &m), pages::model),
+        Route::Version(m, v) => return page!(data::version(reg, &m, v), pages::version),
+        Route::Deployments(m) => {
+            return page!(data::deployments(reg, m.as_deref()), pages::deployments);
+        }
+        Route::Drift(m) => {
+            return page!(
+                data::drift(reg, &m, req.query_param("env").unwrap_or("prod")),
+                pages::drift
+            );
+        }
         Route::Audit(m) => {
             let page = req
                 .query_param("page")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(1);
-            page!(data::audit(reg, &m, page), pages::audit)
+            return page!(data::audit(reg, &m, page), pages::audit);
         }
         Route::Decide(m, v) => {
             let to = stage(field("to"))?;
             let comment = field("comment").unwrap_or_default().trim().to_string();
-            let (request, done) = match field("decision").unwrap_or("approve") {
-                "approve" => (
-                    PromoteRequest::Approve {
-                        model: m.clone(),
-                        version: v,
-                        actor: s.identity.clone(),
-                        principal: Some(s.identity.clone()),
-                        to,
-                        comment,
-                    },
-                    format!("Approved {m}@{v} for {to}."),
-                ),
-                "reject" => (
-                    PromoteRequest::Reject {
-                        model: m.clone(),
-                        version: v,
-                        actor: s.identity.clone(),
-                        principal: Some(s.identity.clone()),
-                        to,
-                        comment,
-                    },
-                    format!("Rejected {m}@{v} for {to}."),
-                ),
-                other => {
-                    return Err(ApiError::bad_request(
+            let decision = field("decision").unwrap_or("approve");
+            let request = PromoteRequest::decision(decision, (&m, v), &s.identity, to, comment)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
                         "invalid_body",
-                        format!("decision {other:?} is neither \"approve\" nor \"reject\""),
-                    ));
-                }
+                        format!("decision {decision:?} is neither \"approve\" nor \"reject\""),
+                    )
+                })?;
+            let done = match request {
+                PromoteRequest::Reject { .. } => format!("Rejected {m}@{v} for {to}."),
+                _ => format!("Approved {m}@{v} for {to}."),
             };
-            act(
-                hook,
-                req,
-                request,
-                done,
-                &format!("/ui/models/{m}/versions/{v}"),
-            )
-            .await
+            (request, done, format!("/ui/models/{m}/versions/{v}"))
         }
         Route::Promote(m, v) => {
             let to = stage(field("to"))?;
@@ -387,14 +359,7 @@ async fn dispatch(
                 Some(c) => format!("Promoted {m}@{v} to {to} as a {c}% canary."),
                 None => format!("Promoted {m}@{v} to {to}."),
             };
-            act(
-                hook,
-                req,
-                request,
-                done,
-                &format!("/ui/models/{m}/versions/{v}"),
-            )
-            .await
+            (request, done, format!("/ui/models/{m}/versions/{v}"))
         }
         Route::Rollout(m, e) => {
             let env = environment(&e)?;
@@ -414,14 +379,7 @@ async fn dispatch(
                 weight,
             };
             let done = format!("Set the challenger of {m} in {env} to {weight}%.");
-            act(
-                hook,
-                req,
-                request,
-                done,
-                &format!("/ui/models/{m}/deployments"),
-            )
-            .await
+            (request, done, format!("/ui/models/{m}/deployments"))
         }
         Route::Rollback(m, e) => {
             let env = environment(&e)?;
@@ -431,16 +389,10 @@ async fn dispatch(
                 actor: s.identity.clone(),
             };
             let done = format!("Rolled {m} back in {env}.");
-            act(
-                hook,
-                req,
-                request,
-                done,
-                &format!("/ui/models/{m}/deployments"),
-            )
-            .await
+            (request, done, format!("/ui/models/{m}/deployments"))
         }
-    }
+    };
+    act(hook, req, request, done, &back).await
 }
 
 fn stage(to: Option<&str>) -> Result<Stage, ApiError> {
@@ -551,20 +503,21 @@ mod tests {
 
     #[test]
     fn routes_parse_and_refuse_the_rest() {
-        assert_eq!(Route::parse("/ui"), Some(Route::Models));
-        assert_eq!(Route::parse("/ui/"), Some(Route::Models));
+        let parse = |p: &str| Route::parse(&HttpRequest::new("GET", p));
+        assert_eq!(parse("/ui"), Some(Route::Models));
+        assert_eq!(parse("/ui/"), Some(Route::Models));
         assert_eq!(
-            Route::parse("/ui/models/wine/versions/3"),
+            parse("/ui/models/wine/versions/3"),
             Some(Route::Version("wine".into(), 3))
         );
-        assert_eq!(Route::parse("/ui/models/wine/versions/0"), None);
-        assert_eq!(Route::parse("/ui/models/wine/versions/x/decide"), None);
+        assert_eq!(parse("/ui/models/wine/versions/0"), None);
+        assert_eq!(parse("/ui/models/wine/versions/x/decide"), None);
         assert_eq!(
-            Route::parse("/ui/models/wine/deployments/prod/rollback"),
+            parse("/ui/models/wine/deployments/prod/rollback"),
             Some(Route::Rollback("wine".into(), "prod".into()))
         );
-        assert_eq!(Route::parse("/uix"), None);
-        assert_eq!(Route::parse("/ui/etc/passwd"), None);
+        assert_eq!(parse("/uix"), None);
+        assert_eq!(parse("/ui/etc/passwd"), None);
     }
 
     #[test]

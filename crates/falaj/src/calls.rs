@@ -156,6 +156,42 @@ impl PromoteRequest {
         }
     }
 
+    /// An authenticated approver's decision on `model@version` for `to`, as the webhook and
+    /// the console take it: `"approve"` or `"reject"`; `None` for any other word. The
+    /// identity the caller verified stands as its principal.
+    pub fn decision(
+        decision: &str,
+        (model, version): (&str, u64),
+        actor: &str,
+        to: Stage,
+        comment: String,
+    ) -> Option<Self> {
+        let (model, actor, principal) = (
+            model.to_string(),
+            actor.to_string(),
+            Some(actor.to_string()),
+        );
+        Some(match decision {
+            "approve" => Self::Approve {
+                model,
+                version,
+                actor,
+                principal,
+                to,
+                comment,
+            },
+            "reject" => Self::Reject {
+                model,
+                version,
+                actor,
+                principal,
+                to,
+                comment,
+            },
+            _ => return None,
+        })
+    }
+
     /// The model it is about.
     pub fn model(&self) -> &str {
         match self {

@@ -83,11 +83,49 @@ pub async fn canary_policy(
 struct Audited {
     reports: HashSet<(u64, u32)>,
     approvals: HashSet<(u64, String)>,
-    /// Rejections `(version, stage, approver, comment)`: read from the chain itself, so
-    /// removing a rejection means breaking the chain, which `audit_events` notices.
-    rejections: Vec<(u64, String, String, String)>,
+    /// Rejections, read from the chain itself: removing one means removing its event, which
+    /// `audit --verify` names.
+    rejections: Vec<Rejection>,
     /// Digest of the policy the last `policy.set` event attached.
     policy: Option<String>,
+}
+
+/// An approver's rejection of a version for a stage, as the audit chain records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejection {
+    /// Version.
+    pub version: u64,
+    /// Stage (`staging`, `production`).
+    pub stage: String,
+    /// The approver.
+    pub by: String,
+    /// Their reason.
+    pub comment: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+fn rejection(version: u64, e: &AuditEvent) -> Rejection {
+    let field = |k: &str| {
+        e.details
+            .get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Rejection {
+        version,
+        stage: field("stage"),
+        by: e.actor.clone(),
+        comment: field("comment"),
+        at: e.at.clone(),
+    }
+}
+
+/// Every rejection of `model`'s versions in `events` (its audit chain), oldest first: what the
+/// gatekeeper refuses by, and what the console shows.
+pub fn rejections(model: &str, events: &[(String, u64, AuditEvent)]) -> Vec<Rejection> {
+    audited(model, events).rejections
 }
 
 fn subject_version(model: &str, subject: &str) -> Option<u64> {
@@ -116,17 +154,7 @@ fn audited(model: &str, events: &[(String, u64, AuditEvent)]) -> Audited {
             "version.approved" => {
                 out.approvals.insert((v, e.actor.clone()));
             }
-            "version.rejected" => {
-                let field = |k: &str| {
-                    e.details
-                        .get(k)
-                        .and_then(|x| x.as_str())
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                out.rejections
-                    .push((v, field("stage"), e.actor.clone(), field("comment")));
-            }
+            "version.rejected" => out.rejections.push(rejection(v, e)),
             _ => {}
         }
     }
@@ -226,15 +254,15 @@ fn rejected(audited: &Audited, subject: &str, version: u64, stage: Stage) -> Opt
     audited
         .rejections
         .iter()
-        .find(|(v, s, _, _)| *v == version && s == stage.alias())
-        .map(|(_, _, by, comment)| Refusal::Rejected {
+        .find(|r| r.version == version && r.stage == stage.alias())
+        .map(|r| Refusal::Rejected {
             subject: subject.into(),
             to: stage.to_string(),
-            by: by.clone(),
-            comment: if comment.is_empty() {
+            by: r.by.clone(),
+            comment: if r.comment.is_empty() {
                 "no reason given".into()
             } else {
-                comment.clone()
+                r.comment.clone()
             },
         })
 }

@@ -66,11 +66,7 @@ pub async fn handle(hook: &Webhook, req: HttpRequest) -> HttpResponse {
         return falaj_webhook::handle(hook, req).await;
     }
     let started = std::time::Instant::now();
-    let request_id = req
-        .request_id
-        .clone()
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(falaj_webhook::new_request_id);
+    let request_id = req.id();
     let mut identity = None;
     let outcome = falaj_webhook::catch_panic(dispatch(hook, &req, &mut identity)).await;
     let mut response = match outcome {
@@ -86,16 +82,15 @@ pub async fn handle(hook: &Webhook, req: HttpRequest) -> HttpResponse {
         }
     };
     response.set_header("x-request-id", request_id.clone());
-    let status = response.status;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let identity = identity.as_deref().unwrap_or("-");
-    if status >= 500 {
-        tracing::error!(request_id = %request_id, method = %req.method, path = %req.path, identity, status, elapsed_ms, "mlflow request");
-    } else if status >= 400 {
-        tracing::warn!(request_id = %request_id, method = %req.method, path = %req.path, identity, status, elapsed_ms, "mlflow request");
-    } else {
-        tracing::debug!(request_id = %request_id, method = %req.method, path = %req.path, identity, status, elapsed_ms, "mlflow request");
-    }
+    req.log_answer(
+        "mlflow",
+        &request_id,
+        identity,
+        response.status,
+        started,
+        tracing::Level::DEBUG,
+    );
     response
 }
 

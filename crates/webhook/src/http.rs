@@ -62,6 +62,53 @@ impl HttpRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The carrier's request id, or a fresh one when it gave none.
+    pub fn id(&self) -> String {
+        self.request_id
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(crate::new_request_id)
+    }
+
+    /// The path's segments after the leading `/` (a trailing `/` ignored), each
+    /// percent-decoded: what routes match on.
+    pub fn segments(&self) -> Vec<String> {
+        let path = self.path.strip_prefix('/').unwrap_or(&self.path);
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if path.is_empty() {
+            return Vec::new();
+        }
+        path.split('/').map(|s| percent_decode(s, false)).collect()
+    }
+
+    /// One log line for an answered request, at a level by status (5xx error, 4xx warn, else
+    /// `ok_level`): `{api} request` with the request id, method, path, identity, status and
+    /// time taken, as CloudWatch reads it.
+    pub fn log_answer(
+        &self,
+        api: &str,
+        request_id: &str,
+        identity: &str,
+        status: u16,
+        started: std::time::Instant,
+        ok_level: tracing::Level,
+    ) {
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (method, path) = (&self.method, &self.path);
+        let source_ip = self.source_ip.as_deref().unwrap_or("-");
+        macro_rules! line {
+            ($level:ident) => {
+                tracing::$level!(request_id = %request_id, method = %method, path = %path, identity, status, elapsed_ms, source_ip, "{api} request")
+            };
+        }
+        match status {
+            500.. => line!(error),
+            400..=499 => line!(warn),
+            _ if ok_level == tracing::Level::DEBUG => line!(debug),
+            _ => line!(info),
+        }
+    }
+
     /// The first value of query parameter `name`.
     pub fn query_param(&self, name: &str) -> Option<&str> {
         self.query

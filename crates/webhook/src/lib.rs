@@ -160,13 +160,8 @@ enum Route {
 }
 
 impl Route {
-    fn parse(path: &str) -> Option<Self> {
-        let path = path.strip_prefix('/')?;
-        let path = path.strip_suffix('/').unwrap_or(path);
-        let segs: Vec<String> = path
-            .split('/')
-            .map(|s| http::percent_decode(s, false))
-            .collect();
+    fn parse(req: &HttpRequest) -> Option<Self> {
+        let segs = req.segments();
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         let o = |x: &str| x.to_string();
         Some(match s.as_slice() {
@@ -262,11 +257,7 @@ pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, String> {
 /// Handles one request. Never panics; every answer, error or not, is JSON.
 pub async fn handle(ctx: &Webhook, req: HttpRequest) -> HttpResponse {
     let started = std::time::Instant::now();
-    let request_id = req
-        .request_id
-        .clone()
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(new_request_id);
+    let request_id = req.id();
     let mut trace = Trace {
         route: "-",
         ..Trace::default()
@@ -335,7 +326,7 @@ async fn dispatch(
             ),
         ));
     }
-    let route = Route::parse(&req.path).ok_or_else(|| {
+    let route = Route::parse(req).ok_or_else(|| {
         ApiError::new(
             404,
             "not_found",
@@ -623,32 +614,15 @@ fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiErr
             let version = version_number(&v)?;
             let b: ApproveBody = parse_body(req)?;
             let to = stage(&b.to)?;
-            match b.decision.as_deref().unwrap_or("approve") {
-                "approve" => Write::Promoter(PromoteRequest::Approve {
-                    to,
-                    model: m,
-                    version,
-                    principal: Some(actor.clone()),
-                    actor,
-                    comment: b.comment,
-                }),
-                "reject" => Write::Promoter(PromoteRequest::Reject {
-                    to,
-                    model: m,
-                    version,
-                    principal: Some(actor.clone()),
-                    actor,
-                    comment: b.comment,
-                }),
-                other => {
-                    return Err(ApiError::bad_request(
+            let decision = b.decision.as_deref().unwrap_or("approve");
+            let request = PromoteRequest::decision(decision, (&m, version), &actor, to, b.comment)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
                         "invalid_body",
-                        format!(
-                            "\"decision\": {other:?} is not a decision; use \"approve\" or \"reject\""
-                        ),
-                    ));
-                }
-            }
+                        format!("\"decision\": {decision:?} is not a decision; use \"approve\" or \"reject\""),
+                    )
+                })?;
+            Write::Promoter(request)
         }
         Route::Promote(m, v) => {
             check_model(&m)?;
