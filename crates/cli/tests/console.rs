@@ -853,6 +853,7 @@ async fn forged_posts_are_refused_and_move_nothing() {
         "/ui/../roles.json",
         "/ui/models/..%2F..%2Froles.json",
         "/ui/models/diabetes/versions/2/../../../../etc",
+        "/ui/models/diabetes/drift?env=..%2F..%2Froles",
     ] {
         let (code, _) = get_json(&addr, p, "bob");
         assert!(code == 404 || code == 400, "{p}: {code}");

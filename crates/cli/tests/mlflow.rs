@@ -176,6 +176,32 @@ async fn scenario(uri: &str, endpoint: Option<String>) {
     let blob = falaj::reports::artifact_of(&reg, &v).await.unwrap();
     assert!(!falaj_core::onnx::has_external_data(&blob).unwrap());
 
+    // The console draws the run's metric history (loss at steps 0..4) as the version's
+    // training curve.
+    let (code, page) = http(
+        &addr,
+        "GET",
+        "/ui/models/clinic/versions/1",
+        &[
+            ("Authorization", format!("Bearer {}", token("mel"))),
+            ("Accept", "application/json".into()),
+        ],
+        b"",
+    );
+    assert_eq!(code, 200, "{page}");
+    let from = page["curve_from"].as_str().unwrap_or_default();
+    assert_eq!(
+        from,
+        format!("MLflow run {}", logged["run_id"].as_str().unwrap())
+    );
+    let losses: Vec<f64> = page["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["values"]["loss"].as_f64())
+        .collect();
+    assert_eq!(losses, [1.0, 0.5, 1.0 / 3.0, 0.25, 0.2]);
+
     // On S3 a download is a presigned URL into the store (the server-info tells the client),
     // so no large body passes through the function; on dir:// there is none (501).
     let (code, info) = http(&addr, "GET", "/api/3.0/mlflow/server-info", &[], b"");

@@ -290,7 +290,7 @@ pub async fn model(reg: &Registry, name: &str) -> Result<ModelPage> {
 /// One epoch of the training curve.
 #[derive(Debug, Clone, Serialize)]
 pub struct Epoch {
-    /// 1-based.
+    /// 1-based (an MLflow run's step, as logged).
     pub epoch: u64,
     /// Every numeric value recorded for it (`train_loss`, `val_loss`, `val_accuracy`, ...).
     pub values: BTreeMap<String, f64>,
@@ -348,8 +348,11 @@ pub struct VersionPage {
     pub report: Option<GateReport>,
     /// Gate report runs there are.
     pub report_runs: usize,
-    /// Training curve, per epoch (from the training manifest).
+    /// Training curve, per epoch (from the training manifest, or the MLflow run's metric
+    /// history by step).
     pub curve: Vec<Epoch>,
+    /// Where the curve came from.
+    pub curve_from: Option<String>,
     /// Lineage.
     pub lineage: LineageView,
     /// Approvals recorded.
@@ -443,15 +446,30 @@ pub async fn version(reg: &Registry, model: &str, n: u64) -> Result<VersionPage>
     let report_runs = reports.len();
     let report = reports.pop();
     let manifest = reg.training_manifest(&v).await?;
-    let curve = manifest
+    let mut curve = manifest
         .as_ref()
         .map_or_else(Vec::new, |m| curve_of(&m.extra));
+    let mut curve_from = (!curve.is_empty()).then(|| "training manifest (falaj-train)".to_string());
+    if curve.is_empty()
+        && let Ok(Some((run, steps))) = falaj_mlflow::tracking::version_curve(reg, model, n).await
+    {
+        curve = steps
+            .into_iter()
+            .map(|(step, values)| Epoch {
+                epoch: step.max(0) as u64,
+                values,
+            })
+            .collect();
+        curve_from = Some(format!("MLflow run {run}"));
+    }
     let mut deployments = Vec::new();
-    for s in deploy::list(reg).await.map_err(other)? {
-        if s.model == model
-            && let Some(m) = &s.manifest
+    for env in ["prod", "staging"] {
+        if let Some(m) = deploy::status(reg, model, env)
+            .await
+            .map_err(other)?
+            .manifest
         {
-            deployments.extend(deployed_as(m, n));
+            deployments.extend(deployed_as(&m, n));
         }
     }
     let approvals = falaj::access::approvals(reg, model, n)
@@ -488,6 +506,7 @@ pub async fn version(reg: &Registry, model: &str, n: u64) -> Result<VersionPage>
         report,
         report_runs,
         curve,
+        curve_from,
         approvals,
         approvals_needed,
         rejections,

@@ -301,10 +301,8 @@ async fn dispatch(
             return page!(data::deployments(reg, m.as_deref()), pages::deployments);
         }
         Route::Drift(m) => {
-            return page!(
-                data::drift(reg, &m, req.query_param("env").unwrap_or("prod")),
-                pages::drift
-            );
+            let env = environment(req.query_param("env").unwrap_or("prod"))?;
+            return page!(data::drift(reg, &m, &env), pages::drift);
         }
         Route::Audit(m) => {
             let page = req
@@ -431,6 +429,8 @@ async fn act(
         Ok(_) => format!("1:{done}"),
         Err(e) => format!("0:Refused: {}", e.message),
     };
+    // A cookie holds about 4 KB: a longer message would be dropped by the browser whole.
+    let flash: String = flash.chars().take(1000).collect();
     let mut r = redirect(back);
     r.headers.push((
         "set-cookie".into(),

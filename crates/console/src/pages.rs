@@ -357,10 +357,11 @@ pub fn version(f: &Frame<'_>, p: &VersionPage) -> Markup {
             }
 
             h2 { "Training curve" }
-            @if p.curve.is_empty() { p.muted { "The training manifest records no per-epoch history." } }
+            @if p.curve.is_empty() { p.muted { "Neither the training manifest nor an MLflow run records a per-epoch history." } }
             @else {
-                @if !losses.is_empty() { (line_chart("loss per epoch", &series(&losses), None, "epoch", None)) }
-                @if !others.is_empty() { (line_chart("validation metrics per epoch", &series(&others), None, "epoch", None)) }
+                @if let Some(from) = &p.curve_from { p.muted #curve-from { "From the " (from) "." } }
+                @if !losses.is_empty() { (line_chart("loss per epoch", &series(&losses), None, "epoch (step)", None)) }
+                @if !others.is_empty() { (line_chart("metrics per epoch", &series(&others), None, "epoch (step)", None)) }
             }
 
             h2 { "Lineage" }

@@ -934,6 +934,44 @@ async fn metric_history(cx: &Cx<'_>, p: &Params) -> Answer {
     Ok(ok(json!({"metrics": out})))
 }
 
+/// A run's metrics by step: step → metric → the last value logged at that step.
+pub type Curve = BTreeMap<i64, BTreeMap<String, f64>>;
+
+/// The metric history of the MLflow run a registered version came from, with the run's id;
+/// `None` when the version was not registered through MLflow. What the console draws as the
+/// version's training curve.
+pub async fn version_curve(
+    reg: &falaj::registry::Registry,
+    model: &str,
+    version: u64,
+) -> Result<Option<(String, Curve)>, MlError> {
+    let key = layout::mlflow_version(model, version)?;
+    let Some((side, _)) = read::<crate::registry::VersionSide>(reg, &key).await? else {
+        return Ok(None);
+    };
+    if side.run_id.is_empty() {
+        return Ok(None);
+    }
+    let mut points: Vec<(i64, i64, String, f64)> = Vec::new();
+    for k in crate::list(reg, &layout::mlflow_run_metrics_prefix(&side.run_id)).await? {
+        if let Some((batch, _)) = read::<Value>(reg, &falaj_core::StoreKey::new(k)?).await? {
+            for m in batch["metrics"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(value)) = (m["key"].as_str(), m["value"].as_f64()) {
+                    let step = m["step"].as_i64().unwrap_or(0);
+                    let at = m["timestamp"].as_i64().unwrap_or(0);
+                    points.push((step, at, name.to_string(), value));
+                }
+            }
+        }
+    }
+    points.sort_by_key(|(step, at, _, _)| (*step, *at));
+    let mut curve = Curve::new();
+    for (step, _, name, value) in points {
+        curve.entry(step).or_default().insert(name, value);
+    }
+    Ok(Some((side.run_id, curve)))
+}
+
 fn run_attr(r: &Run, id: &Ident) -> Option<search::Value> {
     use search::Value::{Num, Str};
     match (id.kind.as_str(), id.key.as_str()) {
