@@ -116,7 +116,15 @@ pub const CHUNK: usize = 8 * 1024 * 1024;
 
 /// Reads up to [`CHUNK`] bytes from `r`; a short (or empty) chunk means the source ended.
 pub(crate) fn read_chunk(r: &mut dyn Read) -> Result<Vec<u8>, StoreError> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = Vec::new();
+    fill_chunk(r, &mut buf)?;
+    Ok(buf)
+}
+
+/// Reads up to [`CHUNK`] bytes from `r` into `buf`, reusing its allocation (a recycled buffer
+/// is not faulted in again); a short (or empty) chunk means the source ended.
+pub(crate) fn fill_chunk(r: &mut dyn Read, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+    buf.resize(CHUNK, 0);
     let mut filled = 0;
     while filled < CHUNK {
         match r.read(&mut buf[filled..]) {
@@ -131,7 +139,7 @@ pub(crate) fn read_chunk(r: &mut dyn Read) -> Result<Vec<u8>, StoreError> {
         }
     }
     buf.truncate(filled);
-    Ok(buf)
+    Ok(())
 }
 
 /// A store operation failed.
