@@ -508,6 +508,13 @@ async fn main() {
         &key,
         &["--instance-reuse", "1"],
     );
+    // The same node without micro-batching: the open-loop baseline.
+    let unbatched = start_node(
+        &uri,
+        &work.path().join("cache-unbatched"),
+        &key,
+        &["--batch-window-us", "0"],
+    );
     println!(
         "# falaj-edge benchmark ({} s per figure; times in ms)",
         budget.as_secs_f64()
@@ -570,17 +577,25 @@ async fn main() {
             let _ = deploy_fresh(&fresh, &m.name);
             let f = http_latency(&fresh, &m.name, ct, &body, budget);
             let (f50, f99) = (f.p50, f.p99);
-            let (sent, l50, l99, errors) = open_loop(
-                &node,
-                &m.name,
-                &body,
-                rate,
-                budget.as_secs_f64().max(5.0),
-                8,
-            );
             figures["fresh_instance_http"] = json!({"p50_ms": f50, "p99_ms": f99});
             figures["instantiation_cost_ms"] = json!(f50 - h50);
-            figures["open_loop"] = json!({"target_rps": rate, "achieved_rps": sent, "p50_ms": l50, "p99_ms": l99, "errors": errors, "connections": 8});
+            // Open loop at the rate and at five times it, each with and without
+            // micro-batching, one after the other in this run (the load generator shares the
+            // node's cores: its threads are the connections).
+            let _ = deploy_fresh(&unbatched, &m.name);
+            let mut loads = Vec::new();
+            for (r, conns) in [(rate, 8), (rate * 5.0, 32)] {
+                for (batching, n) in [("on", &node), ("off", &unbatched)] {
+                    let secs = budget.as_secs_f64().max(5.0);
+                    let (sent, l50, l99, errors) = open_loop(n, &m.name, &body, r, secs, conns);
+                    eprintln!(
+                        "{:<14} open loop {r:>6.0} req/s over {conns} connections, batching {batching:<3}: achieved {sent:>7.0} req/s, p50 {l50:>7.3} ms, p99 {l99:>8.3} ms, errors {errors}",
+                        m.name
+                    );
+                    loads.push(json!({"target_rps": r, "batching": batching, "achieved_rps": sent, "p50_ms": l50, "p99_ms": l99, "errors": errors, "connections": conns}));
+                }
+            }
+            figures["open_loop"] = json!(loads);
         }
         println!("{figures}");
         eprintln!(

@@ -59,6 +59,8 @@ pub struct Served {
     pub n_features: Option<usize>,
     /// The instances.
     pub runtime: ModelRuntime,
+    /// Concurrent predictions coalesced into one call ([`crate::batch`]).
+    pub batcher: crate::batch::Batcher,
 }
 
 /// What a model routes to: one generation of its deployment manifest.
@@ -111,6 +113,7 @@ pub struct Fleet {
     status: Mutex<BTreeMap<String, ModelStatus>>,
     seen: Mutex<HashMap<String, ETag>>,
     runtimes: Mutex<HashMap<(String, u64), Arc<Served>>>,
+    batch: crate::batch::BatchConfig,
 }
 
 impl Fleet {
@@ -134,7 +137,14 @@ impl Fleet {
             status: Mutex::new(BTreeMap::new()),
             seen: Mutex::new(HashMap::new()),
             runtimes: Mutex::new(HashMap::new()),
+            batch: crate::batch::BatchConfig::default(),
         }
+    }
+
+    /// Batches concurrent predictions per version as `config` says (a zero window: never).
+    pub fn with_batching(mut self, config: crate::batch::BatchConfig) -> Self {
+        self.batch = config;
+        self
     }
 
     /// The environment served.
@@ -438,6 +448,7 @@ impl Fleet {
             manifest,
             n_features,
             runtime,
+            batcher: crate::batch::Batcher::new(self.batch),
         });
         self.runtimes
             .lock()

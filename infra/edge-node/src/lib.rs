@@ -11,8 +11,10 @@
 //! - [`fleet`]: the pull loop: verify, stage, warm up, swap atomically, keep the last good.
 //! - [`server`]: HTTP routing, canary split, shadow copies, metrics and feature sketches.
 //! - [`live`]: request ids and the per-variant windows the canary controller judges.
+//! - [`batch`]: micro-batching of concurrent predictions for one tabular version.
 #![deny(missing_docs)]
 
+pub mod batch;
 pub mod fleet;
 pub mod fsutil;
 pub mod live;

@@ -98,6 +98,14 @@ struct Args {
     /// load, per request — what a WASI 0.2 host does; for measuring that cost).
     #[arg(long, default_value_t = 100_000)]
     instance_reuse: usize,
+    /// Micro-batching: the longest a prediction waits for others to join its batch, in
+    /// microseconds, when its model version is already busy (an idle version answers at
+    /// once). 0 turns batching off. Tabular bodies only (docs/edge.md).
+    #[arg(long, default_value_t = 500, env = "FALAJ_EDGE_BATCH_WINDOW_US")]
+    batch_window_us: u64,
+    /// A batch goes as soon as it holds this many rows.
+    #[arg(long, default_value_t = 1024)]
+    batch_max_rows: usize,
     /// Give instances FALAJ_FAULTS=1 (the component's trap/loop/balloon drills). Tests only.
     #[arg(long, hide = true)]
     fault_drills: bool,
@@ -239,6 +247,11 @@ async fn run(args: Args) -> Result<()> {
         }
     };
     check_component(&args)?;
+    anyhow::ensure!(
+        args.batch_window_us <= 1_000,
+        "--batch-window-us {} is over 1000: a prediction waits at most 1 ms for its batch (0 turns batching off)",
+        args.batch_window_us
+    );
     let engine = Arc::new(EdgeEngine::new(limits(&args))?);
     let loaded = engine.load_component(&args.component, &code_cache(&args))?;
     tracing::info!(
@@ -248,14 +261,20 @@ async fn run(args: Args) -> Result<()> {
         load_ms = loaded.load_time.as_millis() as u64,
         "component ready"
     );
-    let fleet = Arc::new(Fleet::new(
-        store.clone(),
-        &env,
-        trusted,
-        &args.cache,
-        engine,
-        loaded.component.clone(),
-    ));
+    let fleet = Arc::new(
+        Fleet::new(
+            store.clone(),
+            &env,
+            trusted,
+            &args.cache,
+            engine,
+            loaded.component.clone(),
+        )
+        .with_batching(falaj_edge::batch::BatchConfig {
+            window: std::time::Duration::from_micros(args.batch_window_us),
+            max_rows: args.batch_max_rows.max(1),
+        }),
+    );
     let restored = fleet.restore().await;
     let limits = falaj_runtime::httpd::Limits::from_env().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -152,7 +152,22 @@ async fn answer(node: &Arc<Node>, req: hyper::Request<hyper::body::Incoming>) ->
                 .into_iter()
                 .map(|s| (s.model, s.generation.unwrap_or(0), s.refusals))
                 .collect();
-            let mut r = hyper::Response::new(Full::new(Bytes::from(node.metrics.render(&extra))));
+            let mut text = node.metrics.render(&extra);
+            text.push_str("# HELP falaj_edge_batched_requests_total Predictions answered from a batch of two or more (micro-batching).\n# TYPE falaj_edge_batched_requests_total counter\n");
+            for (m, route) in node.fleet.routes() {
+                let served = std::iter::once(&route.champion)
+                    .chain(route.challenger.as_ref().map(|(c, _)| c))
+                    .chain(route.shadow.as_ref());
+                for s in served {
+                    let n = s.batcher.batched.load(std::sync::atomic::Ordering::Relaxed);
+                    let b = s.batcher.batches.load(std::sync::atomic::Ordering::Relaxed);
+                    text.push_str(&format!(
+                        "falaj_edge_batched_requests_total{{model=\"{m}\",version=\"{}\"}} {n}\nfalaj_edge_batches_total{{model=\"{m}\",version=\"{}\"}} {b}\n",
+                        s.version, s.version
+                    ));
+                }
+            }
+            let mut r = hyper::Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -293,15 +308,19 @@ async fn model_call(
     };
     let id = request_id();
     let started = Instant::now();
-    let result = served
-        .runtime
-        .call(
-            method,
-            &format!("/{action}"),
-            content_type.as_deref(),
-            body.clone(),
-        )
-        .await;
+    let result = if action == "predict" {
+        crate::batch::predict(served, content_type.as_deref(), body.clone()).await
+    } else {
+        served
+            .runtime
+            .call(
+                method,
+                &format!("/{action}"),
+                content_type.as_deref(),
+                body.clone(),
+            )
+            .await
+    };
     let took_ms = started.elapsed().as_secs_f64() * 1000.0;
     if action == "predict" {
         let (status, pred) = outcome(&result);

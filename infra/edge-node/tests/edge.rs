@@ -785,3 +785,89 @@ async fn the_bring_your_own_model_cases_are_pulled_signed_and_answer_as_onnxrunt
         }
     }
 }
+
+/// Micro-batching: concurrent predictions to one version go as one component call and are
+/// split back. Every request gets the answer it gets alone (checked against `x·W + b`), its
+/// own request id and its own row count; a body the host cannot parse, and a row whose output
+/// overflows (its batch then fails, and each request in it is answered alone), get their own
+/// errors while the others succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_predictions_are_batched_and_each_gets_its_own_answer() {
+    let w = World::new().await;
+    let v1 = w.register(1).await;
+    let edge = Arc::new(w.node("cache", &[]));
+    w.deploy(&World::manifest(1, &v1, None)).await;
+    edge.wait_generation(1);
+    let path = format!("/v1/models/{MODEL}/predict");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (edge, path) = (edge.clone(), path.clone());
+            std::thread::spawn(move || {
+                (0..40)
+                    .map(|i| {
+                        let rows: Vec<Vec<f32>> = (0..1 + (t + i) % 3)
+                            .map(|r| vec![t as f32, i as f32 * 0.25, r as f32 - 1.0])
+                            .collect();
+                        let body = match (t, i % 10) {
+                            (0, 3) => br#"{"inputs": [[1, 2]]}"#.to_vec(),
+                            (1, 7) => br#"{"inputs": [[3e38, 3e38, 3e38]]}"#.to_vec(),
+                            _ => serde_json::to_vec(&json!({ "inputs": rows })).unwrap(),
+                        };
+                        let r = edge.request(
+                            "POST",
+                            &path,
+                            &[("content-type", "application/json")],
+                            &body,
+                        );
+                        (t, i, rows, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut in_batches = 0;
+    for h in threads {
+        for (t, i, rows, r) in h.join().unwrap() {
+            assert!(ids.insert(r.header("x-falaj-request-id").unwrap().to_string()));
+            match (t, i % 10) {
+                (0, 3) => assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body)),
+                (1, 7) => {
+                    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+                    assert_eq!(r.json()["code"], "non_finite_output");
+                }
+                _ => {
+                    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                    let v = r.json();
+                    assert_eq!(v["rows"], rows.len(), "{v}");
+                    let preds = v["predictions"].as_array().unwrap();
+                    assert_eq!(preds.len(), rows.len(), "{v}");
+                    for (p, x) in preds.iter().zip(&rows) {
+                        let got: Vec<f32> = p["output"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|o| o.as_f64().unwrap() as f32)
+                            .collect();
+                        assert_close(&got, &expected(1, x));
+                    }
+                    if r.header("x-falaj-batch").is_some() {
+                        in_batches += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(in_batches > 0, "no request was answered from a batch");
+    let metrics = String::from_utf8(edge.get("/metrics").body).unwrap();
+    let batched: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("falaj_edge_batched_requests_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(batched, in_batches, "{metrics}");
+    // Alone, the same body gets the same answer (an idle version never waits for a batch).
+    let r = edge.predict(&[2.0, 1.0, 0.0], None);
+    assert!(r.header("x-falaj-batch").is_none());
+    assert_close(&outputs(&r), &expected(1, &[2.0, 1.0, 0.0]));
+}
