@@ -84,6 +84,9 @@ demo
 python3 scripts/check-demo.py "$demo_store" breast-cancer 1
 demo --epochs 20
 python3 scripts/check-demo.py "$demo_store" breast-cancer 2
+# The console on that store, in headless Chromium: the pages show what the demo did, and an
+# approver approves the staged version from its page (the next run starts clean).
+python3 scripts/check-console.py "${CARGO_TARGET_DIR:-$root/target}/debug/falaj" "$demo_store" breast-cancer 3 4
 demo --clean
 python3 scripts/check-demo.py "$demo_store" breast-cancer 1
 

@@ -270,8 +270,19 @@ pub fn version(f: &Frame<'_>, p: &VersionPage) -> Markup {
         .collect();
     names.sort();
     names.dedup();
-    let (losses, others): (Vec<String>, Vec<String>) =
+    // One plot per scale: the losses together, the metrics that are shares (0 to 1)
+    // together, any other metric alone. Timings (`train_seconds`, `samples_per_second`) are
+    // not the model's learning: they stay in the JSON.
+    names.retain(|n| !n.contains("second"));
+    let shares = |k: &String| {
+        p.curve
+            .iter()
+            .filter_map(|e| e.values.get(k))
+            .all(|v| (0.0..=1.0).contains(v))
+    };
+    let (losses, rest): (Vec<String>, Vec<String>) =
         names.into_iter().partition(|n| n.contains("loss"));
+    let (others, alone): (Vec<String>, Vec<String>) = rest.into_iter().partition(shares);
     let series = |keys: &[String]| -> Vec<Series> {
         keys.iter()
             .map(|k| Series {
@@ -362,6 +373,7 @@ pub fn version(f: &Frame<'_>, p: &VersionPage) -> Markup {
                 @if let Some(from) = &p.curve_from { p.muted #curve-from { "From the " (from) "." } }
                 @if !losses.is_empty() { (line_chart("loss per epoch", &series(&losses), None, "epoch (step)", None)) }
                 @if !others.is_empty() { (line_chart("metrics per epoch", &series(&others), None, "epoch (step)", None)) }
+                @for k in &alone { (line_chart(&format!("{k} per epoch"), &series(std::slice::from_ref(k)), None, "epoch (step)", None)) }
             }
 
             h2 { "Lineage" }
