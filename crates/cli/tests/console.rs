@@ -848,6 +848,25 @@ async fn forged_posts_are_refused_and_move_nothing() {
         (422, Some("refused")),
         "{v}"
     );
+    // A server started without tokens says how to fix that, instead of "wrong token".
+    let bare = e.dir.path().join("bare.json");
+    std::fs::write(&bare, r#"{"tokens": []}"#).unwrap();
+    let uri = format!("dir://{}", e.dir.path().join("store").display());
+    let (_bare_server, _bare_lines, bare_addr) = start_serve(&uri, &bare, e.dir.path(), &[]);
+    let mut s = std::net::TcpStream::connect(&bare_addr).unwrap();
+    let body = "token=anything";
+    std::io::Write::write_all(
+        &mut s,
+        format!("POST /ui/login HTTP/1.1\r\nHost: {bare_addr}\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+    )
+    .unwrap();
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut s, &mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 401"), "{page}");
+    assert!(
+        page.contains("no bearer tokens configured") && page.contains("--webhook-config"),
+        "{page}"
+    );
     // Path tricks and unknown pages are 404s, not files.
     for p in [
         "/ui/../roles.json",

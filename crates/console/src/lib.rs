@@ -484,15 +484,15 @@ async fn login(
             if wants_json(req) {
                 return Err(e);
             }
-            Ok(html_response(
-                401,
-                pages::login(
-                    &next,
-                    Some(
-                        "That token is not recognised. Use the bearer token the webhook configuration lists for you.",
-                    ),
-                ),
-            ))
+            // A server with no tokens at all is a set-up problem, not a typo: say how to fix it.
+            let why = if hook.auth().tokens.is_empty() {
+                "This server has no bearer tokens configured, so nobody can sign in. Start it with \
+                 --webhook-config FILE listing each person's token by its SHA-256 digest \
+                 (docs/console.md, \"Signing in\")."
+            } else {
+                "That token is not recognised. Use the bearer token the webhook configuration lists for you."
+            };
+            Ok(html_response(401, pages::login(&next, Some(why))))
         }
     }
 }
