@@ -15,14 +15,15 @@
 //! - **Failures are answered singly.** If a batch fails, or its answer cannot be split, every
 //!   request in it is answered by a call of its own, so each gets exactly the answer (or the
 //!   error) it would have had alone.
-//! - **Some bodies never batch.** A body the host cannot parse and an image body run alone:
-//!   the component answers them.
+//! - **Some bodies never batch.** A body the host cannot parse, and any request to an image
+//!   model, run alone: the component answers them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use falaj_core::input::Batch;
 use tokio::sync::oneshot;
 
 use crate::fleet::Served;
@@ -89,17 +90,21 @@ impl Batcher {
 }
 
 /// Answers `POST /predict` for `served`, batching it with concurrent requests when it can.
+/// `rows` is the body as the host read it ([`crate::metrics::read_batch`]); `None` runs the
+/// request alone.
 pub async fn predict(
     served: &Arc<Served>,
     content_type: Option<&str>,
     body: Bytes,
+    rows: Option<&Batch>,
 ) -> Result<Answer, CallError> {
     let b = &served.batcher;
-    let rows = match tabular(served, content_type, &body) {
-        Some(rows) if !b.config.window.is_zero() => rows,
+    // Image models take their own preprocessing in the component: never batched.
+    let image_model = served.manifest.as_ref().is_some_and(|m| m.image.is_some());
+    let batch = match rows {
+        Some(batch) if !b.config.window.is_zero() && !image_model => batch,
         _ => return alone(served, content_type, body).await,
     };
-    let (x, n) = rows;
     let mut body = Some(body);
     // Decided under the lock, acted on after it: no guard lives across an await.
     let step = {
@@ -110,13 +115,14 @@ pub async fn predict(
         } else {
             let (tx, rx) = oneshot::channel();
             st.pending.push(Pending {
-                x,
-                rows: n,
+                // Copied only when the request waits for a batch.
+                x: batch.x.clone(),
+                rows: batch.rows,
                 content_type: content_type.map(str::to_owned),
                 body: body.take().expect("not taken yet"),
                 tx,
             });
-            st.rows += n;
+            st.rows += batch.rows;
             let flush_now = st.rows >= b.config.max_rows;
             let arm = !flush_now && !st.timer;
             st.timer |= arm;
@@ -142,25 +148,6 @@ pub async fn predict(
             "the batch this request joined was dropped".into(),
         ))
     })
-}
-
-/// The rows of a JSON or raw body, parsed as the component parses them; `None` for an image
-/// body, a body that does not parse (the component answers its error), or a version whose
-/// input width is unknown.
-fn tabular(served: &Served, content_type: Option<&str>, body: &[u8]) -> Option<(Vec<f32>, usize)> {
-    use falaj_core::input::{BodyKind, body_kind, parse};
-    let n = served.n_features?;
-    let kind = body_kind(content_type).ok()?;
-    if kind == BodyKind::Image || served.manifest.as_ref().is_some_and(|m| m.image.is_some()) {
-        return None;
-    }
-    let names = served
-        .manifest
-        .as_ref()
-        .map(|m| m.features.clone())
-        .unwrap_or_default();
-    let batch = parse(kind, body, &names, n).ok()?;
-    Some((batch.x, batch.rows))
 }
 
 async fn alone(

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use falaj_core::input::Batch;
 use falaj_core::sketch::{SketchWindow, telemetry_key};
 use falaj_store::{Precondition, Store};
 
@@ -135,22 +136,11 @@ impl Sketches {
         }
     }
 
-    /// Adds the rows of a prediction body (JSON `{"inputs": [...]}` by position or by
-    /// feature name, or raw little-endian f32) served by `served`. Bodies it cannot read are
-    /// left to the component to refuse.
-    pub fn observe(&self, served: &Served, content_type: Option<&str>, body: &[u8]) {
-        let Some(n) = served.n_features else {
+    /// Adds the rows of a prediction served by `served`, as [`read_batch`] read them.
+    pub fn observe(&self, served: &Served, batch: &Batch) {
+        let Some(n) = served.n_features.filter(|n| *n > 0) else {
             return;
         };
-        let names: Vec<String> = served
-            .manifest
-            .as_ref()
-            .map(|m| m.features.clone())
-            .unwrap_or_default();
-        let rows = parse_rows(content_type, body, n, &names);
-        if rows.is_empty() {
-            return;
-        }
         let mut windows = self.windows.lock().expect("sketch lock");
         let w = windows
             .entry((served.model.clone(), served.version))
@@ -162,8 +152,11 @@ impl Sketches {
                     falaj_runtime::now(),
                 )
             });
-        for row in &rows {
-            w.add_row(row);
+        let mut row = Vec::with_capacity(n);
+        for x in batch.x.chunks(n) {
+            row.clear();
+            row.extend(x.iter().map(|&v| f64::from(v)));
+            w.add_row(&row);
         }
     }
 
@@ -234,24 +227,46 @@ pub(crate) async fn write_windows<K: Ord, W: serde::Serialize>(
     written
 }
 
-/// Rows of a prediction body, as f64, read by the component's own parser
-/// (`falaj_core::input`); empty when the body is not one the component takes.
-pub fn parse_rows(
+/// The rows of a prediction body for `served`, read on the host by the component's own parser
+/// (JSON `{"inputs": [...]}` by position or by feature name, or raw little-endian f32): what
+/// the sketches record and the batcher sends. `None` when the host cannot read it (an image,
+/// a malformed body, a model whose width is unknown): the component answers those. Read once
+/// per request.
+pub fn read_batch(served: &Served, content_type: Option<&str>, body: &[u8]) -> Option<Batch> {
+    let n = served.n_features?;
+    let names = served
+        .manifest
+        .as_ref()
+        .map_or(&[][..], |m| &m.features[..]);
+    parse_batch(content_type, body, n, names)
+}
+
+fn parse_batch(
+    content_type: Option<&str>,
+    body: &[u8],
+    n: usize,
+    names: &[String],
+) -> Option<Batch> {
+    use falaj_core::input;
+    input::body_kind(content_type)
+        .and_then(|kind| input::parse(kind, body, names, n))
+        .ok()
+        .filter(|_| n > 0)
+}
+
+/// [`parse_batch`] as one `Vec` per row (tests).
+#[cfg(test)]
+fn parse_rows(
     content_type: Option<&str>,
     body: &[u8],
     n: usize,
     names: &[String],
 ) -> Vec<Vec<f64>> {
-    use falaj_core::input;
-    let batch = input::body_kind(content_type).and_then(|kind| input::parse(kind, body, names, n));
-    match batch {
-        Ok(b) if n > 0 => {
-            b.x.chunks(n)
-                .map(|row| row.iter().map(|&v| f64::from(v)).collect())
-                .collect()
-        }
-        _ => Vec::new(),
-    }
+    parse_batch(content_type, body, n, names).map_or_else(Vec::new, |b| {
+        b.x.chunks(n)
+            .map(|row| row.iter().map(|&v| f64::from(v)).collect())
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -308,8 +308,14 @@ async fn model_call(
     };
     let id = request_id();
     let started = Instant::now();
+    // The body's rows, read once: for the batcher, and for the sketches after a success.
+    let rows = if action == "predict" {
+        crate::metrics::read_batch(served, content_type.as_deref(), &body)
+    } else {
+        None
+    };
     let result = if action == "predict" {
-        crate::batch::predict(served, content_type.as_deref(), body.clone()).await
+        crate::batch::predict(served, content_type.as_deref(), body.clone(), rows.as_ref()).await
     } else {
         served
             .runtime
@@ -346,9 +352,8 @@ async fn model_call(
     }
     let mut r = match result {
         Ok(a) => {
-            if action == "predict" && a.status.is_success() {
-                node.sketches
-                    .observe(served, content_type.as_deref(), &body);
+            if let Some(rows) = rows.as_ref().filter(|_| a.status.is_success()) {
+                node.sketches.observe(served, rows);
             }
             let mut r = hyper::Response::new(Full::new(a.body));
             *r.status_mut() = a.status;
