@@ -217,6 +217,37 @@ fn check_env(env: &str) -> Result<Stage> {
     Stage::for_env(env).ok_or_else(|| PromotionError::BadEnv { env: env.into() })
 }
 
+/// `model` has no deployment in `env`.
+fn nothing_deployed(model: &str, env: &str) -> DeployError {
+    DeployError::NothingDeployed {
+        model: model.into(),
+        env: env.into(),
+    }
+}
+
+/// What every change to a running deployment starts with: the environment, `actor` allowed
+/// to do `action`, and a repair of what an interrupted change left. Returns the stage and the
+/// divergence repaired.
+async fn begin_change(
+    reg: &Registry,
+    key: &DeployKey,
+    (model, env, actor): (&str, &str, &str),
+    action: Action,
+) -> Result<(Stage, Option<String>)> {
+    let stage = check_env(env)?;
+    authorize(reg, model, actor, action, &format!("{env}/{model}")).await?;
+    let repaired = repair(reg, key, model, env, actor).await?;
+    Ok((stage, repaired))
+}
+
+/// The deployment `model` runs in `env` now.
+async fn current(reg: &Registry, env: &str, model: &str) -> Result<DeploymentManifest> {
+    Ok(read(reg, env, model)
+        .await?
+        .map(|(m, _)| m)
+        .ok_or_else(|| nothing_deployed(model, env))?)
+}
+
 /// The aliases a deployment follows: champion and (prod only) challenger.
 fn aliases_for(stage: Stage) -> (&'static str, Option<&'static str>) {
     match stage {
@@ -317,16 +348,7 @@ pub async fn apply_promotion(
         Err(PromotionError::Deploy(DeployError::AlreadyDeployed { version, .. }))
             if version == v.version =>
         {
-            read(reg, env, &v.model)
-                .await?
-                .map(|(m, _)| m)
-                .ok_or_else(|| {
-                    DeployError::NothingDeployed {
-                        model: v.model.clone(),
-                        env: env.into(),
-                    }
-                    .into()
-                })
+            current(reg, env, &v.model).await
         }
         r => r,
     }
@@ -460,10 +482,7 @@ pub async fn repair(
         &at,
     ) else {
         // Nothing to serve: the aliases were removed by hand; report, don't guess.
-        return Err(PromotionError::Deploy(DeployError::NothingDeployed {
-            model: model.into(),
-            env: env.into(),
-        }));
+        return Err(PromotionError::Deploy(nothing_deployed(model, env)));
     };
     let audit = Audit {
         actor,
@@ -480,10 +499,7 @@ pub async fn repair(
             actor,
             &at,
         )
-        .ok_or(DeployError::NothingDeployed {
-            model: model.into(),
-            env: env.into(),
-        })
+        .ok_or_else(|| nothing_deployed(model, env))
     })
     .await?;
     for s in &m.history {
@@ -543,16 +559,8 @@ pub async fn rollout_judged(
     judged: Option<&Judged>,
 ) -> Result<Changed> {
     let expected = judged.map(|j| j.generation);
-    let stage = check_env(env)?;
-    let subject = format!("{env}/{model}");
-    authorize(reg, model, actor, Action::Rollout, &subject).await?;
-    let repaired = repair(reg, key, model, env, actor).await?;
-    let (cur, _) = read(reg, env, model)
-        .await?
-        .ok_or_else(|| DeployError::NothingDeployed {
-            model: model.into(),
-            env: env.into(),
-        })?;
+    let (stage, repaired) = begin_change(reg, key, (model, env, actor), Action::Rollout).await?;
+    let cur = current(reg, env, model).await?;
     // Check the transition before touching any alias.
     dep::check_generation(&cur, expected)?;
     dep::set_weight(&cur, weight, actor, &now())?;
@@ -586,10 +594,7 @@ pub async fn rollout_judged(
         },
     };
     let m = write_with(reg, key, env, model, audit, |prev| {
-        let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
-            model: model.into(),
-            env: env.into(),
-        })?;
+        let prev = prev.ok_or_else(|| nothing_deployed(model, env))?;
         dep::check_generation(prev, expected)?;
         dep::set_weight(prev, weight, actor, &at)
     })
@@ -622,16 +627,8 @@ pub async fn rollback_judged(
     judged: Option<&Judged>,
 ) -> Result<Changed> {
     let expected = judged.map(|j| j.generation);
-    let stage = check_env(env)?;
-    let subject = format!("{env}/{model}");
-    authorize(reg, model, actor, Action::Rollback, &subject).await?;
-    let repaired = repair(reg, key, model, env, actor).await?;
-    let (cur, _) = read(reg, env, model)
-        .await?
-        .ok_or_else(|| DeployError::NothingDeployed {
-            model: model.into(),
-            env: env.into(),
-        })?;
+    let (stage, repaired) = begin_change(reg, key, (model, env, actor), Action::Rollback).await?;
+    let cur = current(reg, env, model).await?;
     dep::check_generation(&cur, expected)?;
     dep::rollback(&cur, actor, &now())?;
     let (champ, chall) = aliases_for(stage);
@@ -666,10 +663,7 @@ pub async fn rollback_judged(
         },
     };
     let m = write_with(reg, key, env, model, audit, |prev| {
-        let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
-            model: model.into(),
-            env: env.into(),
-        })?;
+        let prev = prev.ok_or_else(|| nothing_deployed(model, env))?;
         dep::check_generation(prev, expected)?;
         dep::rollback(prev, actor, &at)
     })
@@ -730,10 +724,7 @@ async fn change_challenger(
     action: &str,
     f: impl Fn(&DeploymentManifest, &str) -> std::result::Result<DeploymentManifest, DeployError>,
 ) -> Result<Changed> {
-    check_env(env)?;
-    let subject = format!("{env}/{model}");
-    authorize(reg, model, actor, Action::Rollout, &subject).await?;
-    let repaired = repair(reg, key, model, env, actor).await?;
+    let (_, repaired) = begin_change(reg, key, (model, env, actor), Action::Rollout).await?;
     let at = now();
     let audit = Audit {
         actor,
@@ -741,10 +732,7 @@ async fn change_challenger(
         details: |m: &DeploymentManifest| serde_json::json!({"generation": m.generation, "challenger": m.challenger.as_ref().map(|c| c.version), "mode": m.challenger_mode, "split_key": m.split_key}),
     };
     let m = write_with(reg, key, env, model, audit, |prev| {
-        let prev = prev.ok_or_else(|| DeployError::NothingDeployed {
-            model: model.into(),
-            env: env.into(),
-        })?;
+        let prev = prev.ok_or_else(|| nothing_deployed(model, env))?;
         f(prev, &at)
     })
     .await?;
