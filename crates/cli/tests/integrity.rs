@@ -455,27 +455,38 @@ async fn canary_running(e: &Env) -> Vec<u64> {
     versions
 }
 
+/// A live window of node n1 in prod: `n` answered requests (ids `<prefix><slot>-<i>`), each
+/// predicting "benign" in 1 ms.
+fn benign_window(
+    (model, version, slot, generation): (&str, u64, &str, u64),
+    n: usize,
+    prefix: &str,
+) -> falaj_core::live::VariantWindow {
+    use falaj_core::live::{Logged, VariantWindow};
+    let mut w = VariantWindow::new(("prod", "n1", model), version, slot, generation, "t");
+    for i in 0..n {
+        let entry = Logged {
+            id: format!("{prefix}{slot}-{i}"),
+            ms: 1.0,
+            status: 200,
+            pred: vec!["benign".into()],
+        };
+        w.add(entry, |_| 0);
+    }
+    w
+}
+
 /// Windows that do not match the running deployment, written by someone who can write the
 /// store: another version in the challenger's slot, an older generation, another model in
 /// the body. The controller leaves every one out, so nothing moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_live_windows_that_do_not_match_the_deployment_move_nothing() {
-    use falaj_core::live::{Logged, VariantWindow, window_key};
+    use falaj_core::live::window_key;
     let e = env().await;
     let versions = canary_running(&e).await;
     let (m, _) = deploy::read(&e.reg, "prod", MODEL).await.unwrap().unwrap();
     let forged = |version: u64, slot: &str, generation: u64, model: &str| {
-        let mut w = VariantWindow::new(("prod", "n1", model), version, slot, generation, "t");
-        for i in 0..600 {
-            let entry = Logged {
-                id: format!("f-{slot}-{i}"),
-                ms: 1.0,
-                status: 200,
-                pred: vec!["benign".into()],
-            };
-            w.add(entry, |_| 0);
-        }
-        w
+        benign_window((model, version, slot, generation), 600, "f-")
     };
     let champion = forged(versions[0], "champion", m.generation, MODEL);
     for (w, filed_as) in [
@@ -526,7 +537,6 @@ async fn forged_live_windows_that_do_not_match_the_deployment_move_nothing() {
 /// event, and stops when the attached policy is not the audited one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_auto_holds_without_traffic_steps_on_evidence_and_refuses_a_hand_edited_policy() {
-    use falaj_core::live::{Logged, VariantWindow};
     let e = env().await;
     let policy = CANARY_POLICY;
     let versions = canary_running(&e).await;
@@ -568,16 +578,7 @@ async fn rollout_auto_holds_without_traffic_steps_on_evidence_and_refuses_a_hand
         ("champion", versions[0], 540),
         ("challenger", versions[1], 60),
     ] {
-        let mut w = VariantWindow::new(("prod", "n1", MODEL), version, slot, m.generation, "t");
-        for i in 0..n {
-            let entry = Logged {
-                id: format!("{slot}-{i}"),
-                ms: 1.0,
-                status: 200,
-                pred: vec!["benign".into()],
-            };
-            w.add(entry, |_| 0);
-        }
+        let w = benign_window((MODEL, version, slot, m.generation), n, "");
         let k = falaj_core::live::window_key(&w, "20261204T000000Z");
         put_object(&e.reg, &k, serde_json::to_vec(&w).unwrap()).await;
     }
