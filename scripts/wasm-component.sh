@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the tract inference component (wasm-modules/inference, its own cargo workspace) for
 # wasm32-wasip2 in release with SIMD, and copies it to target/wasm/falaj-inference.wasm
-# (override with FALAJ_WASM_OUT). Idempotent: a second run with no change rebuilds nothing.
+# (override with FALAJ_WASM_OUT), and its wasi:nn build to falaj-inference-nn.wasm beside it. Idempotent: a second run with no change rebuilds nothing.
 #
 #   scripts/wasm-component.sh            build, print path and size
 #   scripts/wasm-component.sh --path     print where the component is (build nothing)
@@ -20,15 +20,24 @@ export CARGO_TARGET_DIR="${FALAJ_WASM_TARGET_DIR:-$crate/target}"
 # directory); RUSTFLAGS would override both, so it is cleared for this build.
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS
 export CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C target-feature=+simd128"
-t0=$(date +%s)
-(cd "$crate" && cargo build --release --locked --target wasm32-wasip2 ${CARGO_BUILD_JOBS:+-j "$CARGO_BUILD_JOBS"})
-built="$CARGO_TARGET_DIR/wasm32-wasip2/release/falaj_inference.wasm"
-mkdir -p "$(dirname "$out")"
-if ! cmp -s "$built" "$out"; then cp "$built" "$out"; fi
-# A wasip2 cdylib is a component: check the header (layer 1) rather than trust the target.
-if [ "$(od -An -tx1 -j4 -N4 "$out" | tr -d ' ')" != "0d000100" ]; then
-  echo "error: $out is not a WebAssembly component" >&2; exit 1
-fi
-bytes=$(stat -c %s "$out")
-awk -v p="$out" -v b="$bytes" -v s=$(( $(date +%s) - t0 )) \
-  'BEGIN { printf "component: %s\nsize: %d bytes (%.1f MiB), build %ds\n", p, b, b / 1048576, s }'
+# Two builds of the one source: the plain component (any wasi:http host) and, beside it,
+# the `host-nn` build that also imports wasi:nn (falaj-edge's host inference path; it
+# instantiates only where wasi:nn is offered: falaj-edge, `wasmtime serve -S nn`).
+nn_out="${out%.wasm}-nn.wasm"
+build() { # <out> [cargo args...]
+  local dest=$1; shift
+  local t0; t0=$(date +%s)
+  (cd "$crate" && cargo build --release --locked --target wasm32-wasip2 ${CARGO_BUILD_JOBS:+-j "$CARGO_BUILD_JOBS"} "$@")
+  local built="$CARGO_TARGET_DIR/wasm32-wasip2/release/falaj_inference.wasm"
+  mkdir -p "$(dirname "$dest")"
+  if ! cmp -s "$built" "$dest"; then cp "$built" "$dest"; fi
+  # A wasip2 cdylib is a component: check the header (layer 1) rather than trust the target.
+  if [ "$(od -An -tx1 -j4 -N4 "$dest" | tr -d ' ')" != "0d000100" ]; then
+    echo "error: $dest is not a WebAssembly component" >&2; exit 1
+  fi
+  local bytes; bytes=$(stat -c %s "$dest")
+  awk -v p="$dest" -v b="$bytes" -v s=$(( $(date +%s) - t0 )) \
+    'BEGIN { printf "component: %s\nsize: %d bytes (%.1f MiB), build %ds\n", p, b, b / 1048576, s }'
+}
+build "$nn_out" --features host-nn
+build "$out"

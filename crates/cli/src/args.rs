@@ -179,6 +179,11 @@ pub(crate) enum Command {
         /// Switch at once and keep the previous champion as standby.
         #[arg(long)]
         blue_green: bool,
+        /// Where edge nodes run the graph: sandbox (tract inside WebAssembly, the default) or
+        /// host (the node's native tract through wasi:nn, for artifacts the node verified;
+        /// the version's policy must say `[edge] allow_host_runtime = true`).
+        #[arg(long, default_value = "sandbox", value_parser = ["sandbox", "host"])]
+        runtime: String,
         /// Only promote if the alias is now at this version ('none': only if unset).
         #[arg(long)]
         expect: Option<String>,

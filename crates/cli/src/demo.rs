@@ -386,6 +386,7 @@ async fn steps(r: &mut Run, train_key: &str) -> R<DemoSummary> {
         to: Stage::Production,
         canary,
         blue_green: false,
+        runtime: falaj_core::deployment::Runtime::Sandbox,
         expect: falaj::Expect::Any,
         actor: "mel".into(),
     };

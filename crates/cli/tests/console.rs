@@ -324,6 +324,7 @@ fn promo(v: u64, to: Stage, canary: Option<u8>) -> Promotion {
         to,
         canary,
         blue_green: false,
+        runtime: falaj_core::deployment::Runtime::Sandbox,
         expect: Expect::Any,
         actor: "mel".into(),
     }

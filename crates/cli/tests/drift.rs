@@ -87,10 +87,7 @@ async fn world(dir: &std::path::Path) -> Registry {
         model: MODEL.into(),
         generation: 1,
         strategy: Strategy::Direct,
-        champion: Slot {
-            version: v.version,
-            digest: v.digest,
-        },
+        champion: Slot::new(v.version, v.digest),
         challenger: None,
         challenger_weight: 0,
         standby: None,

@@ -26,6 +26,7 @@ fn promo(v: u64, to: Stage) -> Promotion {
         to,
         canary: None,
         blue_green: false,
+        runtime: falaj_core::deployment::Runtime::Sandbox,
         expect: Expect::Any,
         actor: "mel".into(),
     }

@@ -351,6 +351,7 @@ async fn dispatch(
                 to,
                 canary,
                 blue_green: false,
+                runtime: falaj_core::deployment::Runtime::Sandbox,
                 expect: ExpectAlias::Any,
             };
             let done = match canary {

@@ -27,6 +27,60 @@ pub struct Slot {
     pub version: u64,
     /// `sha256:<hex>` of the artifact, checked by the edge after download.
     pub digest: String,
+    /// Where the edge runs the graph (absent: in the sandbox). Inside the signed payload, so
+    /// only a promotion the gatekeeper admitted can ask for the host.
+    #[serde(default, skip_serializing_if = "Runtime::is_sandbox")]
+    pub runtime: Runtime,
+}
+
+impl Slot {
+    /// A slot for `version` with artifact `digest`, run in the sandbox.
+    pub fn new(version: u64, digest: impl Into<String>) -> Self {
+        Self {
+            version,
+            digest: digest.into(),
+            runtime: Runtime::Sandbox,
+        }
+    }
+}
+
+/// Where an edge node runs a deployed version's graph.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// tract inside the WebAssembly sandbox, as every node can (the default).
+    #[default]
+    Sandbox,
+    /// The node's native tract through wasi:nn, for artifacts the node verified itself; the
+    /// component still parses, preprocesses and answers. The version's policy must allow it
+    /// (`[edge] allow_host_runtime = true`).
+    Host,
+}
+
+impl Runtime {
+    /// Serde's skip test.
+    pub fn is_sandbox(&self) -> bool {
+        *self == Self::Sandbox
+    }
+
+    /// `sandbox` or `host`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sandbox => "sandbox",
+            Self::Host => "host",
+        }
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sandbox" => Ok(Self::Sandbox),
+            "host" => Ok(Self::Host),
+            other => Err(format!("runtime {other:?} is not one of: sandbox, host")),
+        }
+    }
 }
 
 /// How the last change was made.
@@ -654,10 +708,7 @@ mod tests {
     use super::*;
 
     fn slot(v: u64) -> Slot {
-        Slot {
-            version: v,
-            digest: format!("sha256:{v:064x}"),
-        }
+        Slot::new(v, format!("sha256:{v:064x}"))
     }
 
     fn key(seed: u8) -> SigningKey {

@@ -291,6 +291,9 @@ pub struct EdgePolicy {
     pub latency_runs: u32,
     /// Whether the edge-compatibility gate runs (default true).
     pub check_ops: bool,
+    /// Whether a deployment may run this version's graph in the edge host's native tract
+    /// (`runtime = "host"`) rather than in the sandbox (default false).
+    pub allow_host_runtime: bool,
 }
 
 impl Default for EdgePolicy {
@@ -300,6 +303,7 @@ impl Default for EdgePolicy {
             max_size_bytes: None,
             latency_runs: 200,
             check_ops: true,
+            allow_host_runtime: false,
         }
     }
 }
@@ -498,6 +502,7 @@ struct RawEdge {
     max_size_bytes: Option<Spanned<i64>>,
     latency_runs: Option<Spanned<i64>>,
     check_ops: Option<bool>,
+    allow_host_runtime: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -936,6 +941,7 @@ impl GatePolicy {
                 edge.latency_runs = *r.get_ref() as u32;
             }
             edge.check_ops = e.check_ops.unwrap_or(true);
+            edge.allow_host_runtime = e.allow_host_runtime.unwrap_or(false);
         }
         let allowed_regions = match &raw.residency {
             None => crate::residency::DEFAULT_ALLOWED

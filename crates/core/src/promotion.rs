@@ -499,6 +499,15 @@ pub enum Refusal {
         /// Their reason, as given (or "no reason given").
         comment: String,
     },
+    /// A deployment asking to run the graph in the edge host's native tract for a version
+    /// whose policy does not allow it.
+    #[error(
+        "{subject} may not run in the edge host's native runtime: its gate policy does not say `[edge] allow_host_runtime = true`; promote it without --runtime host (the sandbox), or attach a policy that allows it (`falaj policy set`) and validate again"
+    )]
+    HostRuntime {
+        /// `model@n`.
+        subject: String,
+    },
     /// The gate evidence does not count for the version (advisory, another policy, another
     /// holdout, or a holdout changed since).
     #[error("{subject} cannot go to {to}: {reason}")]

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use falaj_core::deployment::DeployError;
+use falaj_core::deployment::{DeployError, Runtime};
 use falaj_core::policy::GateReport;
 use falaj_core::promotion::{Actor, Refusal, Stage};
 use serde::{Deserialize, Serialize};
@@ -105,6 +105,9 @@ pub enum PromoteRequest {
         /// Keep the previous champion as a standby.
         #[serde(default)]
         blue_green: bool,
+        /// Where the edge runs the graph (`host` only if the version's policy allows it).
+        #[serde(default, skip_serializing_if = "Runtime::is_sandbox")]
+        runtime: Runtime,
         /// What the alias is expected to hold.
         #[serde(default)]
         expect: ExpectAlias,
@@ -152,6 +155,7 @@ impl PromoteRequest {
             to: Stage::Staging,
             canary: None,
             blue_green: false,
+            runtime: Runtime::Sandbox,
             expect: ExpectAlias::Any,
         }
     }
@@ -314,6 +318,7 @@ pub async fn apply_promote_request(
             to,
             canary,
             blue_green,
+            runtime,
             expect,
         } => {
             let p = promotion::promote(
@@ -325,6 +330,7 @@ pub async fn apply_promote_request(
                     to,
                     canary,
                     blue_green,
+                    runtime,
                     expect: expect.into(),
                     actor,
                 },

@@ -316,10 +316,7 @@ async fn write_with<D: Fn(&DeploymentManifest) -> serde_json::Value>(
 }
 
 fn slot(v: &ModelVersion) -> Slot {
-    Slot {
-        version: v.version,
-        digest: v.digest.clone(),
-    }
+    Slot::new(v.version, v.digest.clone())
 }
 
 /// Writes the manifest for a promotion whose alias move already happened.
@@ -329,14 +326,16 @@ pub async fn apply_promotion(
     v: &ModelVersion,
     env: &str,
     how: Rollout,
+    runtime: dep::Runtime,
     actor: &str,
 ) -> Result<DeploymentManifest> {
-    let s = slot(v);
+    let mut s = slot(v);
+    s.runtime = runtime;
     let at = now();
     let audit = Audit {
         actor,
         action: "deployment.written",
-        details: |m: &DeploymentManifest| serde_json::json!({"generation": m.generation, "strategy": m.strategy, "champion": m.champion.version, "challenger": m.challenger.as_ref().map(|c| c.version), "weight": m.challenger_weight}),
+        details: |m: &DeploymentManifest| serde_json::json!({"generation": m.generation, "strategy": m.strategy, "champion": m.champion.version, "challenger": m.challenger.as_ref().map(|c| c.version), "weight": m.challenger_weight, "runtime": runtime}),
     };
     match write_with(reg, key, env, &v.model, audit, |prev| {
         dep::promote(prev, env, &v.model, s.clone(), how, actor, &at)
@@ -456,8 +455,25 @@ pub async fn repair(
     {
         gatekeeper::admit_slot(reg, &events, model, n, stage, st.manifest.as_ref(), actor).await?;
     }
+    // A version the verified manifest already runs keeps the runtime it was signed with; one
+    // it does not gets the sandbox (the host runtime is asked for at promotion, not guessed).
+    let signed_slot = |v: &ModelVersion| {
+        let mut s = slot(v);
+        if let Some(m) = &st.manifest {
+            let same = |o: &Slot| o.version == s.version && o.digest == s.digest;
+            if let Some(o) = std::iter::once(&m.champion)
+                .chain(m.challenger.as_ref())
+                .chain(m.standby.as_ref())
+                .chain(&m.history)
+                .find(|o| same(o))
+            {
+                s.runtime = o.runtime;
+            }
+        }
+        s
+    };
     let champion = match st.champion_alias {
-        Some(n) => Some(slot(&reg.version(model, n).await?)),
+        Some(n) => Some(signed_slot(&reg.version(model, n).await?)),
         None => None,
     };
     let challenger = match st.challenger_alias {
@@ -467,7 +483,7 @@ pub async fn repair(
                 .as_ref()
                 .filter(|m| m.challenger.as_ref().map(|c| c.version) == Some(n))
                 .map_or(1, |m| m.challenger_weight);
-            Some((slot(&reg.version(model, n).await?), w))
+            Some((signed_slot(&reg.version(model, n).await?), w))
         }
         None => None,
     };

@@ -298,6 +298,7 @@ pub async fn admit(
     version: u64,
     to: Stage,
     actor: &str,
+    runtime: falaj_core::deployment::Runtime,
 ) -> Result<Admission> {
     let subject = format!("{model}@{version}");
     let action = match to {
@@ -327,6 +328,16 @@ pub async fn admit(
         return Err(refuse(reg, model, actor, action, &subject, why).await);
     }
     if let Some(why) = rejected(&audited, &subject, version, to) {
+        return Err(refuse(reg, model, actor, action, &subject, why).await);
+    }
+    // The host runtime only where the policy the evidence was gated under allows it (a
+    // hand-edited policy has another digest, and its evidence is stale above).
+    if runtime == falaj_core::deployment::Runtime::Host
+        && !policy.as_ref().is_some_and(|p| p.policy.edge.allow_host_runtime)
+    {
+        let why = Refusal::HostRuntime {
+            subject: subject.clone(),
+        };
         return Err(refuse(reg, model, actor, action, &subject, why).await);
     }
     let state = state_with(reg, &v, ev.passed()).await?;

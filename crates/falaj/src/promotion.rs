@@ -278,6 +278,8 @@ pub struct Promotion {
     pub canary: Option<u8>,
     /// Keep the previous champion as a warm standby.
     pub blue_green: bool,
+    /// Where the edge runs the graph; `Host` only if the version's policy allows it.
+    pub runtime: falaj_core::deployment::Runtime,
     /// What the caller believes the alias holds; `Any` reads it and swaps on what was read.
     pub expect: Expect,
     /// Who promotes.
@@ -302,7 +304,8 @@ pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<
     let subject = format!("{}@{}", req.model, req.version);
     let env = req.to.env();
     let admitted =
-        crate::gatekeeper::admit(reg, &req.model, req.version, req.to, &req.actor).await?;
+        crate::gatekeeper::admit(reg, &req.model, req.version, req.to, &req.actor, req.runtime)
+            .await?;
     let repaired = deploy::repair(reg, key, &req.model, env, &req.actor).await?;
     let v = reg.version(&req.model, req.version).await?;
     let have = admitted.approvals;
@@ -332,7 +335,8 @@ pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<
         (None, true) => falaj_core::deployment::Rollout::BlueGreen,
         (None, false) => falaj_core::deployment::Rollout::Direct,
     };
-    let deployment = deploy::apply_promotion(reg, key, &v, env, how, &req.actor).await?;
+    let deployment =
+        deploy::apply_promotion(reg, key, &v, env, how, req.runtime, &req.actor).await?;
     if req.canary.is_none()
         && let Some(old) = moved.previous
         && req.to == Stage::Production
@@ -344,7 +348,7 @@ pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<
         &req.actor,
         "version.promoted",
         &subject,
-        serde_json::json!({"to": req.to, "env": env, "canary": req.canary, "blue_green": req.blue_green, "generation": deployment.generation, "approvals": have}),
+        serde_json::json!({"to": req.to, "env": env, "canary": req.canary, "blue_green": req.blue_green, "runtime": req.runtime, "generation": deployment.generation, "approvals": have}),
     )
     .await?;
     Ok(Promoted {

@@ -176,6 +176,7 @@ async fn promotion_latency() {
                 to: Stage::Production,
                 canary: None,
                 blue_green: false,
+                runtime: falaj_core::deployment::Runtime::Sandbox,
                 expect: falaj::Expect::Any,
                 actor: "mel".into(),
             },

@@ -47,6 +47,7 @@ fn promo(v: u64, to: Stage, actor: &str) -> Promotion {
         to,
         canary: None,
         blue_green: false,
+        runtime: falaj_core::deployment::Runtime::Sandbox,
         expect: Expect::Any,
         actor: actor.into(),
     }

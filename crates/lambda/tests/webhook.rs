@@ -1254,6 +1254,7 @@ async fn promote_requests_and_errors_round_trip_as_json() {
         to: Stage::Production,
         canary: Some(10),
         blue_green: false,
+        runtime: falaj_core::deployment::Runtime::Host,
         expect: ExpectAlias::Version(2),
     };
     let wire = serde_json::to_value(&req).unwrap();

@@ -419,6 +419,7 @@ async fn set_alias(cx: &Cx<'_>, p: &Params) -> Answer {
             to,
             canary,
             blue_green: false,
+            runtime: falaj_core::deployment::Runtime::Sandbox,
             expect: ExpectAlias::Any,
         };
         return match cx.hook.promoter().apply(req).await {

@@ -507,6 +507,9 @@ struct PromoteBody {
     canary: Option<u8>,
     #[serde(default)]
     blue_green: bool,
+    /// `"sandbox"` (the default) or `"host"`, which the version's policy must allow.
+    #[serde(default)]
+    runtime: falaj_core::deployment::Runtime,
     #[serde(default, deserialize_with = "present")]
     expect: Option<Option<u64>>,
     #[serde(default, rename = "nonce")]
@@ -635,6 +638,7 @@ fn prepare(req: &HttpRequest, route: Route, actor: &str) -> Result<Write, ApiErr
                 actor,
                 canary: b.canary,
                 blue_green: b.blue_green,
+                runtime: b.runtime,
                 expect: match b.expect {
                     None => ExpectAlias::Any,
                     Some(None) => ExpectAlias::Absent,

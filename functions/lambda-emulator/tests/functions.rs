@@ -529,10 +529,7 @@ async fn the_rollout_function_asks_promote_for_a_canary_look_on_its_schedule() {
     let mut slots = Vec::new();
     for v in [v1, v2] {
         let r = e.reg.version("bc", v).await.unwrap();
-        slots.push(Slot {
-            version: v,
-            digest: r.digest,
-        });
+        slots.push(Slot::new(v, r.digest));
     }
     let seed = [9u8; 32];
     let key = falaj::deploy::DeployKey::from_seed(seed);

@@ -258,10 +258,7 @@ async fn deploy(
         model: m.name.clone(),
         generation: 1,
         strategy: Strategy::Direct,
-        champion: Slot {
-            version: v.version,
-            digest: v.digest.clone(),
-        },
+        champion: Slot::new(v.version, v.digest.clone()),
         challenger: None,
         challenger_weight: 0,
         standby: None,

@@ -59,6 +59,10 @@ pub struct Served {
     pub n_features: Option<usize>,
     /// The instances.
     pub runtime: ModelRuntime,
+    /// Where the signed deployment asked the graph to run.
+    pub asked: falaj_core::deployment::Runtime,
+    /// Where it runs: `host` or `sandbox`, as the warmed-up instance reported.
+    pub runs_in: String,
     /// Concurrent predictions coalesced into one call ([`crate::batch`]).
     pub batcher: crate::batch::Batcher,
 }
@@ -390,6 +394,7 @@ impl Fleet {
         let key = (m.model.clone(), slot.version);
         if let Some(s) = self.runtimes.lock().expect("runtimes lock").get(&key)
             && s.digest == slot.digest
+            && s.asked == slot.runtime
         {
             return Ok(s.clone());
         }
@@ -419,7 +424,8 @@ impl Fleet {
         let manifest: Option<TrainingManifest> = std::fs::read(dir.join("manifest.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let runtime = self.engine.runtime(&self.component, &dir)?;
+        let host = self.host_graph(slot, &dir).await?;
+        let runtime = self.engine.runtime(&self.component, &dir, host)?;
         // Warm up: the first instance loads the model and checks its digests from inside;
         // its metadata says how many features the model takes.
         let health = runtime
@@ -435,12 +441,26 @@ impl Fleet {
             ))
             .into());
         }
+        let meta = serde_json::from_slice::<serde_json::Value>(&health.body).ok();
         let n_features = manifest.as_ref().map(|m| m.features.len()).or_else(|| {
-            serde_json::from_slice::<serde_json::Value>(&health.body)
-                .ok()
+            meta.as_ref()
                 .and_then(|v| v.get("n_features")?.as_u64())
                 .map(|n| n as usize)
         });
+        let runs_in = meta
+            .as_ref()
+            .and_then(|v| v["runtime"]["where"].as_str())
+            .unwrap_or("sandbox")
+            .to_string();
+        if slot.runtime.as_str() != runs_in {
+            tracing::warn!(
+                model = %m.model,
+                version = slot.version,
+                asked = slot.runtime.as_str(),
+                runs_in = %runs_in,
+                "the deployment asks for another runtime than the component took"
+            );
+        }
         let served = Arc::new(Served {
             model: m.model.clone(),
             version: record.version,
@@ -448,6 +468,8 @@ impl Fleet {
             manifest,
             n_features,
             runtime,
+            asked: slot.runtime,
+            runs_in,
             batcher: crate::batch::Batcher::new(self.batch),
         });
         self.runtimes
@@ -455,6 +477,30 @@ impl Fleet {
             .expect("runtimes lock")
             .insert(key, served.clone());
         Ok(served)
+    }
+
+    /// The host graph for a slot the signed deployment runs with `runtime = "host"`: the
+    /// staged, verified directory loaded and planned natively, once per version. `None` for
+    /// the sandbox, and (with a warning) when the node's component cannot import wasi:nn.
+    async fn host_graph(&self, slot: &Slot, dir: &Path) -> Result<Option<crate::nn::HostGraph>> {
+        if slot.runtime != falaj_core::deployment::Runtime::Host {
+            return Ok(None);
+        }
+        if !self.engine.imports_nn(&self.component) {
+            tracing::warn!(
+                version = slot.version,
+                "the deployment asks for the host runtime but this node's component does not \
+                 import wasi:nn; serving in the sandbox (run falaj-edge with \
+                 --component target/wasm/falaj-inference-nn.wasm)"
+            );
+            return Ok(None);
+        }
+        let dir = dir.to_path_buf();
+        let graph = tokio::task::spawn_blocking(move || crate::nn::HostGraph::load(&dir))
+            .await
+            .context("the host graph loader stopped")?
+            .map_err(|e| Refused(format!("version {} cannot load in the host: {e:#}", slot.version)))?;
+        Ok(Some(graph))
     }
 
     async fn read(&self, key: &falaj_core::StoreKey) -> Result<Bytes> {

@@ -12,6 +12,8 @@
 //! - [`server`]: HTTP routing, canary split, shadow copies, metrics and feature sketches.
 //! - [`live`]: request ids and the per-variant windows the canary controller judges.
 //! - [`batch`]: micro-batching of concurrent predictions for one tabular version.
+//! - [`nn`]: the host inference path: wasi:nn served by native tract for versions deployed
+//!   with `runtime = "host"`.
 #![deny(missing_docs)]
 
 pub mod batch;
@@ -19,5 +21,6 @@ pub mod fleet;
 pub mod fsutil;
 pub mod live;
 pub mod metrics;
+pub mod nn;
 pub mod runtime;
 pub mod server;

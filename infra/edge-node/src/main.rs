@@ -47,11 +47,13 @@ struct Args {
     /// Address to serve HTTP on (port 0 picks a free one; the startup line says which).
     #[arg(long, env = "FALAJ_EDGE_LISTEN", default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
-    /// The inference component (.wasm), built by scripts/wasm-component.sh.
+    /// The inference component (.wasm), built by scripts/wasm-component.sh. The default is
+    /// its wasi:nn build, which can take the host path; falaj-inference.wasm (the plain build)
+    /// runs every version in the sandbox.
     #[arg(
         long,
         env = "FALAJ_EDGE_COMPONENT",
-        default_value = "target/wasm/falaj-inference.wasm"
+        default_value = "target/wasm/falaj-inference-nn.wasm"
     )]
     component: PathBuf,
     /// Node cache: compiled component, staged versions, last good manifests.
@@ -106,6 +108,14 @@ struct Args {
     /// A batch goes as soon as it holds this many rows.
     #[arg(long, default_value_t = 1024)]
     batch_max_rows: usize,
+    /// Host inference path: threads that run graphs natively for versions deployed with
+    /// `runtime = "host"` (all versions together; default: one per core). Needs the wasi:nn
+    /// build of the component (falaj-inference-nn.wasm, the default --component).
+    #[arg(long, env = "FALAJ_EDGE_HOST_THREADS")]
+    host_threads: Option<usize>,
+    /// Host runs that may wait for a thread; past that a prediction answers 503 model_busy.
+    #[arg(long, default_value_t = 64)]
+    host_queue: usize,
     /// Give instances FALAJ_FAULTS=1 (the component's trap/loop/balloon drills). Tests only.
     #[arg(long, hide = true)]
     fault_drills: bool,
@@ -142,6 +152,11 @@ fn limits(args: &Args) -> Limits {
         max_instances: args.max_instances.max(1),
         fault_drills: args.fault_drills,
         instance_reuse: args.instance_reuse.max(1),
+        host_threads: args
+            .host_threads
+            .unwrap_or_else(|| Limits::default().host_threads)
+            .max(1),
+        host_queue: args.host_queue,
         ..Limits::default()
     }
 }

@@ -69,6 +69,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Set `FALAJ_FAULTS=1` in instances (the component's trap/loop/balloon drills; tests).
     pub fault_drills: bool,
+    /// Threads running host inference ([`crate::nn`]), all versions together.
+    pub host_threads: usize,
+    /// Host runs that may wait for a thread; past that, a request answers 503 at once.
+    pub host_queue: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +85,8 @@ impl Default for Limits {
             instance_reuse: 100_000,
             idle_timeout: Duration::from_secs(600),
             fault_drills: false,
+            host_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            host_queue: 64,
         }
     }
 }
@@ -92,6 +98,7 @@ pub struct Host {
     http: WasiHttpCtx,
     hooks: NoOutbound,
     limits: StoreLimits,
+    nn: crate::nn::NnCtx,
 }
 
 impl WasiView for Host {
@@ -170,6 +177,7 @@ pub struct EdgeEngine {
     engine: Engine,
     linker: Linker<Host>,
     limits: Limits,
+    pool: Arc<crate::nn::HostPool>,
     _ticker: EpochTicker,
 }
 
@@ -219,11 +227,20 @@ impl EdgeEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        // And wasi:nn, for the host-nn build of the component (the plain build ignores it).
+        crate::nn::add_to_linker(&mut linker, |h: &mut Host| {
+            crate::nn::NnView::new(&mut h.nn, &mut h.table)
+        })?;
+        let pool = Arc::new(crate::nn::HostPool::new(
+            limits.host_threads,
+            limits.host_queue,
+        )?);
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
             linker,
             limits,
+            pool,
             _ticker: ticker,
         })
     }
@@ -278,8 +295,22 @@ impl EdgeEngine {
         })
     }
 
-    /// A runtime serving the model in `dir` (mounted at `/model`) with `component`.
-    pub fn runtime(&self, component: &Component, dir: &Path) -> Result<ModelRuntime> {
+    /// Whether `component` imports wasi:nn (the host-nn build), so it can take the host path.
+    pub fn imports_nn(&self, component: &Component) -> bool {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("wasi:nn/"))
+    }
+
+    /// A runtime serving the model in `dir` (mounted at `/model`) with `component`; with
+    /// `host`, its instances may hand that graph to the host ([`crate::nn`]).
+    pub fn runtime(
+        &self,
+        component: &Component,
+        dir: &Path,
+        host: Option<crate::nn::HostGraph>,
+    ) -> Result<ModelRuntime> {
         let pre = self
             .linker
             .instantiate_pre(component)
@@ -299,6 +330,8 @@ impl EdgeEngine {
             dir: dir.to_path_buf(),
             limits: self.limits.clone(),
             instances: AtomicU64::new(0),
+            host,
+            pool: self.pool.clone(),
         };
         Ok(ModelRuntime {
             handler: ProxyHandler::new(state),
@@ -315,6 +348,8 @@ struct VersionState {
     dir: PathBuf,
     limits: Limits,
     instances: AtomicU64,
+    host: Option<crate::nn::HostGraph>,
+    pool: Arc<crate::nn::HostPool>,
 }
 
 impl HandlerState for VersionState {
@@ -337,6 +372,12 @@ impl HandlerState for VersionState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
                 .build(),
+            nn: crate::nn::NnCtx::new(
+                self.host.as_ref(),
+                self.pool.clone(),
+                self.limits.deadline,
+                self.limits.memory_bytes,
+            ),
         };
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.limits);
@@ -502,6 +543,11 @@ impl ModelRuntime {
     /// The directory mounted at `/model`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether this version's instances may hand the graph to the host.
+    pub fn host_graph(&self) -> bool {
+        self.handler.state().host.is_some()
     }
 
     /// Instances created so far (1 while one instance keeps serving).

@@ -205,6 +205,7 @@ impl Sim {
             to,
             canary: None,
             blue_green: false,
+            runtime: falaj_core::deployment::Runtime::Sandbox,
             expect: Expect::Any,
             actor: "mel".into(),
         };

@@ -132,14 +132,8 @@ impl World {
             } else {
                 Strategy::Direct
             },
-            champion: Slot {
-                version: champion.version,
-                digest: champion.digest.clone(),
-            },
-            challenger: challenger.map(|(v, _)| Slot {
-                version: v.version,
-                digest: v.digest.clone(),
-            }),
+            champion: Slot::new(champion.version, champion.digest.clone()),
+            challenger: challenger.map(|(v, _)| Slot::new(v.version, v.digest.clone())),
             challenger_weight: challenger.map_or(0, |(_, w)| w),
             standby: None,
             history: Vec::new(),

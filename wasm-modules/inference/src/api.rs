@@ -173,6 +173,7 @@ impl Instance {
             )
             .header("x-falaj-digest", engine.digest.clone())
             .header("x-falaj-instance", format!("{}/{served}", self.id))
+            .header("x-falaj-runtime", engine.runtime().into())
     }
 
     fn metadata(&self, e: &Engine, served: u64) -> Value {
@@ -202,6 +203,7 @@ impl Instance {
             },
             "runtime": {
                 "engine": RUNTIME,
+                "where": e.runtime(),
                 "target": std::env::consts::ARCH,
                 "simd128": cfg!(target_feature = "simd128"),
             },
@@ -278,7 +280,7 @@ fn predict(e: &Engine, content_type: Option<&str>, body: &[u8]) -> Result<Reply,
     let started = Instant::now();
     let out = e
         .predict(&batch.x, batch.rows)
-        .map_err(|m| InputError::new(500, "inference_failed", m))?;
+        .map_err(|e| InputError::new(e.status, e.code, e.message))?;
     let infer_ms = started.elapsed().as_secs_f64() * 1000.0;
     let w = e.n_outputs;
     if let Some(i) = out.iter().position(|v| !v.is_finite()) {

@@ -40,6 +40,47 @@ pub const CHUNK_ROWS: usize = 512;
 /// What runs the model, as reported by `/metadata`.
 pub const RUNTIME: &str = "tract-onnx 0.23";
 
+/// Why running rows failed: the status and code the answer carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunError {
+    /// HTTP status (500 for a model that fails; 503/504 for a busy or late host).
+    pub status: u16,
+    /// Machine-readable code.
+    pub code: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+impl RunError {
+    /// A run error.
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn failed(message: String) -> Self {
+        Self::new(500, "inference_failed", message)
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Where the graph runs.
+enum Backend {
+    /// tract in this process: inside the sandbox in the component, native in a host.
+    Local(Arc<TypedRunnableModel>),
+    /// The host's native tract, through wasi:nn (the `host-nn` component build).
+    #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
+    Host(crate::nn::HostGraph),
+}
+
 /// The model directory this instance reads.
 pub fn model_dir() -> PathBuf {
     std::env::var_os("FALAJ_MODEL_DIR")
@@ -87,7 +128,7 @@ pub struct LoadInfo {
 
 /// One loaded, optimised model.
 pub struct Engine {
-    plan: Arc<TypedRunnableModel>,
+    backend: Backend,
     /// Features per row (for an image model: every value of one item, `C×H×W`).
     pub n_features: usize,
     /// Shape of one row as the model takes it: `[n_features]` for tabular models, the fixed
@@ -247,32 +288,28 @@ impl Engine {
                 .map_err(|e| LoadError(format!("manifest.json: {e}")))?;
         }
 
-        let plan = (|| -> TractResult<Arc<TypedRunnableModel>> {
-            let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
-            // A model with several outputs (a label beside the probabilities): read the one the
-            // manifest names; the others are pruned.
-            if let Some(o) = manifest.as_ref().and_then(|m| m.output.as_deref()) {
-                model.select_outputs_by_name([o])?;
-            }
-            // Image models get a concrete batch of 1 and run item by item: with a symbolic
-            // batch tract cannot specialise its convolution kernels, and MobileNetV2 runs
-            // about 5x slower (measured: benches/edge.rs, native_tract vs native_tract_batch1).
-            let batch = if item_shape.len() > 1 {
-                1.to_dim()
-            } else {
-                model.symbols.sym("N").to_dim()
-            };
-            let mut dims: TVec<TDim> = tvec![batch];
-            dims.extend(item_shape.iter().map(|d| d.to_dim()));
-            model
-                .with_input_fact(0, f32::fact(dims).into())?
-                .into_optimized()?
-                .into_runnable()
-        })()
-        .map_err(|e| LoadError(format!("tract cannot load the model: {e:#}")))?;
+        // The host-nn build hands the graph to the host when the host holds this very
+        // artifact (named by the digest the host verified and wrote into version.json).
+        #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
+        let host = version.as_ref().and_then(|v| {
+            let input = summary.signature.inputs.first().map_or("", |i| i.name.as_str());
+            crate::nn::HostGraph::open(&v.digest, input)
+        });
+        #[cfg(not(all(target_arch = "wasm32", feature = "host-nn")))]
+        let host: Option<std::convert::Infallible> = None;
+        let backend = match host {
+            #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
+            Some(graph) => Backend::Host(graph),
+            #[cfg(not(all(target_arch = "wasm32", feature = "host-nn")))]
+            Some(never) => match never {},
+            None => Backend::Local(
+                plan(&bytes, manifest.as_ref(), &item_shape)
+                    .map_err(|e| LoadError(format!("tract cannot load the model: {e:#}")))?,
+            ),
+        };
 
         let mut engine = Self {
-            plan,
+            backend,
             n_features,
             item_shape,
             n_outputs: 0,
@@ -300,6 +337,17 @@ impl Engine {
             load_ms: started.elapsed().as_secs_f64() * 1000.0,
         };
         Ok(engine)
+    }
+
+    /// Where the graph runs: `sandbox` (tract in this instance) or `host` (the host's native
+    /// tract through wasi:nn). A host-side engine (tests, falaj-edge's host path) says
+    /// `sandbox` too: it is the same local tract.
+    pub fn runtime(&self) -> &'static str {
+        match self.backend {
+            Backend::Local(_) => "sandbox",
+            #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
+            Backend::Host(_) => "host",
+        }
     }
 
     /// Model name: from the version record, else the manifest, else `unregistered`.
@@ -345,13 +393,13 @@ impl Engine {
 
     /// Runs `rows` rows of raw features (row-major, already validated) through preprocessing
     /// and the model; returns the outputs row-major, `n_outputs` per row.
-    pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, String> {
+    pub fn predict(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, RunError> {
         if x.len() != rows * self.n_features {
-            return Err(format!(
+            return Err(RunError::failed(format!(
                 "{} values for {rows} rows of {} features",
                 x.len(),
                 self.n_features
-            ));
+            )));
         }
         let out = if self.preprocess.is_identity() {
             self.run(x, rows)?
@@ -359,16 +407,36 @@ impl Engine {
             self.run(&self.preprocess.apply(x), rows)?
         };
         if out.len() != rows * self.n_outputs {
-            return Err(format!(
+            return Err(RunError::failed(format!(
                 "the model returned {} values for {rows} rows of {} outputs",
                 out.len(),
                 self.n_outputs
-            ));
+            )));
         }
         Ok(out)
     }
 
-    fn run(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, String> {
+    /// Runs `rows` rows already preprocessed (row-major, `n_features` each) through the
+    /// graph, wherever it runs; returns the outputs row-major. falaj-edge's host path calls
+    /// this on its own engine for what a component hands it through wasi:nn.
+    pub fn run(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, RunError> {
+        match &self.backend {
+            Backend::Local(plan) => self.run_local(plan, x, rows),
+            #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
+            Backend::Host(graph) => {
+                let mut shape = vec![rows];
+                shape.extend_from_slice(&self.item_shape);
+                graph.run(x, &shape)
+            }
+        }
+    }
+
+    fn run_local(
+        &self,
+        plan: &Arc<TypedRunnableModel>,
+        x: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f32>, RunError> {
         let n = self.n_features;
         let mut out = Vec::new();
         let chunk_rows = if self.item_shape.len() > 1 {
@@ -383,19 +451,48 @@ impl Engine {
                 let mut shape = vec![k];
                 shape.extend_from_slice(&self.item_shape);
                 let input = Tensor::from_shape(&shape, chunk)?;
-                let res = self.plan.run(tvec!(input.into()))?;
+                let res = plan.run(tvec!(input.into()))?;
                 let view = res[0].to_plain_array_view::<f32>()?;
                 Ok(view.iter().copied().collect())
             })()
-            .map_err(|e| format!("running the model failed: {e:#}"))?;
+            .map_err(|e| RunError::failed(format!("running the model failed: {e:#}")))?;
             if vals.is_empty() || !vals.len().is_multiple_of(k) {
-                return Err(format!(
+                return Err(RunError::failed(format!(
                     "the model returned {} values for {k} rows",
                     vals.len()
-                ));
+                )));
             }
             out.extend(vals);
         }
         Ok(out)
     }
+}
+
+/// tract's plan for the model: parsed, typed for `[batch, item_shape...]` f32 input, and
+/// optimised. Done once per instance (and once per version in falaj-edge's host path).
+fn plan(
+    bytes: &[u8],
+    manifest: Option<&TrainingManifest>,
+    item_shape: &[usize],
+) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut model = tract_onnx::onnx().model_for_read(&mut &bytes[..])?;
+    // A model with several outputs (a label beside the probabilities): read the one the
+    // manifest names; the others are pruned.
+    if let Some(o) = manifest.and_then(|m| m.output.as_deref()) {
+        model.select_outputs_by_name([o])?;
+    }
+    // Image models get a concrete batch of 1 and run item by item: with a symbolic batch
+    // tract cannot specialise its convolution kernels, and MobileNetV2 runs about 5x slower
+    // (measured: benches/edge.rs, native_tract vs native_tract_batch1).
+    let batch = if item_shape.len() > 1 {
+        1.to_dim()
+    } else {
+        model.symbols.sym("N").to_dim()
+    };
+    let mut dims: TVec<TDim> = tvec![batch];
+    dims.extend(item_shape.iter().map(|d| d.to_dim()));
+    model
+        .with_input_fact(0, f32::fact(dims).into())?
+        .into_optimized()?
+        .into_runnable()
 }

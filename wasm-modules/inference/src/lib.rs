@@ -16,3 +16,5 @@ pub mod preprocess;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+#[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
+mod nn;

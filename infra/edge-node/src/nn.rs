@@ -1,0 +1,454 @@
+//! The host inference path: `wasi:nn` for the inference component, served by native tract.
+//!
+//! A component built with `host-nn` (`falaj-inference-nn.wasm`) asks for its graph by the
+//! artifact's digest (`load-by-name`). A version deployed with `runtime = "host"` gets a
+//! [`HostGraph`]: the very engine the component runs ([`falaj_inference::engine::Engine`]),
+//! loaded natively from the staged directory whose digests the fleet verified against the
+//! signed deployment, and planned once per version. Every other version's instances see no
+//! graph and keep tract in the sandbox. The host never plans bytes a guest hands it: `load`
+//! answers `unsupported-operation`.
+//!
+//! `compute` runs on the node's [`HostPool`]: a fixed set of threads fed by a bounded
+//! queue (a full queue answers at once, and the component says 503 `model_busy`), under the
+//! request deadline (a late run answers `timeout`, 504 `deadline_exceeded`). Inputs and
+//! outputs are bounded by the instance's memory cap; tract runs the rows in chunks, as in the
+//! sandbox.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use falaj_inference::engine::Engine;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wasm-modules/inference/wit/wasi-nn.wit",
+        world: "ml",
+        imports: {
+            "wasi:nn/inference.[method]graph-execution-context.compute": async | trappable,
+            default: trappable,
+        },
+        require_store_data_send: true,
+        with: {
+            "wasi:nn/graph.graph": super::GraphRes,
+            "wasi:nn/tensor.tensor": super::TensorRes,
+            "wasi:nn/inference.graph-execution-context": super::ContextRes,
+            "wasi:nn/errors.error": super::ErrorRes,
+        },
+    });
+}
+
+use bindings::wasi::nn::errors::{self, ErrorCode};
+use bindings::wasi::nn::graph::{self, ExecutionTarget, GraphBuilder, GraphEncoding};
+use bindings::wasi::nn::inference::{self, NamedTensor};
+use bindings::wasi::nn::tensor::{self, TensorData, TensorDimensions, TensorType};
+
+/// A version's graph, held by the host: the engine, and the name components ask for.
+#[derive(Clone)]
+pub struct HostGraph {
+    /// `sha256:<hex>` of the artifact (the name for `load-by-name`).
+    pub digest: String,
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for HostGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostGraph")
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl HostGraph {
+    /// Loads and plans the staged version in `dir` natively: the same reading, digest checks
+    /// against `version.json` and planning the component does. Seconds for a CNN; run it off
+    /// the async threads.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let engine = Engine::load(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(v) = &engine.version else {
+            bail!(
+                "{} has no version.json; the host path runs only staged, verified versions",
+                dir.display()
+            );
+        };
+        Ok(Self {
+            digest: v.digest.clone(),
+            engine: Arc::new(engine),
+        })
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run host inference, with a bounded queue in front of them.
+pub struct HostPool {
+    tx: Mutex<Option<SyncSender<Job>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    size: usize,
+    queue: usize,
+}
+
+impl HostPool {
+    /// `threads` workers (at least one) and room for `queue` waiting runs.
+    pub fn new(threads: usize, queue: usize) -> Result<Self> {
+        let size = threads.max(1);
+        let (tx, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..size)
+            .map(|i| {
+                let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("falaj-nn-{i}"))
+                    .spawn(move || {
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(r) => r.recv(),
+                                Err(_) => return,
+                            };
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    })
+                    .context("starting a host inference thread")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            threads,
+            size,
+            queue,
+        })
+    }
+
+    /// Queues `job`, or says the queue is full.
+    fn submit(&self, job: Job) -> std::result::Result<(), String> {
+        let tx = self.tx.lock().map_err(|_| "host pool poisoned".to_string())?;
+        let Some(tx) = tx.as_ref() else {
+            return Err("the host pool is shut down".into());
+        };
+        match tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(format!(
+                "{} host inference threads busy and {} runs queued",
+                self.size, self.queue
+            )),
+            Err(TrySendError::Disconnected(_)) => Err("the host pool is shut down".into()),
+        }
+    }
+}
+
+impl Drop for HostPool {
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The wasi:nn state of one instance.
+pub struct NnCtx {
+    graphs: HashMap<String, Arc<Engine>>,
+    pool: Arc<HostPool>,
+    deadline: Duration,
+    max_bytes: usize,
+}
+
+impl NnCtx {
+    /// An instance that may load `graph` (none: every `load-by-name` is `not-found`, and the
+    /// component keeps tract in the sandbox).
+    pub fn new(
+        graph: Option<&HostGraph>,
+        pool: Arc<HostPool>,
+        deadline: Duration,
+        max_bytes: usize,
+    ) -> Self {
+        Self {
+            graphs: graph
+                .map(|g| (g.digest.clone(), g.engine.clone()))
+                .into_iter()
+                .collect(),
+            pool,
+            deadline,
+            max_bytes,
+        }
+    }
+}
+
+/// A loaded graph (guest handle).
+pub struct GraphRes(Arc<Engine>);
+/// An execution context (guest handle).
+pub struct ContextRes(Arc<Engine>);
+/// A tensor (guest handle).
+pub struct TensorRes {
+    dims: Vec<u32>,
+    ty: TensorType,
+    data: Vec<u8>,
+}
+/// An error (guest handle).
+pub struct ErrorRes {
+    code: ErrorCode,
+    data: String,
+}
+
+/// What the bindings' host traits are implemented on.
+pub struct NnView<'a> {
+    ctx: &'a mut NnCtx,
+    table: &'a mut ResourceTable,
+}
+
+impl<'a> NnView<'a> {
+    /// The view of one instance's state.
+    pub fn new(ctx: &'a mut NnCtx, table: &'a mut ResourceTable) -> Self {
+        Self { ctx, table }
+    }
+
+    fn error<T>(
+        &mut self,
+        code: ErrorCode,
+        data: impl Into<String>,
+    ) -> wasmtime::Result<std::result::Result<T, Resource<ErrorRes>>> {
+        let e = self.table.push(ErrorRes {
+            code,
+            data: data.into(),
+        })?;
+        Ok(Err(e))
+    }
+}
+
+struct HasNn;
+
+impl HasData for HasNn {
+    type Data<'a> = NnView<'a>;
+}
+
+/// Adds wasi:nn to `linker`; `view` finds an instance's [`NnCtx`] and resource table.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    view: fn(&mut T) -> NnView<'_>,
+) -> Result<()> {
+    graph::add_to_linker::<T, HasNn>(linker, view)?;
+    tensor::add_to_linker::<T, HasNn>(linker, view)?;
+    inference::add_to_linker::<T, HasNn>(linker, view)?;
+    errors::add_to_linker::<T, HasNn>(linker, view)?;
+    Ok(())
+}
+
+impl graph::Host for NnView<'_> {
+    fn load(
+        &mut self,
+        _builder: Vec<GraphBuilder>,
+        _encoding: GraphEncoding,
+        _target: ExecutionTarget,
+    ) -> wasmtime::Result<std::result::Result<Resource<GraphRes>, Resource<ErrorRes>>> {
+        self.error(
+            ErrorCode::UnsupportedOperation,
+            "falaj-edge runs only graphs it verified from a signed deployment: use load-by-name \
+             with the artifact's digest",
+        )
+    }
+
+    fn load_by_name(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<std::result::Result<Resource<GraphRes>, Resource<ErrorRes>>> {
+        match self.ctx.graphs.get(&name) {
+            Some(e) => Ok(Ok(self.table.push(GraphRes(e.clone()))?)),
+            None => self.error(
+                ErrorCode::NotFound,
+                format!("no host graph named {name:?}: this version runs in the sandbox"),
+            ),
+        }
+    }
+}
+
+impl graph::HostGraph for NnView<'_> {
+    fn init_execution_context(
+        &mut self,
+        graph: Resource<GraphRes>,
+    ) -> wasmtime::Result<std::result::Result<Resource<ContextRes>, Resource<ErrorRes>>> {
+        let engine = self.table.get(&graph)?.0.clone();
+        Ok(Ok(self.table.push(ContextRes(engine))?))
+    }
+
+    fn drop(&mut self, graph: Resource<GraphRes>) -> wasmtime::Result<()> {
+        self.table.delete(graph)?;
+        Ok(())
+    }
+}
+
+impl tensor::Host for NnView<'_> {}
+
+impl tensor::HostTensor for NnView<'_> {
+    fn new(
+        &mut self,
+        dims: TensorDimensions,
+        ty: TensorType,
+        data: TensorData,
+    ) -> wasmtime::Result<Resource<TensorRes>> {
+        Ok(self.table.push(TensorRes { dims, ty, data })?)
+    }
+
+    fn dimensions(&mut self, t: Resource<TensorRes>) -> wasmtime::Result<TensorDimensions> {
+        Ok(self.table.get(&t)?.dims.clone())
+    }
+
+    fn ty(&mut self, t: Resource<TensorRes>) -> wasmtime::Result<TensorType> {
+        Ok(self.table.get(&t)?.ty)
+    }
+
+    fn data(&mut self, t: Resource<TensorRes>) -> wasmtime::Result<TensorData> {
+        Ok(self.table.get(&t)?.data.clone())
+    }
+
+    fn drop(&mut self, t: Resource<TensorRes>) -> wasmtime::Result<()> {
+        self.table.delete(t)?;
+        Ok(())
+    }
+}
+
+impl errors::Host for NnView<'_> {}
+
+impl errors::HostError for NnView<'_> {
+    fn code(&mut self, e: Resource<ErrorRes>) -> wasmtime::Result<ErrorCode> {
+        Ok(self.table.get(&e)?.code)
+    }
+
+    fn data(&mut self, e: Resource<ErrorRes>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&e)?.data.clone())
+    }
+
+    fn drop(&mut self, e: Resource<ErrorRes>) -> wasmtime::Result<()> {
+        self.table.delete(e)?;
+        Ok(())
+    }
+}
+
+/// Checks one input tensor against the graph and returns its rows and values.
+fn input(engine: &Engine, t: &TensorRes, max_bytes: usize) -> std::result::Result<(usize, Vec<f32>), (ErrorCode, String)> {
+    let bad = |m: String| (ErrorCode::InvalidArgument, m);
+    if t.ty != TensorType::Fp32 {
+        return Err(bad(format!("the input is {:?}; the graph takes FP32", t.ty)));
+    }
+    let (rows, item) = t
+        .dims
+        .split_first()
+        .ok_or_else(|| bad("the input tensor has no dimensions".into()))?;
+    let item: Vec<usize> = item.iter().map(|&d| d as usize).collect();
+    if item != engine.item_shape || *rows == 0 {
+        return Err(bad(format!(
+            "the input is shaped {:?}; the graph takes [rows >= 1, {:?}]",
+            t.dims, engine.item_shape
+        )));
+    }
+    let rows = *rows as usize;
+    let want = rows
+        .checked_mul(engine.n_features)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| bad("the input tensor's size overflows".into()))?;
+    if t.data.len() != want {
+        return Err(bad(format!(
+            "the input holds {} bytes; {rows} rows of {} f32 take {want}",
+            t.data.len(),
+            engine.n_features
+        )));
+    }
+    let out_bytes = rows.saturating_mul(engine.n_outputs).saturating_mul(4);
+    if want > max_bytes || out_bytes > max_bytes {
+        return Err((
+            ErrorCode::TooLarge,
+            format!("{rows} rows exceed the instance's {max_bytes}-byte memory cap"),
+        ));
+    }
+    let x = t
+        .data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((rows, x))
+}
+
+impl inference::Host for NnView<'_> {}
+
+impl inference::HostGraphExecutionContext for NnView<'_> {
+    async fn compute(
+        &mut self,
+        ctx: Resource<ContextRes>,
+        inputs: Vec<NamedTensor>,
+    ) -> wasmtime::Result<std::result::Result<Vec<NamedTensor>, Resource<ErrorRes>>> {
+        let engine = self.table.get(&ctx)?.0.clone();
+        let mut tensors = Vec::with_capacity(inputs.len());
+        for (name, t) in inputs {
+            tensors.push((name, self.table.delete(t)?));
+        }
+        if tensors.len() != 1 {
+            return self.error(
+                ErrorCode::InvalidArgument,
+                format!("the graph takes one input; {} given", tensors.len()),
+            );
+        }
+        let (rows, x) = match input(&engine, &tensors[0].1, self.ctx.max_bytes) {
+            Ok(v) => v,
+            Err((code, m)) => return self.error(code, m),
+        };
+        drop(tensors);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let run = engine.clone();
+        let job: Job = Box::new(move || {
+            let out = std::panic::catch_unwind(AssertUnwindSafe(|| run.run(&x, rows)))
+                .unwrap_or_else(|_| {
+                    Err(falaj_inference::engine::RunError::new(
+                        500,
+                        "inference_failed",
+                        "tract panicked running the model",
+                    ))
+                });
+            let _ = tx.send(out);
+        });
+        if let Err(busy) = self.ctx.pool.submit(job) {
+            // `unknown` is falaj's "busy": the component answers 503 model_busy.
+            return self.error(ErrorCode::Unknown, busy);
+        }
+        let out = match tokio::time::timeout(self.ctx.deadline, rx).await {
+            Err(_) => {
+                return self.error(
+                    ErrorCode::Timeout,
+                    format!("the host did not finish within {:?}", self.ctx.deadline),
+                );
+            }
+            Ok(Err(_)) => return self.error(ErrorCode::RuntimeError, "the host run was lost"),
+            Ok(Ok(Err(e))) => return self.error(ErrorCode::RuntimeError, e.message),
+            Ok(Ok(Ok(out))) => out,
+        };
+        let mut data = Vec::with_capacity(out.len() * 4);
+        for v in &out {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        let t = self.table.push(TensorRes {
+            dims: vec![rows as u32, engine.n_outputs as u32],
+            ty: TensorType::Fp32,
+            data,
+        })?;
+        let name = engine
+            .summary
+            .signature
+            .outputs
+            .first()
+            .map_or_else(|| "output".to_string(), |o| o.name.clone());
+        Ok(Ok(vec![(name, t)]))
+    }
+
+    fn drop(&mut self, ctx: Resource<ContextRes>) -> wasmtime::Result<()> {
+        self.table.delete(ctx)?;
+        Ok(())
+    }
+}
