@@ -333,7 +333,9 @@ pub async fn admit(
     // The host runtime only where the policy the evidence was gated under allows it (a
     // hand-edited policy has another digest, and its evidence is stale above).
     if runtime == falaj_core::deployment::Runtime::Host
-        && !policy.as_ref().is_some_and(|p| p.policy.edge.allow_host_runtime)
+        && !policy
+            .as_ref()
+            .is_some_and(|p| p.policy.edge.allow_host_runtime)
     {
         let why = Refusal::HostRuntime {
             subject: subject.clone(),

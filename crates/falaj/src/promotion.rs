@@ -303,9 +303,15 @@ pub struct Promoted {
 pub async fn promote(reg: &Registry, key: &DeployKey, req: Promotion) -> Result<Promoted> {
     let subject = format!("{}@{}", req.model, req.version);
     let env = req.to.env();
-    let admitted =
-        crate::gatekeeper::admit(reg, &req.model, req.version, req.to, &req.actor, req.runtime)
-            .await?;
+    let admitted = crate::gatekeeper::admit(
+        reg,
+        &req.model,
+        req.version,
+        req.to,
+        &req.actor,
+        req.runtime,
+    )
+    .await?;
     let repaired = deploy::repair(reg, key, &req.model, env, &req.actor).await?;
     let v = reg.version(&req.model, req.version).await?;
     let have = admitted.approvals;

@@ -481,3 +481,73 @@ async fn signing_keys_are_created_once_and_reloaded() {
     let err = DeployKey::load_or_create(&path).unwrap_err();
     assert!(err.to_string().contains("64 hex digits"), "{err}");
 }
+
+#[tokio::test]
+async fn the_host_runtime_is_signed_only_where_the_version_policy_allows_it() {
+    use falaj_core::deployment::Runtime;
+    let (e, f) = setup().await;
+    let v = validated(&e, &f).await;
+    let k = key();
+    let host = |to| Promotion {
+        runtime: Runtime::Host,
+        ..promo(v, to, "mel")
+    };
+    // The policy says nothing of the host: refused, audited, nothing signed.
+    let err = promotion::promote(&e.reg, &k, host(Stage::Staging))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PromotionError::Refused(Refusal::HostRuntime { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("allow_host_runtime"), "{err}");
+    assert_eq!(actions(&e).await.last().unwrap().1, "refused");
+    assert!(e.reg.alias(MODEL, "staging").await.unwrap().is_none());
+
+    // A policy that allows it, attached and gated again: the signed slot asks for the host.
+    attach_policy(
+        &e.reg,
+        MODEL,
+        "[metrics]\naccuracy = { min = 0.9 }\n[edge]\nallow_host_runtime = true\n",
+    )
+    .await;
+    let r = gates::validate(
+        &e.reg,
+        Validation {
+            model: MODEL.into(),
+            version: v,
+            holdout: Holdout::Path(dataset("breast_cancer.csv")),
+            policy: None,
+            actor: "sam".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.passed);
+    let p = promotion::promote(&e.reg, &k, host(Stage::Staging))
+        .await
+        .unwrap();
+    assert_eq!(p.deployment.champion.runtime, Runtime::Host);
+    let bytes = e
+        .reg
+        .store()
+        .get(&deploy::deployment_key("staging", MODEL))
+        .await
+        .unwrap()
+        .unwrap()
+        .bytes;
+    let public = deploy::trusted_key(&e.reg).await.unwrap().unwrap();
+    let signed = dep::verify(&bytes, &public).unwrap();
+    assert_eq!(
+        signed.champion.runtime,
+        Runtime::Host,
+        "inside the signature"
+    );
+
+    // A sandbox promotion of the same version to production stays in the sandbox.
+    approve_both(&e, v).await;
+    let p = promotion::promote(&e.reg, &k, promo(v, Stage::Production, "mel"))
+        .await
+        .unwrap();
+    assert_eq!(p.deployment.champion.runtime, Runtime::Sandbox);
+}

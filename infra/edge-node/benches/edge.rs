@@ -136,18 +136,31 @@ impl Drop for Node {
     }
 }
 
-fn start_node(store: &str, cache: &Path, key: &DeployKey, extra: &[&str]) -> Node {
+/// The plain component, or its wasi:nn build (`-nn.wasm` beside it).
+fn component(nn: bool) -> PathBuf {
     // FALAJ_INFERENCE_WASM: another build of the component (e.g. with other target features).
-    let component = std::env::var_os("FALAJ_INFERENCE_WASM")
+    let plain = std::env::var_os("FALAJ_INFERENCE_WASM")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/wasm/falaj-inference.wasm"));
+    if nn {
+        let stem = plain.file_stem().unwrap().to_string_lossy().into_owned();
+        plain.with_file_name(format!("{stem}-nn.wasm"))
+    } else {
+        plain
+    }
+}
+
+/// A node of `env` (`prod`: the sandbox deployments; `staging`: the same versions signed
+/// with `runtime = "host"`, served by the wasi:nn build).
+fn start_node(store: &str, cache: &Path, key: &DeployKey, env: &str, extra: &[&str]) -> Node {
+    let component = component(env == "staging");
     assert!(
         component.exists(),
         "{} is missing: build the component first (scripts/wasm-component.sh)",
         component.display()
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_falaj-edge"))
-        .args(["--store", store, "--env", "prod", "--listen", "127.0.0.1:0"])
+        .args(["--store", store, "--env", env, "--listen", "127.0.0.1:0"])
         .arg("--cache")
         .arg(cache)
         .arg("--code-cache")
@@ -269,6 +282,19 @@ async fn deploy(
         challenger_mode: Default::default(),
         split_key: None,
     };
+    // The host path's node serves staging: the same version, signed for the host.
+    let mut on_host = manifest.clone();
+    on_host.env = "staging".into();
+    on_host.champion.runtime = falaj_core::deployment::Runtime::Host;
+    let k = StoreKey::new(format!("deployments/staging/{}.json", m.name)).unwrap();
+    store
+        .put(
+            &k,
+            Bytes::from(serde_json::to_vec(&key.sign(&on_host)).unwrap()),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
     let k = StoreKey::new(format!("deployments/prod/{}.json", m.name)).unwrap();
     let t0 = Instant::now();
     store
@@ -498,18 +524,22 @@ async fn main() {
     let reg = Registry::new(store.clone());
     let key = DeployKey::from_seed([3; 32]);
     falaj::deploy::publish_key(&reg, &key).await.unwrap();
-    let node = start_node(&uri, &work.path().join("cache"), &key, &[]);
+    let node = start_node(&uri, &work.path().join("cache"), &key, "prod", &[]);
     let fresh = start_node(
         &uri,
         &work.path().join("cache-fresh"),
         &key,
+        "prod",
         &["--instance-reuse", "1"],
     );
+    // The host inference path: the wasi:nn build, serving the versions signed for the host.
+    let host = start_node(&uri, &work.path().join("cache-host"), &key, "staging", &[]);
     // The same node without micro-batching: the open-loop baseline.
     let unbatched = start_node(
         &uri,
         &work.path().join("cache-unbatched"),
         &key,
+        "prod",
         &["--batch-window-us", "0"],
     );
     println!(
@@ -539,6 +569,8 @@ async fn main() {
         };
         let lat = http_latency(&node, &m.name, ct, &body, budget);
         let (h50, h99, i50, i99, hn) = (lat.p50, lat.p99, lat.infer_p50, lat.infer_p99, lat.n);
+        let _ = deploy_fresh(&host, &m.name);
+        let on_host = http_latency(&host, &m.name, ct, &body, budget);
         let ort50 = o["p50_ms"].as_f64().unwrap();
         // The component runs image models at a concrete batch of 1 (tabular ones with a
         // symbolic batch): compare with native tract planned the same way.
@@ -565,6 +597,14 @@ async fn main() {
                 "component_call_outside_inference": lat.host_p50 - i50,
                 "outside_the_component_call": h50 - lat.host_p50,
             },
+            // The same component with its graph in the node's native tract (wasi:nn): its
+            // inference time includes handing the tensors over and the worker thread.
+            "host_path": {
+                "edge_http": {"p50_ms": on_host.p50, "p99_ms": on_host.p99, "n": on_host.n},
+                "component_infer": {"p50_ms": on_host.infer_p50, "p99_ms": on_host.infer_p99},
+                "ratio_infer_vs_native": on_host.infer_p50 / native_same,
+                "ratio_edge_http_vs_sandbox": on_host.p50 / h50,
+            },
             "ratio_component_infer_vs_native": i50 / native_same,
             "ratio_edge_http_vs_native": h50 / native_same,
             "ratio_component_infer_vs_onnxruntime": i50 / ort50,
@@ -582,7 +622,8 @@ async fn main() {
             let _ = deploy_fresh(&unbatched, &m.name);
             let mut loads = Vec::new();
             for (r, conns) in [(rate, 8), (rate * 5.0, 32)] {
-                for (batching, n) in [("on", &node), ("off", &unbatched)] {
+                for (batching, n) in [("on", &node), ("off", &unbatched), ("on, host path", &host)]
+                {
                     let secs = budget.as_secs_f64().max(5.0);
                     let (sent, l50, l99, errors) = open_loop(n, &m.name, &body, r, secs, conns);
                     eprintln!(
@@ -607,6 +648,15 @@ async fn main() {
             lat.host_p50,
             ort50,
             deploy_ms
+        );
+        eprintln!(
+            "{:<14} host path: component infer p50 {:>8.3} ({:.2}x native) | edge HTTP p50 {:>8.3} p99 {:>8.3} ({:.2}x the sandbox's p50)",
+            m.name,
+            on_host.infer_p50,
+            on_host.infer_p50 / native_same,
+            on_host.p50,
+            on_host.p99,
+            on_host.p50 / h50
         );
     }
 }

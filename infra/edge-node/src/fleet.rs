@@ -499,7 +499,12 @@ impl Fleet {
         let graph = tokio::task::spawn_blocking(move || crate::nn::HostGraph::load(&dir))
             .await
             .context("the host graph loader stopped")?
-            .map_err(|e| Refused(format!("version {} cannot load in the host: {e:#}", slot.version)))?;
+            .map_err(|e| {
+                Refused(format!(
+                    "version {} cannot load in the host: {e:#}",
+                    slot.version
+                ))
+            })?;
         Ok(Some(graph))
     }
 

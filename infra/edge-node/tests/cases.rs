@@ -2,7 +2,9 @@
 //! compiled for the host, and the real component under `wasmtime serve`. Each answer to
 //! `POST /predict` must equal what onnxruntime computed (`scripts/make-model-cases.py`) within
 //! the one tolerance `cases.json` states; the gates run the same cases
-//! (`crates/gates/tests/cases.rs`), so a model is gated on what it is served.
+//! (`crates/gates/tests/cases.rs`), so a model is gated on what it is served. The wasi:nn
+//! build of the component runs each case twice in falaj-edge's own runtime: its graph in
+//! the host's native tract (the host path) and in the sandbox.
 
 mod component_support;
 
@@ -194,6 +196,91 @@ fn every_case_is_served_natively_as_onnxruntime_computes_it() {
             let r = inst.handle("POST", "/predict", Some("image/jpeg"), jpg);
             check_jpeg(case, r.status, &r.body, "component API (native)");
         }
+    }
+}
+
+/// One case through a falaj-edge runtime: every body the case has, each answer checked
+/// against onnxruntime, and `x-falaj-runtime` saying where the graph ran.
+async fn check_runtime(
+    case: &Case,
+    rt: &falaj_edge::runtime::ModelRuntime,
+    tol: f32,
+    runs_in: &str,
+) {
+    let runner = format!("falaj-edge, graph in the {runs_in}");
+    let call = |ct: &'static str, body: Vec<u8>| {
+        rt.call(http::Method::POST, "/predict", Some(ct), body.into())
+    };
+    let a = call("application/json", serde_json::to_vec(&body(case)).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{}: {runner}: {e}", case.name));
+    assert_eq!(
+        a.status,
+        200,
+        "{}: {runner}: {}",
+        case.name,
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(
+        a.headers["x-falaj-runtime"], runs_in,
+        "{}: where the graph ran",
+        case.name
+    );
+    check(
+        case,
+        &outputs(&serde_json::from_slice(&a.body).unwrap()),
+        tol,
+        &runner,
+    );
+    if let Some((png, _)) = &case.image {
+        let a = call("image/png", png.clone()).await.unwrap();
+        check_image(case, a.status.as_u16(), &a.body, tol, &runner);
+    }
+    if let Some((jpg, _)) = &case.jpeg {
+        let a = call("image/jpeg", jpg.clone()).await.unwrap();
+        check_jpeg(case, a.status.as_u16(), &a.body, &runner);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_is_served_by_the_host_path_as_in_the_sandbox_and_onnxruntime() {
+    use falaj_edge::nn::HostGraph;
+    use falaj_edge::runtime::{EdgeEngine, Limits};
+
+    let (tol, cases) = cases("cases-host");
+    let engine = EdgeEngine::new(Limits::default()).unwrap();
+    let code = TempDir::new("cases-host-code");
+    let nn = engine.load_component(&component_nn(), &code.0).unwrap();
+    assert!(
+        engine.imports_nn(&nn.component),
+        "the -nn build imports wasi:nn"
+    );
+    let plain = engine.load_component(&component(), &code.0).unwrap();
+    assert!(
+        !engine.imports_nn(&plain.component),
+        "the plain build does not"
+    );
+    for (case, _tmp) in &cases {
+        // As the fleet stages a version: the record beside the artifact it verified.
+        let onnx = std::fs::read(case.dir.join("model.onnx")).unwrap();
+        let digest = falaj_inference::engine::sha256(&onnx);
+        let manifest = read_json(&case.dir.join("manifest.json"));
+        let model = manifest["model"].as_str().unwrap_or("case");
+        write_version(&case.dir, model, 1, &onnx, None, &digest);
+        let graph = HostGraph::load(&case.dir).unwrap();
+        assert_eq!(graph.digest, digest);
+        let host = engine
+            .runtime(&nn.component, &case.dir, Some(graph.clone()))
+            .unwrap();
+        check_runtime(case, &host, tol, "host").await;
+        // No graph offered: the same component keeps tract in the sandbox.
+        let sandbox = engine.runtime(&nn.component, &case.dir, None).unwrap();
+        check_runtime(case, &sandbox, tol, "sandbox").await;
+        // The plain build takes no graph even when one is offered.
+        let plain = engine
+            .runtime(&plain.component, &case.dir, Some(graph))
+            .unwrap();
+        check_runtime(case, &plain, tol, "sandbox").await;
     }
 }
 

@@ -865,3 +865,53 @@ async fn concurrent_predictions_are_batched_and_each_gets_its_own_answer() {
     assert!(r.header("x-falaj-batch").is_none());
     assert_close(&outputs(&r), &expected(1, &[2.0, 1.0, 0.0]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_runtime_slot_runs_in_the_host_and_a_plain_slot_in_the_sandbox() {
+    use falaj_core::deployment::Runtime;
+    let w = World::new().await;
+    let v1 = w.register(1).await;
+    let v2 = w.register(2).await;
+    let nn = component_nn();
+    let edge = Edge::start(
+        &w.uri(),
+        &w.dir.path().join("cache-nn"),
+        &hex::encode(w.key.public().as_bytes()),
+        &["--component", nn.to_str().unwrap(), "--host-threads", "2"],
+        &[],
+    );
+    // The champion is signed for the host, the 50% challenger is not.
+    let mut m = World::manifest(1, &v1, Some((&v2, 50)));
+    m.champion.runtime = Runtime::Host;
+    w.deploy(&m).await;
+    edge.wait_generation(1);
+    let x = [1.0f32, -2.0, 0.5];
+    let mut seen = (0, 0);
+    for i in 0..40 {
+        let r = edge.predict(&x, Some(&format!("user-{i}")));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        match r.header("x-falaj-slot") {
+            Some("champion") => {
+                assert_eq!(r.header("x-falaj-runtime"), Some("host"));
+                assert_close(&outputs(&r), &expected(1, &x));
+                seen.0 += 1;
+            }
+            _ => {
+                assert_eq!(r.header("x-falaj-runtime"), Some("sandbox"));
+                assert_close(&outputs(&r), &expected(2, &x));
+                seen.1 += 1;
+            }
+        }
+    }
+    assert!(seen.0 > 0 && seen.1 > 0, "both slots answered: {seen:?}");
+
+    // The next generation signs the champion without the flag: back in the sandbox.
+    let m = World::manifest(2, &v1, None);
+    w.deploy(&m).await;
+    edge.wait_generation(2);
+    let r = edge.predict(&x, None);
+    assert_eq!(r.header("x-falaj-runtime"), Some("sandbox"));
+    assert_close(&outputs(&r), &expected(1, &x));
+    let meta = edge.get(&format!("/v1/models/{MODEL}/metadata")).json();
+    assert_eq!(meta["runtime"]["where"], "sandbox", "{meta}");
+}

@@ -90,7 +90,7 @@ variable "fleet" {
 }
 
 variable "edge_binary" {
-  description = "The falaj-edge binary and the inference component (falaj-inference.wasm), each stored in the registry as a content-addressed blob (blobs/sha256/<sha256>): nodes download them with their read-only access and refuse either if its digest differs."
+  description = "The falaj-edge binary and the inference component (falaj-inference-nn.wasm, which can take the host inference path for slots signed runtime = host; the plain falaj-inference.wasm serves every version in the sandbox), each stored in the registry as a content-addressed blob (blobs/sha256/<sha256>): nodes download them with their read-only access and refuse either if its digest differs."
   type = object({
     sha256           = string
     component_sha256 = string

@@ -292,7 +292,11 @@ impl Engine {
         // artifact (named by the digest the host verified and wrote into version.json).
         #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
         let host = version.as_ref().and_then(|v| {
-            let input = summary.signature.inputs.first().map_or("", |i| i.name.as_str());
+            let input = summary
+                .signature
+                .inputs
+                .first()
+                .map_or("", |i| i.name.as_str());
             crate::nn::HostGraph::open(&v.digest, input)
         });
         #[cfg(not(all(target_arch = "wasm32", feature = "host-nn")))]

@@ -49,11 +49,9 @@ impl HostGraph {
     /// Runs `x`, shaped `shape` (batch first), in the host; returns the output values.
     pub fn run(&self, x: &[f32], shape: &[usize]) -> Result<Vec<f32>, RunError> {
         let dims: Vec<u32> = shape.iter().map(|&d| d as u32).collect();
-        let mut bytes = Vec::with_capacity(x.len() * 4);
-        for v in x {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        let tensor = Tensor::new(&dims, TensorType::Fp32, &bytes);
+        // SAFETY: any f32 memory may be read as bytes; wasm32 is little-endian, the wire order.
+        let bytes = unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), x.len() * 4) };
+        let tensor = Tensor::new(&dims, TensorType::Fp32, bytes);
         let outputs = self
             .ctx
             .compute(vec![(self.input.clone(), tensor)])

@@ -89,7 +89,9 @@ pub(crate) async fn run(cli: &Cli, out: &Out) -> Result<(), Failure> {
                     to: parse_stage(to)?,
                     canary: *canary,
                     blue_green: *blue_green,
-                    runtime: runtime.parse().map_err(|e: String| fail("invalid_name", 2, e))?,
+                    runtime: runtime
+                        .parse()
+                        .map_err(|e: String| fail("invalid_name", 2, e))?,
                     expect,
                     actor: me.clone(),
                 },

@@ -68,6 +68,26 @@ pub fn component() -> PathBuf {
     p
 }
 
+/// The wasi:nn build of the component (`falaj-inference-nn.wasm`), built beside the plain
+/// one by scripts/wasm-component.sh: `FALAJ_INFERENCE_NN_WASM`, else next to [`component`].
+pub fn component_nn() -> PathBuf {
+    let p = std::env::var_os("FALAJ_INFERENCE_NN_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let plain = component();
+            plain.with_file_name(format!(
+                "{}-nn.wasm",
+                plain.file_stem().unwrap().to_string_lossy()
+            ))
+        });
+    assert!(
+        p.is_file(),
+        "no wasi:nn component at {}: build it with scripts/wasm-component.sh",
+        p.display()
+    );
+    p
+}
+
 /// Trains the breast-cancer MLP with this workspace's `falaj-train` (3 epochs, no upload)
 /// into `out` (`model.onnx`, `manifest.json`). The binary is looked up next to the test's
 /// own directory (`target/<profile>/`), where `cargo build --workspace --bins` puts it.

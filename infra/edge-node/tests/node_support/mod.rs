@@ -23,6 +23,21 @@ pub fn component() -> PathBuf {
     path
 }
 
+/// The wasi:nn build beside [`component`] (`falaj-inference-nn.wasm`).
+pub fn component_nn() -> PathBuf {
+    let plain = component();
+    let path = plain.with_file_name(format!(
+        "{}-nn.wasm",
+        plain.file_stem().unwrap().to_string_lossy()
+    ));
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/wasm-component.sh builds it beside the plain component",
+        path.display()
+    );
+    path
+}
+
 /// One compiled-component cache for every node the tests start: cranelift compiles the
 /// component once for the whole suite, not once per test.
 pub fn code_cache() -> PathBuf {
@@ -48,7 +63,8 @@ pub fn code_cache() -> PathBuf {
 
 impl Edge {
     /// Starts `falaj-edge` for `production` on `store`, trusting `trust_key` (hex), staging
-    /// under `cache`, with `extra_args` and `extra_env`; waits for its first line.
+    /// under `cache`, with `extra_args` and `extra_env`; waits for its first line. The
+    /// component is [`component`] unless `extra_args` names one with `--component`.
     pub fn start(
         store: &str,
         cache: &Path,
@@ -57,12 +73,13 @@ impl Edge {
         extra_env: &[(&str, &str)],
     ) -> Edge {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_falaj-edge"));
+        if !extra_args.contains(&"--component") {
+            cmd.arg("--component").arg(component());
+        }
         cmd.args(["--store", store, "--env", "production"])
             .args(["--listen", "127.0.0.1:0", "--node", "edge-test-1"])
             .arg("--cache")
             .arg(cache)
-            .arg("--component")
-            .arg(component())
             .arg("--code-cache")
             .arg(code_cache())
             .args(["--trust-key", trust_key])
