@@ -732,6 +732,18 @@ async fn rejected_requests_get_the_right_status_and_write_nothing() {
             vec!["unknown field `cannary`"],
         ),
         (
+            "not a runtime",
+            bearer(
+                "POST",
+                "/v1/models/bc/versions/1/promote",
+                r#"{"to":"production","runtime":"gpu"}"#,
+                "mel",
+            ),
+            400,
+            "invalid_body",
+            vec!["unknown variant `gpu`", "sandbox", "host"],
+        ),
+        (
             "a missing field",
             bearer(
                 "POST",

@@ -347,14 +347,14 @@ fn input(n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Native tract, same optimisation as the component: returns (load ms, p50, p99, n).
+/// Native tract, same optimisation as the component: returns (load ms, p50, p99, n, mean).
 /// `fixed_batch`: a concrete batch of 1 instead of the symbolic `N`.
 fn native(
     m: &Model,
     shape: &[usize],
     budget: Duration,
     fixed_batch: bool,
-) -> (f64, f64, f64, usize) {
+) -> (f64, f64, f64, usize, f64) {
     let t0 = Instant::now();
     let model = tract_onnx::onnx()
         .model_for_read(&mut &m.bytes[..])
@@ -388,8 +388,9 @@ fn native(
         plan.run(tvec!(x.clone().into())).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
     let s = sorted(times);
-    (load, pct(&s, 0.5), pct(&s, 0.99), s.len())
+    (load, pct(&s, 0.5), pct(&s, 0.99), s.len(), mean)
 }
 
 fn ort(m: &Model, shape: &[usize], n: usize) -> Value {
@@ -551,8 +552,9 @@ async fn main() {
         let shape = item_shape(&node, &m.name);
         let n: usize = shape.iter().product();
         let x = input(n);
-        let (native_load, native_p50, native_p99, native_n) = native(&m, &shape, budget, false);
-        let (_, fixed_p50, fixed_p99, _) = native(&m, &shape, budget, true);
+        let (native_load, native_p50, native_p99, native_n, native_mean) =
+            native(&m, &shape, budget, false);
+        let (_, fixed_p50, fixed_p99, _, fixed_mean) = native(&m, &shape, budget, true);
         let ort_n =
             ((budget.as_secs_f64() * 1000.0 / native_p50.max(0.001)) as usize).clamp(20, 5000);
         let o = ort(&m, &shape, ort_n);
@@ -570,14 +572,23 @@ async fn main() {
         let lat = http_latency(&node, &m.name, ct, &body, budget);
         let (h50, h99, i50, i99, hn) = (lat.p50, lat.p99, lat.infer_p50, lat.infer_p99, lat.n);
         let _ = deploy_fresh(&host, &m.name);
+        let before = host_counters(&host);
         let on_host = http_latency(&host, &m.name, ct, &body, budget);
+        let after = host_counters(&host);
+        // Mean per run, from the node's own counters: tract on the host thread, and the wait
+        // for that thread.
+        let runs = (after.0 - before.0).max(1.0);
+        let (host_run, host_wait) = (
+            (after.1 - before.1) * 1000.0 / runs,
+            (after.2 - before.2) * 1000.0 / runs,
+        );
         let ort50 = o["p50_ms"].as_f64().unwrap();
         // The component runs image models at a concrete batch of 1 (tabular ones with a
         // symbolic batch): compare with native tract planned the same way.
-        let native_same = if shape.len() > 1 {
-            fixed_p50
+        let (native_same, native_same_mean) = if shape.len() > 1 {
+            (fixed_p50, fixed_mean)
         } else {
-            native_p50
+            (native_p50, native_mean)
         };
         let mut figures = json!({
             "model": m.name,
@@ -603,6 +614,8 @@ async fn main() {
                 "edge_http": {"p50_ms": on_host.p50, "p99_ms": on_host.p99, "n": on_host.n},
                 "component_infer": {"p50_ms": on_host.infer_p50, "p99_ms": on_host.infer_p99},
                 "ratio_infer_vs_native": on_host.infer_p50 / native_same,
+                "host_thread_mean_ms": {"run": host_run, "wait": host_wait, "runs": runs},
+                "ratio_host_run_mean_vs_native_mean": host_run / native_same_mean,
                 "ratio_edge_http_vs_sandbox": on_host.p50 / h50,
             },
             "ratio_component_infer_vs_native": i50 / native_same,
@@ -650,15 +663,34 @@ async fn main() {
             deploy_ms
         );
         eprintln!(
-            "{:<14} host path: component infer p50 {:>8.3} ({:.2}x native) | edge HTTP p50 {:>8.3} p99 {:>8.3} ({:.2}x the sandbox's p50)",
+            "{:<14} host path: component infer p50 {:>8.3} ({:.2}x native) | edge HTTP p50 {:>8.3} p99 {:>8.3} ({:.2}x the sandbox's p50) | host thread mean: run {:>8.3} wait {:>6.3}",
             m.name,
             on_host.infer_p50,
             on_host.infer_p50 / native_same,
             on_host.p50,
             on_host.p99,
-            on_host.p50 / h50
+            on_host.p50 / h50,
+            host_run,
+            host_wait
         );
     }
+}
+
+/// The host path's counters from a node's `/metrics`: (runs, seconds in tract, seconds
+/// waiting for a thread).
+fn host_counters(node: &Node) -> (f64, f64, f64) {
+    let mut c = Conn::open(&node.addr);
+    let text = String::from_utf8(c.send("GET", "/metrics", "text/plain", b"").body).unwrap();
+    let read = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    (
+        read("falaj_edge_host_runs_total "),
+        read("falaj_edge_host_run_seconds_total "),
+        read("falaj_edge_host_wait_seconds_total "),
+    )
 }
 
 /// The fresh-instance node pulls the same store; wait until it serves `model`.

@@ -482,6 +482,11 @@ impl Fleet {
     /// The host graph for a slot the signed deployment runs with `runtime = "host"`: the
     /// staged, verified directory loaded and planned natively, once per version. `None` for
     /// the sandbox, and (with a warning) when the node's component cannot import wasi:nn.
+    /// The node's engine.
+    pub fn engine(&self) -> &EdgeEngine {
+        &self.engine
+    }
+
     async fn host_graph(&self, slot: &Slot, dir: &Path) -> Result<Option<crate::nn::HostGraph>> {
         if slot.runtime != falaj_core::deployment::Runtime::Host {
             return Ok(None);

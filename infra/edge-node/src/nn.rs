@@ -17,9 +17,10 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use falaj_inference::engine::Engine;
@@ -91,6 +92,52 @@ pub struct HostPool {
     threads: Vec<std::thread::JoinHandle<()>>,
     size: usize,
     queue: usize,
+    stats: Arc<HostStats>,
+}
+
+/// What the host path did, for `/metrics`: `falaj_edge_host_*`.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    /// Graph runs finished.
+    pub runs: AtomicU64,
+    /// Nanoseconds in tract, all runs together.
+    pub run_nanos: AtomicU64,
+    /// Nanoseconds runs waited between the call and a thread taking them.
+    pub wait_nanos: AtomicU64,
+    /// Calls refused at once because the queue was full.
+    pub busy: AtomicU64,
+    /// Calls that answered `timeout` (the run finished later, or never).
+    pub timeouts: AtomicU64,
+}
+
+impl HostStats {
+    /// Prometheus text for these counters.
+    pub fn render(&self) -> String {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let secs = |a: &AtomicU64| n(a) as f64 / 1e9;
+        format!(
+            "# HELP falaj_edge_host_runs_total Graph runs on the host inference path (wasi:nn, native tract).\n\
+             # TYPE falaj_edge_host_runs_total counter\n\
+             falaj_edge_host_runs_total {}\n\
+             # HELP falaj_edge_host_run_seconds_total Time those runs spent in tract.\n\
+             # TYPE falaj_edge_host_run_seconds_total counter\n\
+             falaj_edge_host_run_seconds_total {}\n\
+             # HELP falaj_edge_host_wait_seconds_total Time those runs waited for a host thread.\n\
+             # TYPE falaj_edge_host_wait_seconds_total counter\n\
+             falaj_edge_host_wait_seconds_total {}\n\
+             # HELP falaj_edge_host_busy_total Host runs refused because every thread was busy and the queue full (503).\n\
+             # TYPE falaj_edge_host_busy_total counter\n\
+             falaj_edge_host_busy_total {}\n\
+             # HELP falaj_edge_host_timeouts_total Host runs not done by the request deadline (504).\n\
+             # TYPE falaj_edge_host_timeouts_total counter\n\
+             falaj_edge_host_timeouts_total {}\n",
+            n(&self.runs),
+            secs(&self.run_nanos),
+            secs(&self.wait_nanos),
+            n(&self.busy),
+            n(&self.timeouts),
+        )
+    }
 }
 
 impl HostPool {
@@ -124,7 +171,13 @@ impl HostPool {
             threads,
             size,
             queue,
+            stats: Arc::new(HostStats::default()),
         })
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> &HostStats {
+        &self.stats
     }
 
     /// Queues `job`, or says the queue is full.
@@ -138,10 +191,13 @@ impl HostPool {
         };
         match tx.try_send(job) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(format!(
-                "{} host inference threads busy and {} runs queued",
-                self.size, self.queue
-            )),
+            Err(TrySendError::Full(_)) => Err({
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                format!(
+                    "{} host inference threads busy and {} runs queued",
+                    self.size, self.queue
+                )
+            }),
             Err(TrySendError::Disconnected(_)) => Err("the host pool is shut down".into()),
         }
     }
@@ -437,15 +493,26 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         drop(tensors);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = engine.clone();
+        let stats = self.ctx.pool.stats.clone();
+        let queued = Instant::now();
         let job: Job = Box::new(move || {
-            let out = std::panic::catch_unwind(AssertUnwindSafe(|| run.run(&x, rows)))
-                .unwrap_or_else(|_| {
-                    Err(falaj_inference::engine::RunError::new(
-                        500,
-                        "inference_failed",
-                        "tract panicked running the model",
-                    ))
-                });
+            let started = Instant::now();
+            let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            stats
+                .wait_nanos
+                .fetch_add(nanos(started - queued), Ordering::Relaxed);
+            let out = std::panic::catch_unwind(AssertUnwindSafe(|| run.run(&x, rows)));
+            stats
+                .run_nanos
+                .fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
+            stats.runs.fetch_add(1, Ordering::Relaxed);
+            let out = out.unwrap_or_else(|_| {
+                Err(falaj_inference::engine::RunError::new(
+                    500,
+                    "inference_failed",
+                    "tract panicked running the model",
+                ))
+            });
             let _ = tx.send(out);
         });
         if let Err(busy) = self.ctx.pool.submit(job) {
@@ -454,6 +521,7 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         }
         let out = match tokio::time::timeout(self.ctx.deadline, rx).await {
             Err(_) => {
+                self.ctx.pool.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 return self.error(
                     ErrorCode::Timeout,
                     format!("the host did not finish within {:?}", self.ctx.deadline),

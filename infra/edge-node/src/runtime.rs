@@ -295,6 +295,11 @@ impl EdgeEngine {
         })
     }
 
+    /// The host inference path's counters ([`crate::nn::HostStats`]).
+    pub fn host_stats(&self) -> &crate::nn::HostStats {
+        self.pool.stats()
+    }
+
     /// Whether `component` imports wasi:nn (the host-nn build), so it can take the host path.
     pub fn imports_nn(&self, component: &Component) -> bool {
         component

@@ -167,6 +167,7 @@ async fn answer(node: &Arc<Node>, req: hyper::Request<hyper::body::Incoming>) ->
                     ));
                 }
             }
+            text.push_str(&node.fleet.engine().host_stats().render());
             let mut r = hyper::Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,

@@ -904,6 +904,17 @@ async fn a_host_runtime_slot_runs_in_the_host_and_a_plain_slot_in_the_sandbox() 
         }
     }
     assert!(seen.0 > 0 && seen.1 > 0, "both slots answered: {seen:?}");
+    // The node counts the host's runs: every champion answer, plus each instance's check
+    // run of one row at load.
+    let metrics = String::from_utf8(edge.get("/metrics").body).unwrap();
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert!(counter("falaj_edge_host_runs_total ") > seen.0, "{metrics}");
+    assert_eq!(counter("falaj_edge_host_busy_total "), 0);
 
     // The next generation signs the champion without the flag: back in the sandbox.
     let m = World::manifest(2, &v1, None);
