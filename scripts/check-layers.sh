@@ -23,8 +23,9 @@ for c in "${order[@]}"; do
 done
 
 # What each binary must not link: the edge and the trainer need only falaj-core and
-# falaj-store (the edge's tract lives in the component); the functions that run no model
-# link no tract; only the webhook function invokes other functions.
+# falaj-store (the edge's tract comes only with the component's own engine, falaj-inference,
+# which its host inference path runs natively); the functions that run no model link no
+# tract; only the webhook function invokes other functions.
 forbid() {
   local pkg=$1 pattern=$2
   if cargo tree -q -p "$pkg" -e normal --prefix none | grep -E "^($pattern) "; then
@@ -32,7 +33,12 @@ forbid() {
     bad=1
   fi
 }
-forbid falaj-edge 'falaj|falaj-gates|falaj-webhook|falaj-lambda|falaj-cli|tract-onnx|hcl-edit|aws-sdk-lambda'
+forbid falaj-edge 'falaj|falaj-gates|falaj-webhook|falaj-lambda|falaj-cli|hcl-edit|aws-sdk-lambda'
+# The edge's tract: only through falaj-inference (the engine the component runs), never its own.
+if cargo tree -q -p falaj-edge -e normal --depth 1 --prefix none | grep -E '^tract-'; then
+  echo "error: falaj-edge depends on tract directly; its host path runs falaj-inference's engine" >&2
+  bad=1
+fi
 forbid falaj-train 'falaj|falaj-gates|falaj-webhook|falaj-lambda|falaj-cli|tract-onnx|hcl-edit|aws-sdk-lambda'
 for f in falaj-fn-ingest falaj-fn-promote falaj-fn-drift falaj-fn-webhook falaj-fn-rollout; do
   forbid "$f" 'falaj-gates|falaj-cli|tract-onnx|hcl-edit'

@@ -916,7 +916,10 @@ async fn a_host_runtime_slot_runs_in_the_host_and_a_plain_slot_in_the_sandbox() 
     assert!(counter("falaj_edge_host_runs_total ") > seen.0, "{metrics}");
     assert_eq!(counter("falaj_edge_host_busy_total "), 0);
     // A run of a few microseconds goes inline once the pool has measured one.
-    assert!(counter("falaj_edge_host_inline_runs_total ") > 0, "{metrics}");
+    assert!(
+        counter("falaj_edge_host_inline_runs_total ") > 0,
+        "{metrics}"
+    );
 
     // The next generation signs the champion without the flag: back in the sandbox.
     let m = World::manifest(2, &v1, None);
