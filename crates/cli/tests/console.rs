@@ -644,6 +644,10 @@ async fn an_approver_decides_and_approves_in_the_browser_and_the_deployment_move
     assert_eq!(b.text(&format!("{prod} td.champion")), "v1 (90%)");
     assert_eq!(b.text(&format!("{prod} td.challenger")), "v2 (canary, 10%)");
     assert_eq!(b.text(&format!("{prod} td.generation")), "2");
+    assert_eq!(
+        b.text(&format!("{prod} td.runtime")),
+        "champion: sandbox, challenger: sandbox"
+    );
     // The nodes' telemetry: both applied generation 1, neither has reported generation 2.
     let nodes = b.texts(&format!("{prod} table.nodes tbody tr"));
     assert_eq!(nodes.len(), 2, "{nodes:?}");

@@ -42,6 +42,9 @@ pub struct Serving {
     pub mode: String,
     /// Deployment generation.
     pub generation: u64,
+    /// Where the edge runs each slot's graph: `champion` and, if one runs, `challenger`, each
+    /// `sandbox` or `host` (the node's native tract, which the version's policy allowed).
+    pub runtime: Vec<(String, String)>,
     /// How the manifest and the aliases differ, if they do.
     pub divergence: Option<String>,
 }
@@ -125,6 +128,10 @@ fn serving_of(m: &DeploymentManifest, divergence: Option<String>) -> Serving {
             "shadow".into()
         },
         generation: m.generation,
+        runtime: std::iter::once(("champion", &m.champion))
+            .chain(m.challenger.as_ref().map(|c| ("challenger", c)))
+            .map(|(slot, s)| (slot.to_string(), s.runtime.as_str().to_string()))
+            .collect(),
         divergence,
     }
 }

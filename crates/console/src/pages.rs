@@ -451,6 +451,7 @@ fn deployment_card(d: &DeploymentView, csrf: &str) -> Markup {
                 tr { th { "Champion" } td.champion { "v" (s.champion) " (" (100 - u32::from(if s.mode == "canary" && s.challenger.is_some() { s.weight } else { 0 })) "%)" } }
                 tr { th { "Challenger" } td.challenger { @if let Some(c) = s.challenger { "v" (c) " (" (s.mode) ", " (s.weight) "%)" } @else { "none" } } }
                 tr { th { "Generation" } td.generation { (s.generation) } }
+                tr { th { "Runtime" } td.runtime { @for (i, (slot, rt)) in s.runtime.iter().enumerate() { @if i > 0 { ", " } (slot) ": " (rt) } } }
                 tr { th { "Strategy" } td { (d.strategy) } }
                 tr { th { "Signed by key" } td { code { (d.key_id) } } }
                 tr { th { "Changed" } td { (d.updated_at) " by " (d.updated_by) } }

@@ -24,7 +24,29 @@ const POLICY: &str = "[metrics]\naccuracy = { min = 0.9 }\n";
 async fn validated(e: &Env, f: &Fitted) -> u64 {
     attach_policy(&e.reg, MODEL, POLICY).await;
     let v = register(&e.reg, MODEL, f, "sam").await;
-    let r = gates::validate(
+    let r = gate(e, v).await;
+    assert!(r.passed, "{:?}", r.gates);
+    v
+}
+
+/// The deployment of `env` as an edge node reads it: verified against the published key
+/// from its raw bytes (returned too).
+async fn as_the_edge_reads(e: &Env, env: &str) -> (dep::DeploymentManifest, bytes::Bytes) {
+    let bytes = e
+        .reg
+        .store()
+        .get(&deploy::deployment_key(env, MODEL))
+        .await
+        .unwrap()
+        .unwrap()
+        .bytes;
+    let public = deploy::trusted_key(&e.reg).await.unwrap().unwrap();
+    (dep::verify(&bytes, &public).unwrap(), bytes)
+}
+
+/// The gates on version `v` over the breast-cancer holdout, under the attached policy.
+async fn gate(e: &Env, v: u64) -> falaj_core::policy::GateReport {
+    gates::validate(
         &e.reg,
         Validation {
             model: MODEL.into(),
@@ -35,9 +57,7 @@ async fn validated(e: &Env, f: &Fitted) -> u64 {
         },
     )
     .await
-    .unwrap();
-    assert!(r.passed, "{:?}", r.gates);
-    v
+    .unwrap()
 }
 
 fn promo(v: u64, to: Stage, actor: &str) -> Promotion {
@@ -128,16 +148,7 @@ async fn staging_then_production_with_two_approvals_writes_a_signed_manifest() {
     );
 
     // The edge's view: raw bytes + the published key.
-    let bytes = e
-        .reg
-        .store()
-        .get(&deploy::deployment_key("prod", MODEL))
-        .await
-        .unwrap()
-        .unwrap()
-        .bytes;
-    let public = deploy::trusted_key(&e.reg).await.unwrap().unwrap();
-    let m = dep::verify(&bytes, &public).unwrap();
+    let (m, bytes) = as_the_edge_reads(&e, "prod").await;
     assert_eq!(
         m.champion.digest,
         e.reg.version(MODEL, v).await.unwrap().digest
@@ -206,18 +217,7 @@ async fn refusals_are_refused_and_audited() {
     assert_eq!(err.code(), "forbidden", "{err}");
     // An approval for a rejected version.
     let bad = register(&e.reg, MODEL, &degraded(&f), "sam").await;
-    let rep = gates::validate(
-        &e.reg,
-        Validation {
-            model: MODEL.into(),
-            version: bad,
-            holdout: Holdout::Path(dataset("breast_cancer.csv")),
-            policy: None,
-            actor: "sam".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let rep = gate(&e, bad).await;
     assert!(!rep.passed);
     let err = promotion::approve(&e.reg, MODEL, bad, Stage::Production, "", "ann")
         .await
@@ -511,33 +511,13 @@ async fn the_host_runtime_is_signed_only_where_the_version_policy_allows_it() {
         "[metrics]\naccuracy = { min = 0.9 }\n[edge]\nallow_host_runtime = true\n",
     )
     .await;
-    let r = gates::validate(
-        &e.reg,
-        Validation {
-            model: MODEL.into(),
-            version: v,
-            holdout: Holdout::Path(dataset("breast_cancer.csv")),
-            policy: None,
-            actor: "sam".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let r = gate(&e, v).await;
     assert!(r.passed);
     let p = promotion::promote(&e.reg, &k, host(Stage::Staging))
         .await
         .unwrap();
     assert_eq!(p.deployment.champion.runtime, Runtime::Host);
-    let bytes = e
-        .reg
-        .store()
-        .get(&deploy::deployment_key("staging", MODEL))
-        .await
-        .unwrap()
-        .unwrap()
-        .bytes;
-    let public = deploy::trusted_key(&e.reg).await.unwrap().unwrap();
-    let signed = dep::verify(&bytes, &public).unwrap();
+    let (signed, _) = as_the_edge_reads(&e, "staging").await;
     assert_eq!(
         signed.champion.runtime,
         Runtime::Host,

@@ -286,25 +286,14 @@ async fn deploy(
     let mut on_host = manifest.clone();
     on_host.env = "staging".into();
     on_host.champion.runtime = falaj_core::deployment::Runtime::Host;
-    let k = StoreKey::new(format!("deployments/staging/{}.json", m.name)).unwrap();
-    store
-        .put(
-            &k,
-            Bytes::from(serde_json::to_vec(&key.sign(&on_host)).unwrap()),
-            Precondition::None,
-        )
-        .await
-        .unwrap();
-    let k = StoreKey::new(format!("deployments/prod/{}.json", m.name)).unwrap();
+    let put = |d: DeploymentManifest| async move {
+        let k = StoreKey::new(format!("deployments/{}/{}.json", d.env, d.model)).unwrap();
+        let signed = Bytes::from(serde_json::to_vec(&key.sign(&d)).unwrap());
+        store.put(&k, signed, Precondition::None).await.unwrap();
+    };
+    put(on_host).await;
     let t0 = Instant::now();
-    store
-        .put(
-            &k,
-            Bytes::from(serde_json::to_vec(&key.sign(&manifest)).unwrap()),
-            Precondition::None,
-        )
-        .await
-        .unwrap();
+    put(manifest).await;
     let mut c = Conn::open(&node.addr);
     loop {
         let r = c.send(

@@ -625,6 +625,130 @@ impl NnView<'_> {
 mod tests {
     use super::*;
 
+    /// The `mlp-folded` case staged as the fleet stages a version: the artifact, its manifest
+    /// and a `version.json` recording its digest.
+    fn staged() -> (tempfile::TempDir, HostGraph) {
+        let src =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/mlp-folded");
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = std::fs::read(src.join("model.onnx")).unwrap();
+        std::fs::write(dir.path().join("model.onnx"), &onnx).unwrap();
+        std::fs::copy(src.join("manifest.json"), dir.path().join("manifest.json")).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+        let summary = falaj_core::onnx::summarize(&onnx).unwrap();
+        let v = falaj_core::version::ModelVersion {
+            model: manifest["model"].as_str().unwrap().into(),
+            version: 1,
+            semver: "1.0.0".into(),
+            digest: falaj_inference::engine::sha256(&onnx),
+            size: onnx.len() as u64,
+            format: summary.format,
+            signature: summary.signature,
+            manifest_digest: None,
+            lineage: Default::default(),
+            metrics: Default::default(),
+            author: "test".into(),
+            author_principal: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            region: "me-central-1".into(),
+            source: None,
+        };
+        std::fs::write(
+            dir.path().join("version.json"),
+            serde_json::to_vec(&v).unwrap(),
+        )
+        .unwrap();
+        let graph = HostGraph::load(dir.path()).unwrap();
+        (dir, graph)
+    }
+
+    fn code(
+        table: &ResourceTable,
+        r: std::result::Result<impl Sized, Resource<ErrorRes>>,
+    ) -> ErrorCode {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => table.get(&e).unwrap().code,
+        }
+    }
+
+    /// What a guest could ask of the host: only the verified graph, by its digest, with
+    /// inputs the graph takes, within the memory cap.
+    #[tokio::test]
+    async fn a_guest_gets_only_the_verified_graph_and_only_well_formed_runs() {
+        let (_dir, graph) = staged();
+        let pool = Arc::new(HostPool::new(1, 4).unwrap());
+        let n = graph.planned.engine.n_features;
+        let mut ctx = NnCtx::new(Some(&graph), pool.clone(), Duration::from_secs(5), 4096);
+        let mut table = ResourceTable::new();
+        let mut view = NnView::new(&mut ctx, &mut table);
+
+        // Bytes of its own: never planned.
+        let r = graph::Host::load(
+            &mut view,
+            vec![b"not a model".to_vec()],
+            GraphEncoding::Onnx,
+            ExecutionTarget::Cpu,
+        )
+        .unwrap();
+        assert_eq!(code(view.table, r), ErrorCode::UnsupportedOperation);
+        // Another version's digest: not here.
+        let other = format!("sha256:{}", "0".repeat(64));
+        let r = graph::Host::load_by_name(&mut view, other).unwrap();
+        assert_eq!(code(view.table, r), ErrorCode::NotFound);
+
+        // The verified one, by its digest.
+        let g = graph::Host::load_by_name(&mut view, graph.digest.clone())
+            .unwrap()
+            .unwrap();
+        let ctx_res = graph::HostGraph::init_execution_context(&mut view, g)
+            .unwrap()
+            .unwrap();
+        let ctx_again = || Resource::<ContextRes>::new_borrow(ctx_res.rep());
+        let mut run = async |dims: Vec<u32>, ty: TensorType, values: Vec<f32>| {
+            let t = tensor::HostTensor::new(&mut view, dims, ty, le_bytes(&values)).unwrap();
+            let out = inference::HostGraphExecutionContext::compute(
+                &mut view,
+                ctx_again(),
+                vec![("input".into(), t)],
+            )
+            .await
+            .unwrap();
+            match out {
+                Ok(outs) => Ok(view.table.get(&outs[0].1).unwrap().dims.clone()),
+                Err(e) => Err(view.table.get(&e).unwrap().code),
+            }
+        };
+        // Two rows: answered, two rows of outputs.
+        let dims = run(vec![2, n as u32], TensorType::Fp32, vec![0.5; 2 * n]).await;
+        assert_eq!(dims.unwrap()[0], 2);
+        // The wrong width, the wrong type, zero rows: invalid, nothing run.
+        for (dims, ty, len) in [
+            (vec![1, n as u32 + 1], TensorType::Fp32, n + 1),
+            (vec![1, n as u32], TensorType::I32, n),
+            (vec![0, n as u32], TensorType::Fp32, 0),
+            (vec![2, n as u32], TensorType::Fp32, n),
+        ] {
+            let r = run(dims.clone(), ty, vec![0.0; len]).await;
+            assert_eq!(r, Err(ErrorCode::InvalidArgument), "{dims:?} {ty:?}");
+        }
+        // More rows than the 4 KiB cap holds.
+        let rows = 4096 / (4 * n) + 1;
+        let r = run(
+            vec![rows as u32, n as u32],
+            TensorType::Fp32,
+            vec![0.0; rows * n],
+        )
+        .await;
+        assert_eq!(r, Err(ErrorCode::TooLarge));
+        assert_eq!(
+            pool.stats().runs.load(Ordering::Relaxed),
+            1,
+            "only the good run ran"
+        );
+    }
+
     #[test]
     fn tensor_bytes_round_trip_as_little_endian_f32() {
         let x = [1.5f32, -0.0, f32::MIN_POSITIVE, 3.25e7];
