@@ -621,44 +621,30 @@ impl NnView<'_> {
     }
 }
 
+/// The test files' fixtures and helpers (`write_version`), shared with the unit tests below.
+#[cfg(test)]
+#[path = "../tests/component_support/mod.rs"]
+mod component_support;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use super::component_support;
+
     /// The `mlp-folded` case staged as the fleet stages a version: the artifact, its manifest
     /// and a `version.json` recording its digest.
     fn staged() -> (tempfile::TempDir, HostGraph) {
-        let src =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/mlp-folded");
+        let src = component_support::repo_root().join("tests/fixtures/models/mlp-folded");
         let dir = tempfile::tempdir().unwrap();
         let onnx = std::fs::read(src.join("model.onnx")).unwrap();
         std::fs::write(dir.path().join("model.onnx"), &onnx).unwrap();
         std::fs::copy(src.join("manifest.json"), dir.path().join("manifest.json")).unwrap();
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
-        let summary = falaj_core::onnx::summarize(&onnx).unwrap();
-        let v = falaj_core::version::ModelVersion {
-            model: manifest["model"].as_str().unwrap().into(),
-            version: 1,
-            semver: "1.0.0".into(),
-            digest: falaj_inference::engine::sha256(&onnx),
-            size: onnx.len() as u64,
-            format: summary.format,
-            signature: summary.signature,
-            manifest_digest: None,
-            lineage: Default::default(),
-            metrics: Default::default(),
-            author: "test".into(),
-            author_principal: None,
-            created_at: "2026-01-01T00:00:00Z".into(),
-            region: "me-central-1".into(),
-            source: None,
-        };
-        std::fs::write(
-            dir.path().join("version.json"),
-            serde_json::to_vec(&v).unwrap(),
-        )
-        .unwrap();
+        let digest = falaj_inference::engine::sha256(&onnx);
+        let model = manifest["model"].as_str().unwrap();
+        component_support::write_version(dir.path(), model, 1, &onnx, None, &digest);
         let graph = HostGraph::load(dir.path()).unwrap();
         (dir, graph)
     }
