@@ -95,6 +95,9 @@ pub struct ModelStatus {
     /// Shadow challenger version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<u64>,
+    /// Where each slot's graph runs, as its instance reported: `sandbox` or `host`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub runtime: BTreeMap<String, String>,
     /// Last refusal or failure, kept until a later manifest is applied.
     pub last_error: Option<String>,
     /// When the served generation was applied (RFC 3339).
@@ -344,6 +347,11 @@ impl Fleet {
             champion: Some(route.champion.version),
             challenger: route.challenger.as_ref().map(|(s, w)| (s.version, *w)),
             shadow: route.shadow.as_ref().map(|s| s.version),
+            runtime: std::iter::once(("champion", &route.champion))
+                .chain(route.challenger.as_ref().map(|(s, _)| ("challenger", s)))
+                .chain(route.shadow.as_ref().map(|s| ("shadow", s)))
+                .map(|(slot, s)| (slot.to_string(), s.runs_in.clone()))
+                .collect(),
             last_error: None,
             applied_at: Some(falaj_runtime::now()),
             apply_ms: Some(t0.elapsed().as_millis() as u64),
@@ -479,14 +487,14 @@ impl Fleet {
         Ok(served)
     }
 
-    /// The host graph for a slot the signed deployment runs with `runtime = "host"`: the
-    /// staged, verified directory loaded and planned natively, once per version. `None` for
-    /// the sandbox, and (with a warning) when the node's component cannot import wasi:nn.
     /// The node's engine.
     pub fn engine(&self) -> &EdgeEngine {
         &self.engine
     }
 
+    /// The host graph for a slot the signed deployment runs with `runtime = "host"`: the
+    /// staged, verified directory loaded and planned natively, once per version. `None` for
+    /// the sandbox, and (with a warning) when the node's component cannot import wasi:nn.
     async fn host_graph(&self, slot: &Slot, dir: &Path) -> Result<Option<crate::nn::HostGraph>> {
         if slot.runtime != falaj_core::deployment::Runtime::Host {
             return Ok(None);

@@ -89,7 +89,7 @@ impl Planned {
         let new = if old == 0 {
             sample
         } else {
-            (old * 7 + sample) / 8
+            old.saturating_mul(7).saturating_add(sample) / 8
         };
         self.per_row_nanos.store(new.max(1), Ordering::Relaxed);
         out.unwrap_or_else(|_| {

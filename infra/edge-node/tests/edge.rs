@@ -904,6 +904,9 @@ async fn a_host_runtime_slot_runs_in_the_host_and_a_plain_slot_in_the_sandbox() 
         }
     }
     assert!(seen.0 > 0 && seen.1 > 0, "both slots answered: {seen:?}");
+    let status = edge.wait_generation(1);
+    assert_eq!(status["runtime"]["champion"], "host", "{status}");
+    assert_eq!(status["runtime"]["challenger"], "sandbox", "{status}");
     // The node counts the host's runs: every champion answer, plus each instance's check
     // run of one row at load.
     let metrics = String::from_utf8(edge.get("/metrics").body).unwrap();
