@@ -248,6 +248,27 @@ fn classifier_matches_native_tract_and_loads_once() {
     );
 }
 
+/// The wasi:nn build under another host that offers wasi:nn (`wasmtime serve -S nn`, whose
+/// wasi-nn holds no graph by the artifact's digest): it instantiates and keeps tract in the
+/// sandbox, with the same answers.
+#[test]
+fn the_wasi_nn_build_serves_in_the_sandbox_under_wasmtime_serve_with_wasi_nn() {
+    let _g = serial();
+    let (dir, _onnx, _digest) = classifier_dir("nn-build");
+    let native = NativeTract::load(&dir.0.join("model.onnx"), N);
+    let server = Server::start_component(&component_nn(), &dir.0, &["-Snn"]);
+    let batch = 16;
+    let x = rows(11, batch, N);
+    let json_rows: Vec<Vec<f32>> = x.chunks(N).map(<[f32]>::to_vec).collect();
+    let resp = post_json(server.port, &json!({ "inputs": json_rows }));
+    check_predictions(&resp, &native.run(&x, batch), batch, "wasi:nn build");
+    assert_eq!(resp.header("x-falaj-runtime"), Some("sandbox"));
+    assert_eq!(
+        get(server.port, "/metadata").json()["runtime"]["where"],
+        "sandbox"
+    );
+}
+
 #[test]
 fn bad_input_gets_a_clear_4xx_and_the_instance_keeps_serving() {
     let _g = serial();

@@ -541,8 +541,12 @@ impl Server {
     /// Starts the server and waits for `/health` to answer (any status: a model that fails to
     /// load answers 503, which some tests want).
     pub fn start(model_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_component(&component(), model_dir, extra)
+    }
+
+    /// [`Server::start`] with another build of the component (the wasi:nn one).
+    pub fn start_component(component: &Path, model_dir: &Path, extra: &[&str]) -> Self {
         let wasmtime = wasmtime();
-        let component = component();
         let port = free_port();
         let log = model_dir.with_extension("wasmtime.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -560,7 +564,7 @@ impl Server {
         .arg("--dir")
         .arg(format!("{}::/model", model_dir.display()))
         .args(extra)
-        .arg(&component)
+        .arg(component)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file);
