@@ -64,19 +64,17 @@ pub async fn handle(hook: &Webhook, req: HttpRequest) -> HttpResponse {
         "content-security-policy",
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
-    let status = response.status;
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let who = identity
         .as_ref()
         .map_or("-", |s: &Session| s.identity.as_str());
-    let source_ip = req.source_ip.as_deref().unwrap_or("-");
-    if status >= 500 {
-        tracing::error!(request_id = %request_id, method = %req.method, path = %req.path, identity = who, status, elapsed_ms, source_ip, "console request");
-    } else if status >= 400 {
-        tracing::warn!(request_id = %request_id, method = %req.method, path = %req.path, identity = who, status, elapsed_ms, source_ip, "console request");
-    } else {
-        tracing::info!(request_id = %request_id, method = %req.method, path = %req.path, identity = who, status, elapsed_ms, source_ip, "console request");
-    }
+    req.log_answer(
+        "console",
+        &request_id,
+        who,
+        response.status,
+        started,
+        tracing::Level::INFO,
+    );
     response
 }
 
@@ -323,7 +321,7 @@ async fn dispatch(
                     )
                 })?;
             let done = match request {
-                PromoteRequest::Reject { .. } => format!("Rejected {m}@{v} for {to}."),
+                PromoteRequest::Reject(_) => format!("Rejected {m}@{v} for {to}."),
                 _ => format!("Approved {m}@{v} for {to}."),
             };
             (request, done, format!("/ui/models/{m}/versions/{v}"))

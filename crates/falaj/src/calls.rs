@@ -49,46 +49,46 @@ impl From<ExpectAlias> for Expect {
     }
 }
 
+/// An approver's decision on a version for a stage: what an approval and a rejection carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: u64,
+    /// The authenticated identity.
+    pub actor: String,
+    /// The principal that proved it, when the caller verified one (the webhook does);
+    /// else the identity stands for itself, unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Stage decided for.
+    pub to: Stage,
+    /// Free text: the reason, for a rejection.
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl Decision {
+    /// The deciding actor, verified when a principal proved it.
+    fn by(&self) -> Actor {
+        match &self.principal {
+            Some(p) => Actor::verified(self.actor.clone(), p.clone()),
+            None => Actor::unverified(self.actor.clone()),
+        }
+    }
+}
+
 /// A request to the promote function.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PromoteRequest {
     /// Record `actor`'s approval of `model@version` for a stage.
-    Approve {
-        /// Model.
-        model: String,
-        /// Version.
-        version: u64,
-        /// The authenticated identity.
-        actor: String,
-        /// The principal that proved it, when the caller verified one (the webhook does);
-        /// else the identity stands for itself, unverified.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        principal: Option<String>,
-        /// Stage approved for.
-        to: Stage,
-        /// Free text.
-        #[serde(default)]
-        comment: String,
-    },
+    Approve(Decision),
     /// Record `actor`'s rejection of `model@version` for a stage: a veto the gatekeeper
     /// honours on every path ([`promotion::reject`]).
-    Reject {
-        /// Model.
-        model: String,
-        /// Version.
-        version: u64,
-        /// The authenticated identity.
-        actor: String,
-        /// The principal that proved it, when the caller verified one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        principal: Option<String>,
-        /// Stage rejected for.
-        to: Stage,
-        /// Why.
-        #[serde(default)]
-        comment: String,
-    },
+    Reject(Decision),
     /// Promote `model@version` to a stage.
     Promote {
         /// Model.
@@ -170,28 +170,17 @@ impl PromoteRequest {
         to: Stage,
         comment: String,
     ) -> Option<Self> {
-        let (model, actor, principal) = (
-            model.to_string(),
-            actor.to_string(),
-            Some(actor.to_string()),
-        );
+        let d = Decision {
+            model: model.to_string(),
+            version,
+            actor: actor.to_string(),
+            principal: Some(actor.to_string()),
+            to,
+            comment,
+        };
         Some(match decision {
-            "approve" => Self::Approve {
-                model,
-                version,
-                actor,
-                principal,
-                to,
-                comment,
-            },
-            "reject" => Self::Reject {
-                model,
-                version,
-                actor,
-                principal,
-                to,
-                comment,
-            },
+            "approve" => Self::Approve(d),
+            "reject" => Self::Reject(d),
             _ => return None,
         })
     }
@@ -199,9 +188,8 @@ impl PromoteRequest {
     /// The model it is about.
     pub fn model(&self) -> &str {
         match self {
-            Self::Approve { model, .. }
-            | Self::Reject { model, .. }
-            | Self::Promote { model, .. }
+            Self::Approve(d) | Self::Reject(d) => &d.model,
+            Self::Promote { model, .. }
             | Self::Rollout { model, .. }
             | Self::Rollback { model, .. }
             | Self::CanaryLook { model, .. } => model,
@@ -211,9 +199,8 @@ impl PromoteRequest {
     /// The identity it acts as.
     pub fn actor(&self) -> &str {
         match self {
-            Self::Approve { actor, .. }
-            | Self::Reject { actor, .. }
-            | Self::Promote { actor, .. }
+            Self::Approve(d) | Self::Reject(d) => &d.actor,
+            Self::Promote { actor, .. }
             | Self::Rollout { actor, .. }
             | Self::Rollback { actor, .. }
             | Self::CanaryLook { actor, .. } => actor,
@@ -281,34 +268,12 @@ pub async fn apply_promote_request(
     falaj_core::validate_model_name(req.model())
         .map_err(|e| PromotionError::from(crate::RegistryError::from(e)))?;
     match req {
-        PromoteRequest::Approve {
-            model,
-            version,
-            actor,
-            principal,
-            to,
-            comment,
-        } => {
-            let actor = match principal {
-                Some(p) => Actor::verified(actor, p),
-                None => Actor::unverified(actor),
-            };
-            let a = promotion::approve(reg, &model, version, to, &comment, &actor).await?;
+        PromoteRequest::Approve(d) => {
+            let a = promotion::approve(reg, &d.model, d.version, d.to, &d.comment, d.by()).await?;
             Ok(json!({ "approval": a }))
         }
-        PromoteRequest::Reject {
-            model,
-            version,
-            actor,
-            principal,
-            to,
-            comment,
-        } => {
-            let actor = match principal {
-                Some(p) => Actor::verified(actor, p),
-                None => Actor::unverified(actor),
-            };
-            let r = promotion::reject(reg, &model, version, to, &comment, &actor).await?;
+        PromoteRequest::Reject(d) => {
+            let r = promotion::reject(reg, &d.model, d.version, d.to, &d.comment, d.by()).await?;
             Ok(json!({ "rejection": r }))
         }
         PromoteRequest::Promote {
@@ -523,4 +488,38 @@ pub fn promote_error_message(e: &PromoteError) -> (String, String) {
         e.code.clone(),
         serde_json::to_string(e).unwrap_or_else(|_| e.to_string()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_keep_their_wire_shape_and_refuse_unknown_fields() {
+        let wire = json!({"op": "reject", "model": "bc", "version": 3, "actor": "ann",
+            "to": "production", "comment": "calibration is off"});
+        let req: PromoteRequest = serde_json::from_value(wire.clone()).unwrap();
+        let PromoteRequest::Reject(d) = &req else {
+            panic!("{req:?}")
+        };
+        assert_eq!(
+            (d.version, d.actor.as_str(), d.principal.as_deref()),
+            (3, "ann", None)
+        );
+        assert_eq!(serde_json::to_value(&req).unwrap(), wire);
+        assert_eq!(d.by(), Actor::unverified("ann"));
+        let approve = PromoteRequest::decision(
+            "approve",
+            ("bc", 3),
+            "ann",
+            Stage::Production,
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!(serde_json::to_value(&approve).unwrap()["op"], "approve");
+        let mut typo = wire;
+        typo["coment"] = json!("x");
+        let err = serde_json::from_value::<PromoteRequest>(typo).unwrap_err();
+        assert!(err.to_string().contains("coment"), "{err}");
+    }
 }

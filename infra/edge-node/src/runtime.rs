@@ -550,11 +550,6 @@ impl ModelRuntime {
         &self.dir
     }
 
-    /// Whether this version's instances may hand the graph to the host.
-    pub fn host_graph(&self) -> bool {
-        self.handler.state().host.is_some()
-    }
-
     /// Instances created so far (1 while one instance keeps serving).
     pub fn instances_created(&self) -> u64 {
         self.handler.state().instances.load(Ordering::Relaxed)

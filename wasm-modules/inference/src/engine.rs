@@ -288,24 +288,8 @@ impl Engine {
                 .map_err(|e| LoadError(format!("manifest.json: {e}")))?;
         }
 
-        // The host-nn build hands the graph to the host when the host holds this very
-        // artifact (named by the digest the host verified and wrote into version.json).
-        #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
-        let host = version.as_ref().and_then(|v| {
-            let input = summary
-                .signature
-                .inputs
-                .first()
-                .map_or("", |i| i.name.as_str());
-            crate::nn::HostGraph::open(&v.digest, input)
-        });
-        #[cfg(not(all(target_arch = "wasm32", feature = "host-nn")))]
-        let host: Option<std::convert::Infallible> = None;
-        let backend = match host {
-            #[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
-            Some(graph) => Backend::Host(graph),
-            #[cfg(not(all(target_arch = "wasm32", feature = "host-nn")))]
-            Some(never) => match never {},
+        let backend = match host_backend(version.as_ref(), &summary) {
+            Some(host) => host,
             None => Backend::Local(
                 plan(&bytes, manifest.as_ref(), &item_shape)
                     .map_err(|e| LoadError(format!("tract cannot load the model: {e:#}")))?,
@@ -470,6 +454,24 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The host-nn build hands the graph to the host when the host holds this very artifact
+/// (named by the digest the host verified and wrote into version.json).
+#[cfg(all(target_arch = "wasm32", feature = "host-nn"))]
+fn host_backend(version: Option<&ModelVersion>, summary: &OnnxSummary) -> Option<Backend> {
+    let input = summary
+        .signature
+        .inputs
+        .first()
+        .map_or("", |i| i.name.as_str());
+    crate::nn::HostGraph::open(&version?.digest, input).map(Backend::Host)
+}
+
+/// Any other build runs the graph itself.
+#[cfg(not(all(target_arch = "wasm32", feature = "host-nn")))]
+fn host_backend(_: Option<&ModelVersion>, _: &OnnxSummary) -> Option<Backend> {
+    None
 }
 
 /// tract's plan for the model: parsed, typed for `[batch, item_shape...]` f32 input, and
